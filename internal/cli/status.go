@@ -1,0 +1,72 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+// StatusSection prints one part of `dodai status` (nodes, platform
+// components, ...). It returns healthy=false when that part is not all
+// ready, which makes the command exit non-zero.
+type StatusSection struct {
+	Name string
+	// Order sorts sections: nodes (10) before components (20).
+	Order int
+	Run   func(ctx context.Context, g *Globals, opts StatusOptions) (healthy bool, err error)
+}
+
+// StatusOptions are the flags of `dodai status`.
+type StatusOptions struct {
+	Kubeconfig string
+	Tree       bool
+}
+
+var statusSections []StatusSection
+
+func registerStatus(s StatusSection) { statusSections = append(statusSections, s) }
+
+func init() {
+	register(func(g *Globals) *cobra.Command {
+		var opts StatusOptions
+		cmd := &cobra.Command{
+			Use:   "status",
+			Short: "Show the cluster: nodes, then platform components with root causes",
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				if len(statusSections) == 0 {
+					return fmt.Errorf("no status sections available")
+				}
+				sections := append([]StatusSection(nil), statusSections...)
+				sortSections(sections)
+				healthy := true
+				for i, s := range sections {
+					if i > 0 && g.Output == "table" {
+						fmt.Fprintln(g.Out)
+					}
+					ok, err := s.Run(cmd.Context(), g, opts)
+					if err != nil {
+						return fmt.Errorf("%s: %w", s.Name, err)
+					}
+					healthy = healthy && ok
+				}
+				if !healthy {
+					return &ExitError{Code: 1}
+				}
+				return nil
+			},
+		}
+		cmd.Flags().StringVar(&opts.Kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
+		cmd.Flags().BoolVar(&opts.Tree, "tree", false, "show the component dependency graph with states")
+		return cmd
+	})
+}
+
+func sortSections(s []StatusSection) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j].Order < s[j-1].Order; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
