@@ -226,8 +226,9 @@ type Platform struct {
 	Extra []ExtraComponent `yaml:"extra,omitempty" json:"extra,omitempty"`
 	// Mirror points every chart source at a mirror (air-gapped installs).
 	Mirror *Mirror `yaml:"mirror,omitempty" json:"mirror,omitempty"`
-	// DropDependents disables components that depend on a disabled one
-	// instead of reporting an error.
+	// DropDependents drops dependency edges to components the user disabled
+	// (spec.platform.components.X.enabled: false) instead of reporting an
+	// error; the dependents stay enabled.
 	DropDependents bool `yaml:"dropDependents,omitempty" json:"dropDependents,omitempty"`
 	// Flux configures the Flux installation.
 	Flux *FluxSettings `yaml:"flux,omitempty" json:"flux,omitempty"`
@@ -265,6 +266,9 @@ type Mirror struct {
 	Helm string `yaml:"helm,omitempty" json:"helm,omitempty"`
 	// OCI is an OCI registry prefix, e.g. oci://registry.local/charts.
 	OCI string `yaml:"oci,omitempty" json:"oci,omitempty"`
+	// Git replaces the Git repository dodai's own charts (charts/) are read
+	// from, e.g. an internal mirror of github.com/dodai-dev/dodai.
+	Git string `yaml:"git,omitempty" json:"git,omitempty"`
 }
 
 // FluxSettings configures how dodai installs Flux.
