@@ -1,0 +1,107 @@
+package status
+
+import (
+	"bytes"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func hr(ns, name string, age time.Duration, status metav1.ConditionStatus, reason, msg string, deps ...string) helmv2.HelmRelease {
+	h := helmv2.HelmRelease{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, CreationTimestamp: metav1.NewTime(now.Add(-age))}}
+	for _, d := range deps {
+		p := strings.SplitN(d, "/", 2)
+		h.Spec.DependsOn = append(h.Spec.DependsOn, helmv2.DependencyReference{Namespace: p[0], Name: p[1]})
+	}
+	if status != "" {
+		h.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: status, Reason: reason, Message: msg}}
+	}
+	return h
+}
+
+const depMsg = "dependency 'x' is not ready"
+
+func TestRootCause(t *testing.T) {
+	rep := FromHelmReleases([]helmv2.HelmRelease{
+		hr("cozy-cilium", "cilium", 4*time.Minute+time.Second, "True", "InstallSucceeded", "Helm install succeeded for release cozy-cilium/cilium.v1 with chart cilium@1.19.5"),
+		hr("cozy-kubeovn", "kubeovn", 4*time.Minute, "True", "InstallSucceeded", "ok", "cozy-cilium/cilium"),
+		hr("cozy-cert-manager", "cert-manager", 4*time.Minute, "False", "InstallFailed", "Helm install failed for release cozy-cert-manager/cert-manager with chart cert-manager@v1.20.2: boom", "cozy-cilium/cilium", "cozy-kubeovn/kubeovn"),
+		hr("cozy-cert-manager", "cert-manager-issuers", 4*time.Minute, "False", "DependencyNotReady", depMsg, "cozy-kubeovn/kubeovn", "cozy-cert-manager/cert-manager"),
+		hr("cozy-victoria-metrics-operator", "victoria-metrics-operator", 3*time.Minute, "False", "DependencyNotReady", depMsg, "cozy-cert-manager/cert-manager"),
+		// Two levels up, plus a second failing chain and a missing dependency.
+		hr("cozy-monitoring", "monitoring", 3*time.Minute, "False", "DependencyNotReady", depMsg, "cozy-victoria-metrics-operator/victoria-metrics-operator", "cozy-x/broken", "cozy-y/missing"),
+		hr("cozy-x", "broken", time.Minute, "False", "UpgradeFailed", "bad values"),
+		// Not reconciled yet, waiting on a blocked release.
+		hr("cozy-z", "fresh", 5*time.Second, "", "", "", "cozy-monitoring/monitoring"),
+	}, now)
+	if rep.AllReady() {
+		t.Error("AllReady with failures")
+	}
+	want := map[string][]string{
+		"cozy-cert-manager/cert-manager-issuers":                   {"cozy-cert-manager/cert-manager"},
+		"cozy-victoria-metrics-operator/victoria-metrics-operator": {"cozy-cert-manager/cert-manager"},
+		"cozy-monitoring/monitoring":                               {"cozy-cert-manager/cert-manager", "cozy-x/broken", "cozy-y/missing"},
+		"cozy-z/fresh":                                             {"cozy-cert-manager/cert-manager", "cozy-x/broken", "cozy-y/missing"},
+		"cozy-cert-manager/cert-manager":                           nil, // fails on its own
+		"cozy-x/broken":                                            nil,
+	}
+	for k, w := range want {
+		r, _ := rep.Get(k)
+		if !reflect.DeepEqual(r.RootCauses, w) {
+			t.Errorf("%s root causes %v, want %v", k, r.RootCauses, w)
+		}
+	}
+	var b bytes.Buffer
+	rep.WriteRootCauses(&b)
+	out := b.String()
+	for _, s := range []string{
+		"cozy-cert-manager/cert-manager: InstallFailed: Helm install failed for release cozy-cert-manager/cert-manager with chart cert-manager@v1.20.2: boom\n    blocks 4: cozy-cert-manager/cert-manager-issuers, cozy-monitoring/monitoring, cozy-victoria-metrics-operator/victoria-metrics-operator, cozy-z/fresh",
+		"cozy-x/broken: UpgradeFailed: bad values\n    blocks 2: cozy-monitoring/monitoring, cozy-z/fresh",
+		"cozy-y/missing: not found",
+	} {
+		if !strings.Contains(out, s) {
+			t.Errorf("root causes output misses %q:\n%s", s, out)
+		}
+	}
+	rows := rep.Rows()
+	if !reflect.DeepEqual(rows[0], []string{"cozy-cert-manager", "cert-manager", "4m", "False", "Helm install failed for release cozy-cert-manager/cert-manager with chart cert-manager@v1.20.2: boom"}) {
+		t.Errorf("row 0 = %v", rows[0])
+	}
+	if r, _ := rep.Get("cozy-cilium/cilium"); r.Age != "4m1s" {
+		t.Errorf("age %q, want 4m1s (kubectl's format)", r.Age)
+	}
+	b.Reset()
+	rep.WriteTree(&b)
+	tree := b.String()
+	for _, s := range []string{
+		"cozy-cilium/cilium [Ready]\n└── cozy-kubeovn/kubeovn [Ready]\n    └── cozy-cert-manager/cert-manager [Failed: Helm install failed",
+		"        ├── cozy-cert-manager/cert-manager-issuers [Blocked by cozy-cert-manager/cert-manager] (also needs cozy-kubeovn/kubeovn)",
+		"cozy-x/broken [Failed: bad values]",
+		"[Pending]",
+	} {
+		if !strings.Contains(tree, s) {
+			t.Errorf("tree misses %q:\n%s", s, tree)
+		}
+	}
+}
+
+func TestAllReady(t *testing.T) {
+	if FromHelmReleases(nil, now).AllReady() {
+		t.Error("no releases must not be all ready")
+	}
+	rep := FromHelmReleases([]helmv2.HelmRelease{hr("a", "a", time.Hour, "True", "InstallSucceeded", "ok")}, now)
+	if !rep.AllReady() {
+		t.Error("not all ready")
+	}
+	var b bytes.Buffer
+	rep.WriteRootCauses(&b)
+	if b.Len() != 0 {
+		t.Errorf("root causes for a healthy platform: %q", b.String())
+	}
+}
