@@ -1,0 +1,421 @@
+// Package install delivers the platform to a cluster: Flux (patched to run
+// before a CNI exists), the CNI releases pre-installed with the Helm SDK,
+// then the rendered Namespaces, sources and HelmReleases applied server-side
+// (field manager "dodai") with pruning of what the previous apply created,
+// and a live wait that asks Flux to reconcile dependents as soon as their
+// dependencies become Ready.
+package install
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	helmv2 "github.com/fluxcd/helm-controller/api/v2"
+	"github.com/fluxcd/pkg/apis/meta"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
+
+	"github.com/dodai-dev/dodai/internal/platform/graph"
+	"github.com/dodai-dev/dodai/internal/platform/render"
+	"github.com/dodai-dev/dodai/internal/platform/status"
+)
+
+// Options of an install.
+type Options struct {
+	// Kubeconfig is the file the Helm SDK uses for the CNI pre-install.
+	Kubeconfig string
+	// RESTConfig talks to the cluster.
+	RESTConfig *rest.Config
+	// FluxManifests is Flux's install.yaml (file or directory). Empty with
+	// SkipFlux false is an error.
+	FluxManifests string
+	// SkipFlux leaves Flux alone (it is already installed and managed
+	// elsewhere, e.g. by `flux bootstrap`, or runs out of cluster in tests).
+	SkipFlux bool
+	// Flux patches.
+	Flux FluxOptions
+	// SkipCNI skips the Helm SDK pre-install of CNI releases.
+	SkipCNI bool
+	// Timeout bounds the wait for all releases to be Ready (0: don't wait).
+	Timeout time.Duration
+	// NoKick disables the dependent kick (for measuring Flux alone).
+	NoKick bool
+	// Progress receives the live view (one line per change); nil: none.
+	Progress io.Writer
+	Log      *slog.Logger
+}
+
+// Result of an install.
+type Result struct {
+	Applied []AppliedObject `json:"applied"`
+	Pruned  []Ref     `json:"pruned,omitempty"`
+	// PreinstalledCNI lists CNI releases installed with the Helm SDK.
+	PreinstalledCNI []string `json:"preinstalledCNI,omitempty"`
+	// Ready is when each release was first seen Ready, since Start.
+	Ready map[string]time.Duration `json:"ready,omitempty"`
+	// Kicks counts reconcile requests sent to dependents.
+	Kicks int `json:"kicks"`
+	// Elapsed is the total time.
+	Elapsed time.Duration `json:"elapsed"`
+}
+
+// AppliedObject is one applied object.
+type AppliedObject struct {
+	Object  string `json:"object"`
+	Changed bool   `json:"changed"`
+}
+
+// Changed counts applied objects whose resourceVersion moved.
+func (r *Result) Changed() int {
+	n := 0
+	for _, a := range r.Applied {
+		if a.Changed {
+			n++
+		}
+	}
+	return n
+}
+
+// Install runs the whole platform install; re-running it is an upgrade and
+// changes nothing on a healthy, unchanged platform.
+func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
+	start := time.Now()
+	if o.Log == nil {
+		o.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	logf := func(msg string, a ...any) { o.Log.Info(msg, a...) }
+	dyn, err := dynamic.NewForConfig(o.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("creating Kubernetes client: %w", err)
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(o.RESTConfig)
+	if err != nil {
+		return nil, fmt.Errorf("creating discovery client: %w", err)
+	}
+	ap := NewApplier(dyn, disc)
+	res := &Result{}
+	record := func(rs []ApplyResult) {
+		for _, r := range rs {
+			res.Applied = append(res.Applied, AppliedObject{Object: r.Ref.String(), Changed: r.Changed})
+		}
+	}
+
+	// 1. Flux.
+	if !o.SkipFlux {
+		if o.FluxManifests == "" {
+			return nil, fmt.Errorf("no Flux manifests: set spec.platform.flux.manifests or --flux-manifests to Flux %s's install.yaml (or use --skip-flux when Flux is already installed)", FluxVersion)
+		}
+		raw, err := LoadFluxManifests(o.FluxManifests)
+		if err != nil {
+			return nil, err
+		}
+		objs, err := PatchFlux(raw, o.Flux)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := ApplyFlux(ctx, ap, objs)
+		record(rs)
+		if err != nil {
+			return res, fmt.Errorf("installing Flux: %w", err)
+		}
+		logf("Flux applied", "objects", len(rs))
+	}
+
+	// 2. Render; namespaces first (the CNI pre-install needs them).
+	objs, err := render.Objects(g)
+	if err != nil {
+		return res, err
+	}
+	var nss, rest []*unstructured.Unstructured
+	for _, u := range objs {
+		if u.GetKind() == "Namespace" {
+			nss = append(nss, u)
+		} else {
+			rest = append(rest, u)
+		}
+	}
+	rs, err := ap.Apply(ctx, nss, false)
+	record(rs)
+	if err != nil {
+		return res, err
+	}
+
+	// 3. CNI pre-install with the Helm SDK.
+	if !o.SkipCNI {
+		for _, r := range g.Releases {
+			if !r.CNI {
+				continue
+			}
+			hr, err := render.HelmRelease(g, r)
+			if err != nil {
+				return res, err
+			}
+			ok, err := PreinstallCNI(ctx, o.Kubeconfig, r, hr, 5*time.Minute, logf)
+			if err != nil {
+				return res, err
+			}
+			if ok {
+				res.PreinstalledCNI = append(res.PreinstalledCNI, r.Namespace+"/"+r.ReleaseName)
+			}
+		}
+	}
+
+	// 4. Sources and HelmReleases, inventory, prune.
+	rs, err = ap.Apply(ctx, rest, false)
+	record(rs)
+	if err != nil {
+		return res, err
+	}
+	var refs []Ref
+	for _, u := range objs {
+		refs = append(refs, RefOf(u))
+	}
+	old, err := ap.ReadInventory(ctx, render.FluxNamespace)
+	if err != nil {
+		return res, err
+	}
+	inv, err := InventoryObject(render.FluxNamespace, refs)
+	if err != nil {
+		return res, err
+	}
+	rs, err = ap.Apply(ctx, []*unstructured.Unstructured{inv}, false)
+	record(rs)
+	if err != nil {
+		return res, err
+	}
+	pruned, err := ap.Prune(ctx, old, refs, logf)
+	res.Pruned = pruned
+	if err != nil {
+		return res, err
+	}
+
+	// 5. Wait, kicking dependents.
+	if o.Timeout > 0 {
+		wctx, cancel := context.WithTimeout(ctx, o.Timeout)
+		defer cancel()
+		w := &Waiter{Dyn: dyn, Graph: g, Kick: !o.NoKick, Progress: o.Progress, Start: start}
+		err := w.Wait(wctx)
+		res.Ready, res.Kicks = w.ReadyAt, w.Kicks
+		res.Elapsed = time.Since(start)
+		if err != nil {
+			return res, err
+		}
+	}
+	res.Elapsed = time.Since(start)
+	return res, nil
+}
+
+var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+
+// ApplyFlux applies CRDs and Namespaces first, waits for the CRDs to be
+// Established, then applies the rest.
+func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructured) ([]ApplyResult, error) {
+	var first, rest []*unstructured.Unstructured
+	for _, u := range objs {
+		if u.GetKind() == "CustomResourceDefinition" || u.GetKind() == "Namespace" {
+			first = append(first, u)
+		} else {
+			rest = append(rest, u)
+		}
+	}
+	rs, err := ap.Apply(ctx, first, false)
+	if err != nil {
+		return rs, err
+	}
+	for _, u := range first {
+		if u.GetKind() != "CustomResourceDefinition" {
+			continue
+		}
+		for {
+			c, err := ap.Dyn.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
+			if err == nil && crdEstablished(c) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return rs, fmt.Errorf("waiting for CRD %s to be established: %w", u.GetName(), ctx.Err())
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	ap.mapper.Reset()
+	more, err := ap.Apply(ctx, rest, false)
+	return append(rs, more...), err
+}
+
+func crdEstablished(u *unstructured.Unstructured) bool {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == "Established" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
+}
+
+func toMap(o runtime.Object) (map[string]any, error) {
+	return runtime.DefaultUnstructuredConverter.ToUnstructured(o)
+}
+
+// RequestedAtAnnotation asks Flux to reconcile an object now.
+const RequestedAtAnnotation = meta.ReconcileRequestAnnotation
+
+// Waiter waits for all releases of a graph to be Ready.
+type Waiter struct {
+	Dyn   dynamic.Interface
+	Graph *graph.Graph
+	// Kick: when a release becomes Ready, annotate its not-Ready dependents
+	// with reconcile.fluxcd.io/requestedAt so helm-controller reconciles them
+	// at once instead of after --requeue-dependency.
+	Kick     bool
+	Progress io.Writer
+	Start    time.Time
+	// Poll interval (default 250ms).
+	Poll time.Duration
+
+	ReadyAt map[string]time.Duration
+	Kicks   int
+}
+
+// Wait returns nil once every release is Ready, or the context's error with
+// the root causes of what is not.
+func (w *Waiter) Wait(ctx context.Context) error {
+	if w.Poll == 0 {
+		w.Poll = 250 * time.Millisecond
+	}
+	if w.Start.IsZero() {
+		w.Start = time.Now()
+	}
+	w.ReadyAt = map[string]time.Duration{}
+	total := len(w.Graph.Releases)
+	key := func(r graph.Release) string { return r.Namespace + "/" + r.Name }
+	byName := map[string]graph.Release{}
+	for _, r := range w.Graph.Releases {
+		byName[r.Name] = r
+	}
+	hrRes := w.Dyn.Resource(status.HelmReleaseGVR)
+	first := true
+	lastMsg := map[string]string{}
+	for {
+		list, err := hrRes.List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return fmt.Errorf("listing HelmReleases: %w", err)
+		}
+		state := map[string]*metav1.Condition{}
+		var hrs []helmv2.HelmRelease
+		for _, u := range list.Items {
+			var hr helmv2.HelmRelease
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &hr); err != nil {
+				return err
+			}
+			hrs = append(hrs, hr)
+			state[hr.Namespace+"/"+hr.Name] = apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition)
+		}
+		ready := func(k string) bool {
+			c := state[k]
+			return c != nil && c.Status == metav1.ConditionTrue
+		}
+		var newly []string
+		for _, r := range w.Graph.Releases {
+			k := key(r)
+			if _, done := w.ReadyAt[k]; !done && ready(k) {
+				w.ReadyAt[k] = time.Since(w.Start)
+				newly = append(newly, r.Name)
+				w.progress("%-8s %2d/%d  %s Ready (%s)", fmtDur(w.ReadyAt[k]), len(w.ReadyAt), total, k, state[k].Message)
+			} else if c := state[k]; c != nil && c.Status != metav1.ConditionTrue && c.Message != lastMsg[k] && c.Reason != meta.DependencyNotReadyReason {
+				w.progress("%-8s        %s %s: %s", fmtDur(time.Since(w.Start)), k, c.Reason, c.Message)
+			}
+			if c := state[k]; c != nil {
+				lastMsg[k] = c.Message
+			}
+		}
+		if len(w.ReadyAt) == total {
+			return nil
+		}
+		if w.Kick {
+			// Dependents of what just became Ready (and, on the first look,
+			// of what already was) whose dependencies are now all Ready.
+			cand := map[string]bool{}
+			for _, n := range newly {
+				for _, d := range w.Graph.Dependents(n) {
+					cand[d] = true
+				}
+			}
+			if first {
+				for _, r := range w.Graph.Releases {
+					if c := state[key(r)]; c != nil && c.Reason == meta.DependencyNotReadyReason {
+						cand[r.Name] = true
+					}
+				}
+			}
+			names := make([]string, 0, len(cand))
+			for n := range cand {
+				names = append(names, n)
+			}
+			sort.Strings(names)
+			for _, n := range names {
+				r := byName[n]
+				if ready(key(r)) {
+					continue
+				}
+				all := true
+				for _, d := range r.DependsOn {
+					all = all && ready(key(byName[d]))
+				}
+				if !all {
+					continue
+				}
+				if err := w.kick(ctx, r); err != nil {
+					return err
+				}
+			}
+		}
+		first = false
+		select {
+		case <-ctx.Done():
+			rep := status.FromHelmReleases(hrs, time.Now())
+			var b strings.Builder
+			rep.WriteRootCauses(&b)
+			var notReady []string
+			for _, r := range w.Graph.Releases {
+				if !ready(key(r)) {
+					notReady = append(notReady, key(r))
+				}
+			}
+			return fmt.Errorf("%d of %d releases not Ready (%s): %w\n%s", len(notReady), total, strings.Join(notReady, ", "), ctx.Err(), strings.TrimRight(b.String(), "\n"))
+		case <-time.After(w.Poll):
+		}
+	}
+}
+
+func (w *Waiter) kick(ctx context.Context, r graph.Release) error {
+	patch := fmt.Sprintf(`{"metadata":{"annotations":{%q:%q}}}`, RequestedAtAnnotation, time.Now().Format(time.RFC3339Nano))
+	_, err := w.Dyn.Resource(status.HelmReleaseGVR).Namespace(r.Namespace).Patch(ctx, r.Name, types.MergePatchType, []byte(patch),
+		metav1.PatchOptions{FieldManager: FieldManager + "-kick"})
+	if err != nil {
+		return fmt.Errorf("asking Flux to reconcile %s/%s: %w", r.Namespace, r.Name, err)
+	}
+	w.Kicks++
+	return nil
+}
+
+func (w *Waiter) progress(f string, a ...any) {
+	if w.Progress != nil {
+		fmt.Fprintf(w.Progress, f+"\n", a...)
+	}
+}
+
+func fmtDur(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
