@@ -16,7 +16,9 @@ import (
 // the cluster file's own checks.
 var validators []func(src *cluster.Source) cluster.Problems
 
-func registerValidator(f func(src *cluster.Source) cluster.Problems) { validators = append(validators, f) }
+func registerValidator(f func(src *cluster.Source) cluster.Problems) {
+	validators = append(validators, f)
+}
 
 // validateAll parses and validates a cluster file with every registered
 // validator; src is nil when the file can't be decoded.
