@@ -123,7 +123,7 @@ func TestInitExampleEndToEnd(t *testing.T) {
 		t.Fatalf("schematic json: %d %s", code, out)
 	}
 	out, errOut, code = run(t, "-C", dir, "image", "profile", "--output", "kernel")
-	if code != 0 || !strings.Contains(out, "kind: kernel") || !strings.Contains(errOut, "has no pinned image") {
+	if code != 0 || !strings.Contains(out, "kind: kernel") || !strings.Contains(errOut, "without a pinned image") {
 		t.Fatalf("profile: %d %s %s", code, out, errOut)
 	}
 }
