@@ -274,3 +274,20 @@ func mustValidF(f *testing.F) []byte {
 	}
 	return b
 }
+
+func TestUnknownFieldDoesNotHideOtherProblems(t *testing.T) {
+	body := strings.Replace(string(mustValid(t)), "  vip: 10.0.0.10", "  vip: 10.0.0.10\n  vpi: 1.2.3.4", 1)
+	body = strings.Replace(body, "role: worker", "role: master", 1)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadDir(dir)
+	probs, ok := err.(Problems)
+	if !ok || len(probs) != 2 {
+		t.Fatalf("want the unknown field and the bad role, got %v", err)
+	}
+	if !strings.Contains(probs[0].String(), `spec.vpi: unknown field (did you mean "vip"?)`) || !strings.Contains(probs[1].String(), `spec.nodes[1].role: must be controlplane or worker`) {
+		t.Fatalf("got %v", probs)
+	}
+}
