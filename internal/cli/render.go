@@ -76,10 +76,11 @@ func renderImage(_ context.Context, g *Globals, src *cluster.Source, dir string)
 		return err
 	}
 	p := filepath.Join(imgDir, "schematic.yaml")
-	if err := writeIfChanged(p, []byte(info.Schematic), 0o644); err != nil {
+	verb, err := writeIfChanged(p, []byte(info.Schematic), 0o644)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(g.Out, "wrote %s (Image Factory ID %s)\n", p, info.ID)
+	fmt.Fprintf(g.Out, "%s %s (Image Factory ID %s)\n", verb, p, info.ID)
 	for _, kind := range image.OutputKinds {
 		prof, warnings, err := image.NewProfileWarn(src.Cluster.Spec, kind)
 		if err != nil {
@@ -95,10 +96,11 @@ func renderImage(_ context.Context, g *Globals, src *cluster.Source, dir string)
 			return err
 		}
 		p := filepath.Join(imgDir, "profile-"+kind+".yaml")
-		if err := writeIfChanged(p, body, 0o644); err != nil {
+		verb, err := writeIfChanged(p, body, 0o644)
+		if err != nil {
 			return err
 		}
-		fmt.Fprintf(g.Out, "wrote %s\n", p)
+		fmt.Fprintf(g.Out, "%s %s\n", verb, p)
 	}
 	return nil
 }
