@@ -60,7 +60,7 @@ type Options struct {
 // Result of an install.
 type Result struct {
 	Applied []AppliedObject `json:"applied"`
-	Pruned  []Ref     `json:"pruned,omitempty"`
+	Pruned  []Ref           `json:"pruned,omitempty"`
 	// PreinstalledCNI lists CNI releases installed with the Helm SDK.
 	PreinstalledCNI []string `json:"preinstalledCNI,omitempty"`
 	// Ready is when each release was first seen Ready, since Start.

@@ -1,0 +1,218 @@
+package install
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+)
+
+func deployment(t *testing.T, objs []*unstructured.Unstructured, name string) *appsv1.Deployment {
+	t.Helper()
+	for _, u := range objs {
+		if u.GetKind() == "Deployment" && u.GetName() == name {
+			var d appsv1.Deployment
+			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d); err != nil {
+				t.Fatal(err)
+			}
+			return &d
+		}
+	}
+	return nil
+}
+
+func env(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
+}
+
+// CheckPatchedFlux verifies what PatchFlux promises; the integration test
+// runs it on objects read back from the API server.
+func CheckPatchedFlux(objs []*unstructured.Unstructured, o FluxOptions) []string {
+	o.defaults()
+	var problems []string
+	bad := func(f string, a ...any) { problems = append(problems, sprintf(f, a...)) }
+	for _, u := range objs {
+		if u.GetKind() == "Deployment" {
+			if _, ok := Controllers[u.GetName()]; !ok {
+				bad("unexpected Deployment %s", u.GetName())
+			}
+		}
+	}
+	for name, ports := range Controllers {
+		var d appsv1.Deployment
+		var found bool
+		for _, u := range objs {
+			if u.GetKind() == "Deployment" && u.GetName() == name {
+				found = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d) == nil
+			}
+		}
+		if !found {
+			bad("%s missing", name)
+			continue
+		}
+		ps := d.Spec.Template.Spec
+		if !ps.HostNetwork || ps.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			bad("%s: hostNetwork %v dnsPolicy %s", name, ps.HostNetwork, ps.DNSPolicy)
+		}
+		tol := map[string]bool{}
+		for _, t := range ps.Tolerations {
+			if t.Operator == corev1.TolerationOpExists {
+				tol[t.Key] = true
+			}
+		}
+		for _, k := range []string{"node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized", "node-role.kubernetes.io/control-plane"} {
+			if !tol[k] {
+				bad("%s: no toleration for %s", name, k)
+			}
+		}
+		c := ps.Containers[0]
+		if e := env(c, "KUBERNETES_SERVICE_HOST"); e == nil || e.Value != o.APIHost {
+			bad("%s: KUBERNETES_SERVICE_HOST %v", name, e)
+		}
+		if e := env(c, "KUBERNETES_SERVICE_PORT"); e == nil || e.Value != sprintf("%d", o.APIPort) {
+			bad("%s: KUBERNETES_SERVICE_PORT %v", name, e)
+		}
+		args := strings.Join(c.Args, " ")
+		for _, want := range []string{"--requeue-dependency=" + o.RequeueDependency.String(), sprintf("--concurrent=%d", o.Concurrent),
+			sprintf("--metrics-addr=:%d", ports.metrics), sprintf("--health-addr=:%d", ports.health)} {
+			if strings.Count(args, strings.SplitN(want, "=", 2)[0]) != 1 || !strings.Contains(args, want) {
+				bad("%s: args %q lack exactly one %s", name, args, want)
+			}
+		}
+		for _, p := range c.Ports {
+			if p.Name == "healthz" && int(p.ContainerPort) != ports.health {
+				bad("%s: healthz port %d", name, p.ContainerPort)
+			}
+		}
+	}
+	return problems
+}
+
+func TestPatchFlux(t *testing.T) {
+	raw, err := LoadFluxManifests("testdata/flux-install.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := raw[2].DeepCopy()
+	o := FluxOptions{RequeueDependency: 5 * time.Second, Concurrent: 20}
+	out, err := PatchFlux(raw, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(before.Object, raw[2].Object) {
+		t.Error("PatchFlux modified its input")
+	}
+	if p := CheckPatchedFlux(out, o); len(p) > 0 {
+		t.Errorf("problems:\n%s", strings.Join(p, "\n"))
+	}
+	if len(out) != 4 || deployment(t, out, "kustomize-controller") != nil {
+		t.Errorf("kustomize-controller should be dropped, got %d objects", len(out))
+	}
+	sc := deployment(t, out, "source-controller").Spec.Template.Spec.Containers[0]
+	if !reflect.DeepEqual(sc.Args[len(sc.Args)-2:], []string{"--storage-addr=:9790", "--storage-adv-addr=$(HOST_IP):9790"}) {
+		t.Errorf("source-controller storage args %v", sc.Args)
+	}
+	if sc.Env[0].Name != "HOST_IP" || sc.Env[0].ValueFrom.FieldRef.FieldPath != "status.hostIP" {
+		t.Errorf("HOST_IP must be defined before use: %v", sc.Env)
+	}
+	hc := deployment(t, out, "helm-controller")
+	if hc.Spec.Template.Spec.Tolerations[0].Key != "existing" {
+		t.Error("existing tolerations lost")
+	}
+	if a := strings.Join(hc.Spec.Template.Spec.Containers[0].Args, " "); strings.Contains(a, " 4") || strings.Contains(a, "30s") {
+		t.Errorf("old flag values kept: %s", a)
+	}
+	// Bad input.
+	if _, err := PatchFlux(raw[:2], o); err == nil || !strings.Contains(err.Error(), `no Deployment "`) {
+		t.Errorf("missing controllers: %v", err)
+	}
+}
+
+func TestDecodeYAMLErrors(t *testing.T) {
+	for name, doc := range map[string]string{
+		"not yaml":   "a: [",
+		"no kind":    "apiVersion: v1\nmetadata: {name: x}\n",
+		"no name":    "apiVersion: v1\nkind: ConfigMap\n",
+		"list":       "apiVersion: v1\nkind: List\nmetadata: {name: x}\nitems: []\n",
+		"not a map":  "- 1\n- 2\n",
+		"second bad": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\nkind: ConfigMap\n",
+	} {
+		_, err := DecodeYAML([]byte(doc), "in.yaml")
+		if err == nil || !strings.Contains(err.Error(), "in.yaml") {
+			t.Errorf("%s: error %v should name the file", name, err)
+		}
+	}
+	objs, err := DecodeYAML([]byte("---\n\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"), "ok")
+	if err != nil || len(objs) != 1 {
+		t.Errorf("empty documents: %v %d", err, len(objs))
+	}
+	if _, err := LoadFluxManifests("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func FuzzDecodeYAML(f *testing.F) {
+	f.Add([]byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"))
+	f.Add([]byte("---\n---\n"))
+	f.Add([]byte("{\"apiVersion\":\"v1\",\"kind\":\"A\",\"metadata\":{\"name\":\"b\"}}"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		objs, err := DecodeYAML(b, "fuzz")
+		if err != nil {
+			return
+		}
+		for _, o := range objs {
+			if o.GetKind() == "" || o.GetName() == "" {
+				t.Fatalf("accepted object without kind/name: %v", o.Object)
+			}
+		}
+		_, _ = PatchFlux(objs, FluxOptions{})
+	})
+}
+
+func TestOriginLabelsPostRenderer(t *testing.T) {
+	in := bytes.NewBufferString("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  labels: {keep: me}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: b}\n")
+	out, err := originLabels{labels: map[string]string{"helm.toolkit.fluxcd.io/name": "cilium"}}.Run(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := DecodeYAML(out.Bytes(), "out")
+	if err != nil || len(objs) != 2 {
+		t.Fatalf("%v %d", err, len(objs))
+	}
+	if l := objs[0].GetLabels(); l["keep"] != "me" || l["helm.toolkit.fluxcd.io/name"] != "cilium" {
+		t.Errorf("labels %v", l)
+	}
+	if objs[1].GetLabels()["helm.toolkit.fluxcd.io/name"] != "cilium" {
+		t.Errorf("labels %v", objs[1].GetLabels())
+	}
+	if _, err := (originLabels{}).Run(bytes.NewBufferString("a: [")); err == nil {
+		t.Error("bad manifest accepted")
+	}
+}
+
+func TestInventoryObjectIsStable(t *testing.T) {
+	a := []Ref{{Version: "v1", Kind: "Namespace", Name: "b"}, {Group: "helm.toolkit.fluxcd.io", Version: "v2", Kind: "HelmRelease", Namespace: "n", Name: "a"}}
+	b := []Ref{a[1], a[0]}
+	x, _ := InventoryObject("flux-system", a)
+	y, _ := InventoryObject("flux-system", b)
+	if !reflect.DeepEqual(x.Object, y.Object) {
+		t.Error("inventory depends on order")
+	}
+	if a[1].String() != "HelmRelease.helm.toolkit.fluxcd.io n/a" || a[0].String() != "Namespace b" {
+		t.Errorf("ref strings %q %q", a[1], a[0])
+	}
+}
+
+func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
