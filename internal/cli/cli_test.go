@@ -206,3 +206,42 @@ func TestBadFlags(t *testing.T) {
 		}
 	}
 }
+
+func TestPlatformRender(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	if _, errOut, code := run(t, "init", "--example", dir); code != 0 {
+		t.Fatalf("init: %s", errOut)
+	}
+	out, errOut, code := run(t, "-C", dir, "platform", "render")
+	if code != 0 {
+		t.Fatalf("render: %d %s", code, errOut)
+	}
+	if n := strings.Count(out, "\nkind: HelmRelease\n"); n != 24 {
+		t.Errorf("%d HelmReleases, want 24", n)
+	}
+	gitops := filepath.Join(dir, "gitops")
+	out, errOut, code = run(t, "-C", dir, "platform", "render", "--out", gitops)
+	if code != 0 || !strings.Contains(out, filepath.Join(gitops, "kustomization.yaml")) {
+		t.Fatalf("render --out: %d %s %s", code, out, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(gitops, "releases", "cozy-cilium-cilium.yaml")); err != nil {
+		t.Error(err)
+	}
+	// A dependency on a disabled component is reported with its path.
+	cfg := filepath.Join(dir, "cluster.yaml")
+	b, _ := os.ReadFile(cfg)
+	b = append(b, []byte("    components:\n      cert-manager: {enabled: false}\n")...)
+	if err := os.WriteFile(cfg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code = run(t, "-C", dir, "platform", "render")
+	if code == 0 || !strings.Contains(errOut, `spec.platform.components.cert-manager-issuers: depends on "cert-manager"`) {
+		t.Errorf("disabled dependency: exit %d, %s", code, errOut)
+	}
+	b = append(b, []byte("    dropDependents: true\n")...)
+	_ = os.WriteFile(cfg, b, 0o644)
+	out, errOut, code = run(t, "-C", dir, "platform", "render")
+	if code != 0 || strings.Count(out, "\nkind: HelmRelease\n") != 23 {
+		t.Errorf("dropDependents: exit %d, %s", code, errOut)
+	}
+}
