@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"os"
 	"path/filepath"
 	"sort"
@@ -288,4 +291,76 @@ func toAny(s []string) []any {
 		out[i] = x
 	}
 	return out
+}
+
+// CheckFlux verifies what PatchFlux promises on the Deployments of objs
+// (e.g. read back from the API server) and returns the problems found.
+func CheckFlux(objs []*unstructured.Unstructured, o FluxOptions) []string {
+	o.defaults()
+	var problems []string
+	bad := func(f string, a ...any) { problems = append(problems, fmt.Sprintf(f, a...)) }
+	for _, u := range objs {
+		if u.GetKind() == "Deployment" {
+			if _, ok := Controllers[u.GetName()]; !ok {
+				bad("unexpected Deployment %s", u.GetName())
+			}
+		}
+	}
+	for name, ports := range Controllers {
+		var d appsv1.Deployment
+		var found bool
+		for _, u := range objs {
+			if u.GetKind() == "Deployment" && u.GetName() == name {
+				found = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d) == nil
+			}
+		}
+		if !found {
+			bad("%s missing", name)
+			continue
+		}
+		ps := d.Spec.Template.Spec
+		if !ps.HostNetwork || ps.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+			bad("%s: hostNetwork %v dnsPolicy %s", name, ps.HostNetwork, ps.DNSPolicy)
+		}
+		tol := map[string]bool{}
+		for _, t := range ps.Tolerations {
+			if t.Operator == corev1.TolerationOpExists {
+				tol[t.Key] = true
+			}
+		}
+		for _, k := range []string{"node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized", "node-role.kubernetes.io/control-plane"} {
+			if !tol[k] {
+				bad("%s: no toleration for %s", name, k)
+			}
+		}
+		c := ps.Containers[0]
+		if e := env(c, "KUBERNETES_SERVICE_HOST"); e == nil || e.Value != o.APIHost {
+			bad("%s: KUBERNETES_SERVICE_HOST %v", name, e)
+		}
+		if e := env(c, "KUBERNETES_SERVICE_PORT"); e == nil || e.Value != fmt.Sprintf("%d", o.APIPort) {
+			bad("%s: KUBERNETES_SERVICE_PORT %v", name, e)
+		}
+		args := strings.Join(c.Args, " ")
+		for _, want := range []string{"--requeue-dependency=" + o.RequeueDependency.String(), fmt.Sprintf("--concurrent=%d", o.Concurrent),
+			fmt.Sprintf("--metrics-addr=:%d", ports.metrics), fmt.Sprintf("--health-addr=:%d", ports.health)} {
+			if strings.Count(args, strings.SplitN(want, "=", 2)[0]) != 1 || !strings.Contains(args, want) {
+				bad("%s: args %q lack exactly one %s", name, args, want)
+			}
+		}
+		for _, p := range c.Ports {
+			if p.Name == "healthz" && int(p.ContainerPort) != ports.health {
+				bad("%s: healthz port %d", name, p.ContainerPort)
+			}
+		}
+	}
+	return problems
+}
+
+func env(c corev1.Container, name string) *corev1.EnvVar {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return &c.Env[i]
+		}
+	}
+	return nil
 }

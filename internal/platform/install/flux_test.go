@@ -2,14 +2,12 @@ package install
 
 import (
 	"bytes"
-	"fmt"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 )
@@ -28,78 +26,6 @@ func deployment(t *testing.T, objs []*unstructured.Unstructured, name string) *a
 	return nil
 }
 
-func env(c corev1.Container, name string) *corev1.EnvVar {
-	for i := range c.Env {
-		if c.Env[i].Name == name {
-			return &c.Env[i]
-		}
-	}
-	return nil
-}
-
-// CheckPatchedFlux verifies what PatchFlux promises; the integration test
-// runs it on objects read back from the API server.
-func CheckPatchedFlux(objs []*unstructured.Unstructured, o FluxOptions) []string {
-	o.defaults()
-	var problems []string
-	bad := func(f string, a ...any) { problems = append(problems, sprintf(f, a...)) }
-	for _, u := range objs {
-		if u.GetKind() == "Deployment" {
-			if _, ok := Controllers[u.GetName()]; !ok {
-				bad("unexpected Deployment %s", u.GetName())
-			}
-		}
-	}
-	for name, ports := range Controllers {
-		var d appsv1.Deployment
-		var found bool
-		for _, u := range objs {
-			if u.GetKind() == "Deployment" && u.GetName() == name {
-				found = runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &d) == nil
-			}
-		}
-		if !found {
-			bad("%s missing", name)
-			continue
-		}
-		ps := d.Spec.Template.Spec
-		if !ps.HostNetwork || ps.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
-			bad("%s: hostNetwork %v dnsPolicy %s", name, ps.HostNetwork, ps.DNSPolicy)
-		}
-		tol := map[string]bool{}
-		for _, t := range ps.Tolerations {
-			if t.Operator == corev1.TolerationOpExists {
-				tol[t.Key] = true
-			}
-		}
-		for _, k := range []string{"node.kubernetes.io/not-ready", "node.cloudprovider.kubernetes.io/uninitialized", "node-role.kubernetes.io/control-plane"} {
-			if !tol[k] {
-				bad("%s: no toleration for %s", name, k)
-			}
-		}
-		c := ps.Containers[0]
-		if e := env(c, "KUBERNETES_SERVICE_HOST"); e == nil || e.Value != o.APIHost {
-			bad("%s: KUBERNETES_SERVICE_HOST %v", name, e)
-		}
-		if e := env(c, "KUBERNETES_SERVICE_PORT"); e == nil || e.Value != sprintf("%d", o.APIPort) {
-			bad("%s: KUBERNETES_SERVICE_PORT %v", name, e)
-		}
-		args := strings.Join(c.Args, " ")
-		for _, want := range []string{"--requeue-dependency=" + o.RequeueDependency.String(), sprintf("--concurrent=%d", o.Concurrent),
-			sprintf("--metrics-addr=:%d", ports.metrics), sprintf("--health-addr=:%d", ports.health)} {
-			if strings.Count(args, strings.SplitN(want, "=", 2)[0]) != 1 || !strings.Contains(args, want) {
-				bad("%s: args %q lack exactly one %s", name, args, want)
-			}
-		}
-		for _, p := range c.Ports {
-			if p.Name == "healthz" && int(p.ContainerPort) != ports.health {
-				bad("%s: healthz port %d", name, p.ContainerPort)
-			}
-		}
-	}
-	return problems
-}
-
 func TestPatchFlux(t *testing.T) {
 	raw, err := LoadFluxManifests("testdata/flux-install.yaml")
 	if err != nil {
@@ -114,7 +40,7 @@ func TestPatchFlux(t *testing.T) {
 	if !reflect.DeepEqual(before.Object, raw[2].Object) {
 		t.Error("PatchFlux modified its input")
 	}
-	if p := CheckPatchedFlux(out, o); len(p) > 0 {
+	if p := CheckFlux(out, o); len(p) > 0 {
 		t.Errorf("problems:\n%s", strings.Join(p, "\n"))
 	}
 	if len(out) != 4 || deployment(t, out, "kustomize-controller") != nil {
@@ -214,5 +140,3 @@ func TestInventoryObjectIsStable(t *testing.T) {
 		t.Errorf("ref strings %q %q", a[1], a[0])
 	}
 }
-
-func sprintf(f string, a ...any) string { return fmt.Sprintf(f, a...) }
