@@ -69,8 +69,8 @@ func (x *sender) run() (acked int64, err error) {
 	}
 
 	total := uint64(x.size)/uint64(x.blksize) + 1 // the last block is short (maybe empty)
-	base := uint64(1)                            // first unacknowledged block
-	var sent uint64                              // highest block sent
+	base := uint64(1)                             // first unacknowledged block
+	var sent uint64                               // highest block sent
 	tries := 0
 	deadline, err := x.sendWindow(base, total, &sent)
 	if err != nil {
