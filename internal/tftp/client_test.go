@@ -100,6 +100,8 @@ type client struct {
 	dropData func(block uint64, seen int) bool
 	// dropAck is asked before sending each ACK (n counts ACKs); true skips it.
 	dropAck func(n int, block uint16) bool
+	// dupAcks sends every ACK twice (to provoke the sorcerer's apprentice).
+	dupAcks bool
 	// onOACK may answer the OACK instead of ACK 0 (return true when it did).
 	onOACK func(c *net.UDPConn, from netip.AddrPort, o *OACK) bool
 
@@ -149,6 +151,9 @@ func (c *client) get(ctx context.Context, name string) ([]byte, error) {
 			return
 		}
 		_, _ = conn.WriteToUDPAddrPort((&Ack{Block: b}).Marshal(), c.tid)
+		if c.dupAcks {
+			_, _ = conn.WriteToUDPAddrPort((&Ack{Block: b}).Marshal(), c.tid)
+		}
 	}
 	buf := make([]byte, 70000)
 	for tries := 0; ; {
@@ -185,6 +190,9 @@ func (c *client) get(ctx context.Context, name string) ([]byte, error) {
 			return out.Bytes(), p
 		case *OACK:
 			if started {
+				if from == c.tid && next == 1 {
+					sendAck(0) // our ACK of the OACK was lost
+				}
 				continue
 			}
 			started, c.tid, c.oack = true, from, p
@@ -251,7 +259,10 @@ func (c *client) get(ctx context.Context, name string) ([]byte, error) {
 				inWindow = 0
 				sendAck(uint16(next - 1))
 			default:
-				// Old duplicate: ignore.
+				// Old duplicate (our ACK was lost): acknowledge again what
+				// we have, as RFC 1350 receivers do. The server must not
+				// answer these duplicate ACKs with more data.
+				sendAck(uint16(next - 1))
 			}
 		}
 	}
