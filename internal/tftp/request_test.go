@@ -1,6 +1,7 @@
 package tftp
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -145,4 +146,62 @@ func equalOptions(a, b []Option) bool {
 		}
 	}
 	return true
+}
+
+// FuzzRequest feeds arbitrary datagrams to the request handler (parse,
+// validation, negotiation, path resolution, open): it never panics, every
+// refusal is a well-formed ERROR, and every accepted request stays within
+// the server's limits and the root.
+func FuzzRequest(f *testing.F) {
+	for _, s := range []string{
+		"\x00\x01inside\x00octet\x00",
+		"\x00\x01/sub/file\x00netascii\x00tsize\x000\x00",
+		"\x00\x01inside\x00octet\x00blksize\x0065464\x00windowsize\x0065535\x00timeout\x00255\x00",
+		"\x00\x01rel-escape\x00octet\x00",
+		"\x00\x01inside\x00OCTET\x00BlkSize\x008\x00x\x00y\x00",
+		"\x00\x02inside\x00octet\x00",
+		"\x00\x05\x00\x01x\x00",
+		"\x00\x01sub/updir/outside/secret\x00octet\x00",
+	} {
+		f.Add([]byte(s))
+	}
+	rootDir := escapeTree(f)
+	root, err := os.OpenRoot(rootDir)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s := &Server{Root: rootDir, MaxBlockSize: 4096, MaxWindowSize: 16}
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		tr, perr := s.prepare(root, raw)
+		if perr != nil {
+			if tr != nil {
+				t.Fatal("both a transfer and an error")
+			}
+			if _, err := ParsePacket(perr.Marshal()); err != nil || perr.Code > 8 || perr.Message == "" {
+				t.Fatalf("bad error reply %#v: %v", perr, err)
+			}
+			if strings.Contains(perr.Message, rootDir) {
+				t.Fatalf("error %q leaks the root path", perr.Message)
+			}
+			return
+		}
+		if tr == nil {
+			return
+		}
+		defer tr.close()
+		if tr.blksize < MinBlockSize || tr.blksize > 4096 || tr.window < 1 || tr.window > 16 || tr.timeout <= 0 {
+			t.Fatalf("limits broken: blksize %d window %d timeout %v", tr.blksize, tr.window, tr.timeout)
+		}
+		b, _ := io.ReadAll(io.NewSectionReader(tr.r, 0, tr.size))
+		if got := string(FromNetascii(b)); got != "IN" {
+			t.Fatalf("served %q", b)
+		}
+		if tr.oack != nil {
+			for _, o := range tr.oack.Options {
+				if o.Value == tsizePlaceholder {
+					t.Fatal("tsize placeholder leaked into the OACK")
+				}
+			}
+		}
+	})
 }
