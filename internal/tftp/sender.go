@@ -42,6 +42,8 @@ type sender struct {
 
 	sbuf []byte
 	rbuf []byte
+
+	packets int // DATA packets sent, including retransmissions
 }
 
 func (x *sender) run() (acked int64, err error) {
@@ -152,6 +154,7 @@ func (x *sender) sendWindow(from, total uint64, sent *uint64) (time.Time, error)
 			}
 		}
 		binary.BigEndian.PutUint16(x.sbuf[2:], uint16(k))
+		x.packets++
 		if _, err := x.conn.WriteToUDPAddrPort(x.sbuf[:4+n], x.peer); err != nil {
 			return time.Time{}, fmt.Errorf("sending block %d: %w", k, err)
 		}

@@ -238,7 +238,7 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 	ev.Duration = time.Since(start)
 	switch {
 	case ev.Err == nil:
-		log.Info("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration)
+		log.Info("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets)
 	case errors.Is(ev.Err, ErrClientAbort):
 		log.Info("TFTP transfer stopped by client", "bytes", ev.Bytes, "err", ev.Err)
 	default:
