@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -251,5 +252,49 @@ func TestRealClientsConcurrent(t *testing.T) {
 	defer mu.Unlock()
 	if complete != n {
 		t.Fatalf("%d transfers complete, want %d", complete, n)
+	}
+}
+
+// TestIPv6 serves on [::1] (ListenAndServe) and on an IPv6 wildcard socket;
+// curl fetches over IPv6.
+func TestIPv6(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	data := writeRandom(t, dir, "f.bin", 100_000)
+	for _, listen := range []string{"[::1]:0", "[::]:0"} {
+		t.Run(listen, func(t *testing.T) {
+			conn, err := net.ListenPacket("udp", listen)
+			if err != nil {
+				t.Fatalf("IPv6 loopback unavailable: %v", err)
+			}
+			port := conn.LocalAddr().(*net.UDPAddr).Port
+			srv := &Server{Root: dir}
+			events := make(chan TransferEvent, 1)
+			srv.OnTransfer = func(ev TransferEvent) { events <- ev }
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- srv.Serve(ctx, conn) }()
+			defer func() { cancel(); <-done; conn.Close() }()
+			hosts := []string{"[::1]"}
+			if listen == "[::]:0" {
+				hosts = append(hosts, "127.0.0.1") // dual-stack socket, IPv4 client
+			}
+			for _, host := range hosts {
+				local := filepath.Join(t.TempDir(), "out")
+				args := []string{needTool(t, "curl"), "-sS", "--fail", "-g", "--tftp-blksize", "1468", "-o", local, fmt.Sprintf("tftp://%s:%d/f.bin", host, port)}
+				if o, err := runClient(testCtx(t, 30*time.Second), args); err != nil {
+					t.Fatalf("%s: %v: %s", host, err, o)
+				}
+				sameFile(t, local, data)
+				select {
+				case ev := <-events:
+					if ev.Err != nil || ev.Client.Addr().Is6() != (host == "[::1]") {
+						t.Fatalf("event %+v", ev)
+					}
+				case <-time.After(10 * time.Second):
+					t.Fatal("no event")
+				}
+			}
+		})
 	}
 }
