@@ -105,15 +105,18 @@ for r in $(seq "$REPS"); do
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-printf '\n1 MiB, blksize 1468, one-way delay %s us; median of %s runs (MB/s = 10^6 B/s; time incl. atftp start-up)\n' "$DELAY_US" "$REPS"
+best() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
+printf '\n1 MiB, blksize 1468, one-way delay %s us, %s runs each: MB/s (10^6 B/s) of the median run / of the best run;\n' "$DELAY_US" "$REPS"
+printf 'times include atftp start-up. Load average at the end: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| windowsize | dodai | atftpd 0.8.0 | dnsmasq %s | dodai / atftpd | dodai / dnsmasq |\n|---|---|---|---|---|---|\n' \
   "$(dnsmasq --version | head -1 | awk '{print $3}')"
 for w in 1 8 32; do
-  declare -A M
-  for a in 1 2 3; do M[$a]=$(echo "${T[$a,$w]}" | median); done
-  awk -v w=$w -v d=${M[1]} -v at=${M[2]} -v dn=${M[3]} 'BEGIN {
-    mb=1048576; printf "| %d | %.2f MB/s (%.0f ms) | %.2f MB/s (%.0f ms) | %.2f MB/s (%.0f ms) | %.2f | %.2f |\n",
-      w, mb/d, d/1000, mb/at, at/1000, mb/dn, dn/1000, at/d, dn/d }'
+  declare -A M B
+  for a in 1 2 3; do M[$a]=$(echo "${T[$a,$w]}" | median); B[$a]=$(echo "${T[$a,$w]}" | best); done
+  awk -v w=$w -v d=${M[1]} -v at=${M[2]} -v dn=${M[3]} -v bd=${B[1]} -v bat=${B[2]} -v bdn=${B[3]} 'BEGIN {
+    mb=1048576
+    printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
+      w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd }'
 done
 echo
 echo "raw microseconds per run:"
