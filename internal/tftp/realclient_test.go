@@ -212,16 +212,15 @@ func TestRealClientsConcurrent(t *testing.T) {
 	dir := t.TempDir()
 	out := t.TempDir()
 	data := writeRandom(t, dir, "f.bin", 1<<20)
-	ts := startServer(t, &Server{Root: dir, Timeout: 2 * time.Second})
 	var mu sync.Mutex
 	complete := 0
-	ts.srv.OnTransfer = func(ev TransferEvent) {
+	ts := startServer(t, &Server{Root: dir, Timeout: 2 * time.Second, OnTransfer: func(ev TransferEvent) {
 		mu.Lock()
 		defer mu.Unlock()
 		if ev.Err == nil {
 			complete++
 		}
-	}
+	}})
 	ctx := testCtx(t, 120*time.Second)
 	const n = 50
 	var wg sync.WaitGroup

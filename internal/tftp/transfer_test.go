@@ -407,12 +407,11 @@ func TestConcurrentTransfers(t *testing.T) {
 	dir := t.TempDir()
 	want := writeRandom(t, dir, "f", 1<<20)
 	var completed atomic.Int64
-	ts := startServer(t, &Server{Root: dir, Timeout: 500 * time.Millisecond})
-	ts.srv.OnTransfer = func(ev TransferEvent) {
+	ts := startServer(t, &Server{Root: dir, Timeout: 500 * time.Millisecond, OnTransfer: func(ev TransferEvent) {
 		if ev.Err == nil {
 			completed.Add(1)
 		}
-	}
+	}})
 	const n = 50
 	res := parallelGets(testCtx(t, 60*time.Second), n, func(i int) (*client, string) {
 		opts := [][]string{nil, {"blksize", "1468"}, {"blksize", "1468", "windowsize", "8"}, {"blksize", "1468", "windowsize", "32"}}[i%4]
