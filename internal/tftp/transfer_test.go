@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -406,12 +405,7 @@ func TestConcurrentTransfers(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	want := writeRandom(t, dir, "f", 1<<20)
-	var completed atomic.Int64
-	ts := startServer(t, &Server{Root: dir, Timeout: 500 * time.Millisecond, OnTransfer: func(ev TransferEvent) {
-		if ev.Err == nil {
-			completed.Add(1)
-		}
-	}})
+	ts := startServer(t, &Server{Root: dir, Timeout: 500 * time.Millisecond})
 	const n = 50
 	res := parallelGets(testCtx(t, 60*time.Second), n, func(i int) (*client, string) {
 		opts := [][]string{nil, {"blksize", "1468"}, {"blksize", "1468", "windowsize", "8"}, {"blksize", "1468", "windowsize", "32"}}[i%4]
@@ -422,8 +416,10 @@ func TestConcurrentTransfers(t *testing.T) {
 			t.Errorf("client %d: %v (%d bytes)", i, r.err, len(r.data))
 		}
 	}
-	if completed.Load() != n {
-		t.Fatalf("%d transfers reported complete, want %d", completed.Load(), n)
+	for range n {
+		if ev := ts.event(t); ev.Err != nil || ev.Bytes != int64(len(want)) {
+			t.Errorf("event %+v", ev)
+		}
 	}
 }
 
