@@ -149,7 +149,11 @@ func (x *sender) sendWindow(from, total uint64, sent *uint64) (time.Time, error)
 		off := int64(k-1) * int64(x.blksize)
 		n := int(min(int64(x.blksize), x.size-off))
 		if n > 0 {
-			if _, err := x.r.ReadAt(x.sbuf[4:4+n], off); err != nil && !(errors.Is(err, io.EOF)) {
+			got, err := x.r.ReadAt(x.sbuf[4:4+n], off)
+			if got < n {
+				if err == nil || errors.Is(err, io.EOF) {
+					err = errors.New("file shrank during the transfer")
+				}
 				return time.Time{}, fmt.Errorf("reading block %d: %w", k, err)
 			}
 		}

@@ -465,3 +465,29 @@ func writeFile(dir, name, s string) error {
 func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestFileShrinks: a file truncated during the transfer ends it with an
+// error instead of sending stale bytes.
+func TestFileShrinks(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeRandom(t, dir, "f", 512*10)
+	ts := startServer(t, &Server{Root: dir, Timeout: 5 * time.Second})
+	c := rawConn(t)
+	send(t, c, &Request{Op: OpRRQ, Filename: "f", Mode: "octet"}, ts.addr)
+	p, tid := recv(t, c, 2*time.Second)
+	if d, ok := p.(*Data); !ok || d.Block != 1 {
+		t.Fatalf("got %#v", p)
+	}
+	if err := os.Truncate(filepath.Join(dir, "f"), 700); err != nil {
+		t.Fatal(err)
+	}
+	send(t, c, &Ack{Block: 1}, tid)
+	p, _ = recv(t, c, 2*time.Second)
+	if e, ok := p.(*Error); !ok || !strings.Contains(e.Message, "file shrank") {
+		t.Fatalf("got %#v, want an ERROR about the file shrinking", p)
+	}
+	if ev := ts.event(t); ev.Err == nil || ev.Bytes != 512 {
+		t.Fatalf("event %+v", ev)
+	}
+}
