@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command tftpbench is the helper binary of hack/bench/tftp.sh (not part of
 // dodai's CLI):
 //
