@@ -5,12 +5,14 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	mathrand "math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -490,4 +492,65 @@ func TestFileShrinks(t *testing.T) {
 	if ev := ts.event(t); ev.Err == nil || ev.Bytes != 512 {
 		t.Fatalf("event %+v", ev)
 	}
+}
+
+// TestRandomLoss drops DATA and ACK packets at random (seeded; timing
+// still varies the sequence) for several window sizes, including across the
+// block-number rollover, and checks that every byte arrives intact.
+func TestRandomLoss(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	lock := writeRandom(t, dir, "lock", 512*80+17)
+	small := writeRandom(t, dir, "small", 512*300+17)
+	big := writeRandom(t, dir, "big", 65536*8+999) // wraps with blksize 8
+	ts := startServer(t, &Server{Root: dir, Timeout: 40 * time.Millisecond, Retries: 50, MaxWindowSize: 64})
+	cases := []struct {
+		name, file string
+		want       []byte
+		opts       []string
+		perMille   int // loss rate of each direction
+	}{
+		{"lock-step 10%", "lock", lock, nil, 100},
+		{"window 8 15%", "small", small, []string{"windowsize", "8"}, 150},
+		{"window 32 10%", "small", small, []string{"windowsize", "32"}, 100},
+		{"window 64 rollover 0.5%", "big", big, []string{"blksize", "8", "windowsize", "64"}, 5},
+	}
+	for i, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := mathrand.New(mathrand.NewPCG(uint64(i), 42))
+			var mu sync.Mutex
+			lose := func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return rng.IntN(1000) < tc.perMille
+			}
+			c := &client{server: ts.addr, opts: options(tc.opts...), timeout: 80 * time.Millisecond,
+				dropData: func(uint64, int) bool { return lose() },
+				dropAck:  func(int, uint16) bool { return lose() }}
+			got, err := c.get(testCtx(t, 90*time.Second), tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, tc.want) {
+				t.Fatalf("got %d bytes, want %d (content differs)", len(got), len(tc.want))
+			}
+			// The final ACK may be lost too; then the server gives up
+			// after its retries, having sent everything.
+			ev := ts.event(t)
+			if ev.Err != nil && !errors.Is(ev.Err, errTimeout) {
+				t.Fatalf("event %+v", ev)
+			}
+			t.Logf("%d DATA packets seen for %d blocks", c.dataSeen, len(tc.want)/blksizeOf(tc.opts)+1)
+		})
+	}
+}
+
+func blksizeOf(opts []string) int {
+	for i := 0; i+1 < len(opts); i += 2 {
+		if opts[i] == "blksize" {
+			n, _ := strconv.Atoi(opts[i+1])
+			return n
+		}
+	}
+	return 512
 }
