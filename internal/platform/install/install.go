@@ -335,7 +335,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 				w.ReadyAt[k] = time.Since(w.Start)
 				newly = append(newly, r.Name)
 				w.progress("%-8s %2d/%d  %s Ready (%s)", fmtDur(w.ReadyAt[k]), len(w.ReadyAt), total, k, state[k].Message)
-			} else if c := state[k]; c != nil && c.Status != metav1.ConditionTrue && c.Message != lastMsg[k] && c.Reason != meta.DependencyNotReadyReason {
+			} else if c := state[k]; c != nil && c.Status == metav1.ConditionFalse && c.Message != lastMsg[k] && c.Reason != meta.DependencyNotReadyReason {
 				w.progress("%-8s        %s %s: %s", fmtDur(time.Since(w.Start)), k, c.Reason, c.Message)
 			}
 			if c := state[k]; c != nil {

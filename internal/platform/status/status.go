@@ -35,6 +35,10 @@ type Release struct {
 	Reason string `json:"reason,omitempty"`
 	// Status is the Ready condition's message.
 	Status string `json:"status"`
+	// Cause is the release's own failure ("reason: message"): the failed
+	// Released/TestSuccess/Remediated condition when Ready only says it will
+	// retry (RetryOnFailure), else the Ready reason and message.
+	Cause string `json:"cause,omitempty"`
 	// DependsOn are "namespace/name" keys.
 	DependsOn []string `json:"dependsOn,omitempty"`
 	// RootCauses, for a release blocked by dependencies, are the keys of the
@@ -79,6 +83,18 @@ func FromHelmReleases(hrs []helmv2.HelmRelease, now time.Time) *Report {
 			Age: duration.HumanDuration(now.Sub(hr.CreationTimestamp.Time))}
 		if c := apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition); c != nil {
 			r.Ready, r.Reason, r.Status = string(c.Status), c.Reason, c.Message
+			r.Cause = c.Reason + ": " + c.Message
+			if c.Status != metav1.ConditionTrue {
+				for _, t := range []string{helmv2.ReleasedCondition, helmv2.TestSuccessCondition, helmv2.RemediatedCondition} {
+					if fc := apimeta.FindStatusCondition(hr.Status.Conditions, t); fc != nil && fc.Status == metav1.ConditionFalse {
+						r.Cause = fc.Reason + ": " + fc.Message
+						if c.Reason != fc.Reason {
+							r.Cause += " (" + c.Message + ")"
+						}
+						break
+					}
+				}
+			}
 		}
 		for _, d := range hr.Spec.DependsOn {
 			ns := d.Namespace
@@ -199,12 +215,9 @@ func (rep *Report) WriteRootCauses(w io.Writer) {
 	for _, k := range roots {
 		msg := "not found"
 		if r, ok := rep.byKey[k]; ok {
-			msg = r.Status
+			msg = r.Cause
 			if r.Ready == "" {
 				msg = "not reconciled yet"
-			}
-			if r.Reason != "" {
-				msg = r.Reason + ": " + msg
 			}
 		}
 		fmt.Fprintf(w, "  %s: %s\n", k, msg)
@@ -268,7 +281,7 @@ func (rep *Report) WriteTree(w io.Writer) {
 		case len(r.RootCauses) > 0:
 			state = "Blocked by " + strings.Join(r.RootCauses, ", ")
 		default:
-			state = "Failed: " + r.Status
+			state = "Failed: " + r.Cause
 		}
 		branch, next := "├── ", indent+"│   "
 		if last {

@@ -37,6 +37,9 @@ func TestRootCause(t *testing.T) {
 		// Two levels up, plus a second failing chain and a missing dependency.
 		hr("cozy-monitoring", "monitoring", 3*time.Minute, "False", "DependencyNotReady", depMsg, "cozy-victoria-metrics-operator/victoria-metrics-operator", "cozy-x/broken", "cozy-y/missing"),
 		hr("cozy-x", "broken", time.Minute, "False", "UpgradeFailed", "bad values"),
+		// RetryOnFailure: Ready only says it will retry; the cause is in Released.
+		retrying(hr("cozy-r", "retrying", time.Minute, "False", "RetryAfterInterval", "Will retry after 30s"), "InstallFailed", "Helm install failed: boom"),
+		hr("cozy-r", "above", time.Minute, "False", "DependencyNotReady", depMsg, "cozy-r/retrying"),
 		// Not reconciled yet, waiting on a blocked release.
 		hr("cozy-z", "fresh", 5*time.Second, "", "", "", "cozy-monitoring/monitoring"),
 	}, now)
@@ -64,6 +67,7 @@ func TestRootCause(t *testing.T) {
 		"cozy-cert-manager/cert-manager: InstallFailed: Helm install failed for release cozy-cert-manager/cert-manager with chart cert-manager@v1.20.2: boom\n    blocks 4: cozy-cert-manager/cert-manager-issuers, cozy-monitoring/monitoring, cozy-victoria-metrics-operator/victoria-metrics-operator, cozy-z/fresh",
 		"cozy-x/broken: UpgradeFailed: bad values\n    blocks 2: cozy-monitoring/monitoring, cozy-z/fresh",
 		"cozy-y/missing: not found",
+		"cozy-r/retrying: InstallFailed: Helm install failed: boom (Will retry after 30s)\n    blocks 1: cozy-r/above",
 	} {
 		if !strings.Contains(out, s) {
 			t.Errorf("root causes output misses %q:\n%s", s, out)
@@ -80,9 +84,9 @@ func TestRootCause(t *testing.T) {
 	rep.WriteTree(&b)
 	tree := b.String()
 	for _, s := range []string{
-		"cozy-cilium/cilium [Ready]\n└── cozy-kubeovn/kubeovn [Ready]\n    └── cozy-cert-manager/cert-manager [Failed: Helm install failed",
+		"cozy-cilium/cilium [Ready]\n└── cozy-kubeovn/kubeovn [Ready]\n    └── cozy-cert-manager/cert-manager [Failed: InstallFailed: Helm install failed",
 		"        ├── cozy-cert-manager/cert-manager-issuers [Blocked by cozy-cert-manager/cert-manager] (also needs cozy-kubeovn/kubeovn)",
-		"cozy-x/broken [Failed: bad values]",
+		"cozy-x/broken [Failed: UpgradeFailed: bad values]",
 		"[Pending]",
 	} {
 		if !strings.Contains(tree, s) {
@@ -104,4 +108,9 @@ func TestAllReady(t *testing.T) {
 	if b.Len() != 0 {
 		t.Errorf("root causes for a healthy platform: %q", b.String())
 	}
+}
+
+func retrying(h helmv2.HelmRelease, reason, msg string) helmv2.HelmRelease {
+	h.Status.Conditions = append(h.Status.Conditions, metav1.Condition{Type: "Released", Status: "False", Reason: reason, Message: msg})
+	return h
 }
