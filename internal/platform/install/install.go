@@ -138,7 +138,12 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	var nss, rest []*unstructured.Unstructured
+	// Flux's namespace holds the sources and the inventory; make sure it
+	// exists even when Flux was installed by someone else (--skip-flux).
+	fluxNS := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
+		"metadata": map[string]any{"name": render.FluxNamespace}}}
+	nss := []*unstructured.Unstructured{fluxNS}
+	var rest []*unstructured.Unstructured
 	for _, u := range objs {
 		if u.GetKind() == "Namespace" {
 			nss = append(nss, u)
