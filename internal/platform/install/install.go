@@ -142,7 +142,12 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	// exists even when Flux was installed by someone else (--skip-flux).
 	fluxNS := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Namespace",
 		"metadata": map[string]any{"name": render.FluxNamespace}}}
-	nss := []*unstructured.Unstructured{fluxNS}
+	// (Not when dodai applied Flux's own Namespace object: the same field
+	// manager applying a bare one would strip its labels.)
+	var nss []*unstructured.Unstructured
+	if o.SkipFlux {
+		nss = append(nss, fluxNS)
+	}
 	var rest []*unstructured.Unstructured
 	for _, u := range objs {
 		if u.GetKind() == "Namespace" {
