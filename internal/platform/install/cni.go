@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +33,7 @@ import (
 // helm-controller adopts the release (it finds an unmanaged release in
 // storage and upgrades it in place) instead of failing with "invalid
 // ownership metadata". It does nothing when the release already exists.
-func PreinstallCNI(ctx context.Context, kubeconfig string, r graph.Release, hr *helmv2.HelmRelease, timeout time.Duration, log func(string, ...any)) (installed bool, err error) {
+func PreinstallCNI(ctx context.Context, kubeconfig string, r graph.Release, hr *helmv2.HelmRelease, timeout time.Duration, log *slog.Logger) (installed bool, err error) {
 	ns := hr.Namespace
 	if hr.Spec.StorageNamespace != "" {
 		ns = hr.Spec.StorageNamespace
@@ -53,7 +54,7 @@ func PreinstallCNI(ctx context.Context, kubeconfig string, r graph.Release, hr *
 	settings.RegistryConfig = filepath.Join(tmp, "registry.json")
 	cfg := new(action.Configuration)
 	if err := cfg.Init(settings.RESTClientGetter(), ns, "secret", func(f string, a ...any) {
-		log("helm", "msg", fmt.Sprintf(f, a...))
+		log.Debug("helm: " + fmt.Sprintf(f, a...))
 	}); err != nil {
 		return false, fmt.Errorf("initialising Helm for %s/%s: %w", ns, releaseName, err)
 	}
@@ -103,7 +104,7 @@ func PreinstallCNI(ctx context.Context, kubeconfig string, r graph.Release, hr *
 	if _, err := inst.RunWithContext(ctx, ch, vals); err != nil {
 		return false, fmt.Errorf("installing %s/%s with Helm: %w", ns, releaseName, err)
 	}
-	log("pre-installed CNI with Helm", "release", ns+"/"+releaseName, "chart", ch.Name()+"@"+ch.Metadata.Version)
+	log.Info("pre-installed CNI with Helm", "release", ns+"/"+releaseName, "chart", ch.Name()+"@"+ch.Metadata.Version)
 	return true, nil
 }
 

@@ -172,7 +172,7 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 			if err != nil {
 				return res, err
 			}
-			ok, err := PreinstallCNI(ctx, o.Kubeconfig, r, hr, 5*time.Minute, logf)
+			ok, err := PreinstallCNI(ctx, o.Kubeconfig, r, hr, 5*time.Minute, o.Log)
 			if err != nil {
 				return res, err
 			}
