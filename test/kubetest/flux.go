@@ -189,6 +189,9 @@ func (e *Env) StartFlux(ctx context.Context, opts FluxOptions) error {
 	}
 
 	storagePath := filepath.Join(e.Dir, "source-controller-storage")
+	if err := os.MkdirAll(storagePath, 0o755); err != nil {
+		return fmt.Errorf("creating source-controller storage: %w", err)
+	}
 	err := e.launch(ctx, compSourceController, env, func() ([]string, func(context.Context) error, error) {
 		n := 2
 		if e.storage == 0 {
