@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 	"time"
@@ -75,9 +76,9 @@ func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, 
 		if err != nil {
 			return res, err
 		}
-		before := ""
+		var before *unstructured.Unstructured
 		if cur, err := ri.Get(ctx, u.GetName(), metav1.GetOptions{}); err == nil {
-			before = cur.GetResourceVersion()
+			before = cur
 		}
 		opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
 		if dryRun {
@@ -87,9 +88,26 @@ func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, 
 		if err != nil {
 			return res, fmt.Errorf("applying %s: %w", RefOf(u), err)
 		}
-		res = append(res, ApplyResult{Ref: RefOf(u), Changed: !dryRun && out.GetResourceVersion() != before})
+		res = append(res, ApplyResult{Ref: RefOf(u), Changed: !dryRun && changed(before, out)})
 	}
 	return res, nil
+}
+
+// changed reports whether applying modified the object. Objects with a
+// generation (HelmReleases, sources, Deployments, CRDs) changed when their
+// generation, labels or annotations did: their controllers update status on
+// their own schedule, which also moves resourceVersion. Others (Namespaces,
+// ConfigMaps) changed when their resourceVersion did.
+func changed(before, after *unstructured.Unstructured) bool {
+	if before == nil {
+		return true
+	}
+	if before.GetGeneration() == 0 {
+		return before.GetResourceVersion() != after.GetResourceVersion()
+	}
+	return before.GetGeneration() != after.GetGeneration() ||
+		!reflect.DeepEqual(before.GetLabels(), after.GetLabels()) ||
+		!reflect.DeepEqual(before.GetAnnotations(), after.GetAnnotations())
 }
 
 // Ref identifies an object in the inventory.

@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"sort"
 	"strings"
 	"time"
 
@@ -287,24 +286,33 @@ const RequestedAtAnnotation = meta.ReconcileRequestAnnotation
 type Waiter struct {
 	Dyn   dynamic.Interface
 	Graph *graph.Graph
-	// Kick: when a release becomes Ready, annotate its not-Ready dependents
-	// with reconcile.fluxcd.io/requestedAt so helm-controller reconciles them
-	// at once instead of after --requeue-dependency.
+	// Kick: when a release becomes Ready, annotate its dependents that wait
+	// for it (Ready=False, DependencyNotReady) and now have all dependencies
+	// Ready with reconcile.fluxcd.io/requestedAt, so helm-controller
+	// reconciles them at once instead of after --requeue-dependency.
 	Kick     bool
 	Progress io.Writer
 	Start    time.Time
 	// Poll interval (default 250ms).
 	Poll time.Duration
+	// Settle is how long all releases must stay Ready together before Wait
+	// returns (default 2s): every helm-controller reconcile of a release
+	// flips its Ready condition to Unknown for a moment, and a dependent
+	// that checks it then is parked again until its next requeue.
+	Settle time.Duration
 
 	ReadyAt map[string]time.Duration
 	Kicks   int
 }
 
-// Wait returns nil once every release is Ready, or the context's error with
-// the root causes of what is not.
+// Wait returns nil once every release is Ready at the same time, or the
+// context's error with the root causes of what is not.
 func (w *Waiter) Wait(ctx context.Context) error {
 	if w.Poll == 0 {
 		w.Poll = 250 * time.Millisecond
+	}
+	if w.Settle == 0 {
+		w.Settle = 2 * time.Second
 	}
 	if w.Start.IsZero() {
 		w.Start = time.Now()
@@ -317,7 +325,8 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		byName[r.Name] = r
 	}
 	hrRes := w.Dyn.Resource(status.HelmReleaseGVR)
-	first := true
+	lastKick := map[string]time.Time{}
+	var allSince time.Time
 	lastMsg := map[string]string{}
 	for {
 		list, err := hrRes.List(ctx, metav1.ListOptions{})
@@ -338,12 +347,10 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			c := state[k]
 			return c != nil && c.Status == metav1.ConditionTrue
 		}
-		var newly []string
 		for _, r := range w.Graph.Releases {
 			k := key(r)
 			if _, done := w.ReadyAt[k]; !done && ready(k) {
 				w.ReadyAt[k] = time.Since(w.Start)
-				newly = append(newly, r.Name)
 				w.progress("%-8s %2d/%d  %s Ready (%s)", fmtDur(w.ReadyAt[k]), len(w.ReadyAt), total, k, state[k].Message)
 			} else if c := state[k]; c != nil && c.Status == metav1.ConditionFalse && c.Message != lastMsg[k] && c.Reason != meta.DependencyNotReadyReason {
 				w.progress("%-8s        %s %s: %s", fmtDur(time.Since(w.Start)), k, c.Reason, c.Message)
@@ -352,33 +359,29 @@ func (w *Waiter) Wait(ctx context.Context) error {
 				lastMsg[k] = c.Message
 			}
 		}
-		if len(w.ReadyAt) == total {
+		allNow := true
+		for _, r := range w.Graph.Releases {
+			allNow = allNow && ready(key(r))
+		}
+		switch {
+		case !allNow:
+			allSince = time.Time{}
+		case allSince.IsZero():
+			allSince = time.Now()
+		}
+		if allNow && time.Since(allSince) >= w.Settle {
 			return nil
 		}
 		if w.Kick {
-			// Dependents of what just became Ready (and, on the first look,
-			// of what already was) whose dependencies are now all Ready.
-			cand := map[string]bool{}
-			for _, n := range newly {
-				for _, d := range w.Graph.Dependents(n) {
-					cand[d] = true
-				}
-			}
-			if first {
-				for _, r := range w.Graph.Releases {
-					if c := state[key(r)]; c != nil && c.Reason == meta.DependencyNotReadyReason {
-						cand[r.Name] = true
-					}
-				}
-			}
-			names := make([]string, 0, len(cand))
-			for n := range cand {
-				names = append(names, n)
-			}
-			sort.Strings(names)
-			for _, n := range names {
-				r := byName[n]
-				if ready(key(r)) {
+			// Every release parked by helm-controller until its next
+			// --requeue-dependency (Ready=False, DependencyNotReady) whose
+			// dependencies are now all Ready; again after a second if
+			// helm-controller's cache was behind and parked it once more.
+			// Releases being reconciled (or Ready) are never kicked: that
+			// would flip them to Unknown and park their own dependents.
+			for _, r := range w.Graph.Releases {
+				c := state[key(r)]
+				if c == nil || c.Reason != meta.DependencyNotReadyReason || time.Since(lastKick[r.Name]) < time.Second {
 					continue
 				}
 				all := true
@@ -391,9 +394,9 @@ func (w *Waiter) Wait(ctx context.Context) error {
 				if err := w.kick(ctx, r); err != nil {
 					return err
 				}
+				lastKick[r.Name] = time.Now()
 			}
 		}
-		first = false
 		select {
 		case <-ctx.Done():
 			rep := status.FromHelmReleases(hrs, time.Now())

@@ -280,6 +280,8 @@ func (rep *Report) WriteTree(w io.Writer) {
 			state = "Pending"
 		case len(r.RootCauses) > 0:
 			state = "Blocked by " + strings.Join(r.RootCauses, ", ")
+		case r.Reason == meta.DependencyNotReadyReason:
+			state = "Waiting: dependencies are Ready now, Flux rechecks at its next requeue"
 		default:
 			state = "Failed: " + r.Cause
 		}

@@ -114,3 +114,21 @@ func retrying(h helmv2.HelmRelease, reason, msg string) helmv2.HelmRelease {
 	h.Status.Conditions = append(h.Status.Conditions, metav1.Condition{Type: "Released", Status: "False", Reason: reason, Message: msg})
 	return h
 }
+
+// A release parked by Flux although its dependency is Ready again has no
+// root cause; the tree says it waits for Flux's requeue.
+func TestParkedWithReadyDependency(t *testing.T) {
+	rep := FromHelmReleases([]helmv2.HelmRelease{
+		hr("a", "dep", time.Hour, "True", "InstallSucceeded", "ok"),
+		hr("b", "parked", time.Hour, "False", "DependencyNotReady", depMsg, "a/dep"),
+	}, now)
+	r, _ := rep.Get("b/parked")
+	if len(r.RootCauses) != 0 || rep.AllReady() {
+		t.Errorf("root causes %v, all ready %v", r.RootCauses, rep.AllReady())
+	}
+	var b bytes.Buffer
+	rep.WriteTree(&b)
+	if want := "a/dep [Ready]\n└── b/parked [Waiting: dependencies are Ready now, Flux rechecks at its next requeue]\n"; b.String() != want {
+		t.Errorf("tree %q, want %q", b.String(), want)
+	}
+}
