@@ -2,55 +2,37 @@ package talos
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/siderolabs/talos/pkg/machinery/config"
-	"github.com/siderolabs/talos/pkg/machinery/gendata"
-)
 
-// Supported Talos minor versions: the oldest one whose API dodai can read
-// (block.Disk resources appeared in 1.8; older nodes answer `resource
-// "disks" is not registered`) and the newest one dodai's machinery library
-// knows how to render configs for.
-var (
-	MinSupported = config.TalosVersion1_8
-	MaxSupported = mustContract(gendata.VersionTag)
+	"github.com/dodai-dev/dodai/internal/cluster"
 )
-
-func mustContract(v string) *config.VersionContract {
-	c, err := config.ParseContractFromVersion(v)
-	if err != nil {
-		panic(err)
-	}
-	return c
-}
 
 // Contract returns the machine config version contract for a node running
-// the given Talos version, refusing versions dodai can't configure.
+// the given Talos version, refusing versions dodai can't configure: older
+// than v1.MinTalosMinor (block.Disk resources appeared in 1.8; older nodes
+// answer `resource "disks" is not registered`) or newer than the machinery
+// library dodai renders configs with.
 func Contract(version string) (*config.VersionContract, error) {
 	if version == "" {
 		return nil, fmt.Errorf("node did not report its Talos version")
 	}
-	c, err := config.ParseContractFromVersion(version)
+	major, minor, err := cluster.TalosMinor(version)
 	if err != nil {
 		return nil, fmt.Errorf("node reports Talos version %q: %w", version, err)
 	}
-	if MinSupported.Greater(c) {
-		return nil, fmt.Errorf("node runs Talos %s, older than the oldest supported %s: boot a newer Talos image (dodai image) and retry", version, MinSupported)
+	if major != 1 || minor < cluster.MinTalosMinor {
+		return nil, fmt.Errorf("node runs Talos %s, older than the oldest supported v1.%d: boot a newer Talos image (dodai image) and retry", version, cluster.MinTalosMinor)
 	}
-	if c.Greater(MaxSupported) {
-		return nil, fmt.Errorf("node runs Talos %s, newer than this dodai supports (Talos machinery %s, contract %s): its config format may differ; use a dodai release built for Talos %s or boot a %s image",
-			version, gendata.VersionTag, MaxSupported, c, MaxSupported)
+	if minor > cluster.MaxTalosMinor {
+		return nil, fmt.Errorf("node runs Talos %s, newer than this dodai supports (configs for v1.%d.x at most): its config format may differ; boot a v1.%d image or use a newer dodai", version, cluster.MaxTalosMinor, cluster.MaxTalosMinor)
 	}
-	return c, nil
+	return config.ParseContractFromVersion(version)
 }
 
 // SameMinor reports whether two Talos versions share major.minor.
 func SameMinor(a, b string) bool {
-	ca, err1 := config.ParseContractFromVersion(a)
-	cb, err2 := config.ParseContractFromVersion(b)
-	if err1 != nil || err2 != nil {
-		return strings.TrimPrefix(a, "v") == strings.TrimPrefix(b, "v")
-	}
-	return ca.String() == cb.String()
+	ma, na, err1 := cluster.TalosMinor(a)
+	mb, nb, err2 := cluster.TalosMinor(b)
+	return err1 == nil && err2 == nil && ma == mb && na == nb
 }
