@@ -284,4 +284,3 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 		return Table(w, []string{"NODE", "ROLE", "ADDRESS", "TALOS", "STAGE", "READY"}, rows)
 	})
 }
-
