@@ -402,6 +402,18 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		return "", discoverErr
 	}
 	m := r.found[n.Name]
+	if prev := r.store.node(n.Name); m == nil && prev.Applied != nil && r.addr(n.Name) != "" {
+		// A previous run applied the config; the node is still rebooting.
+		log.Info("config was applied by an earlier run; waiting for the node", "address", r.addr(n.Name))
+		if err := r.waitUp(ctx, n.Name, r.addr(n.Name), prev.MaintenanceAddress); err != nil {
+			return "", err
+		}
+		if err := r.store.updateNode(n.Name, func(s *NodeState) { s.Configured = now() }); err != nil {
+			return "", err
+		}
+		r.markUp(n.Name)
+		return "applied", nil
+	}
 	if m == nil {
 		where := "on the scanned networks"
 		if a := r.addr(n.Name); a != "" {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -19,21 +18,11 @@ func httpGet(ctx context.Context, u string) (*http.Request, error) {
 }
 
 // Warnings lists the traps users hit when bootstrapping Talos that the
-// cluster directory falls into.
+// cluster directory falls into, beyond those cluster validation already
+// reports (even number of control planes, unreachable endpoint).
 func Warnings(src *cluster.Source) []string {
 	spec := &src.Cluster.Spec
 	var out []string
-	cps := 0
-	var cpIPs []string
-	for i := range spec.Nodes {
-		if spec.Nodes[i].Role == cluster.RoleControlPlane {
-			cps++
-			cpIPs = append(cpIPs, NodeIP(&spec.Nodes[i]))
-		}
-	}
-	if cps > 0 && cps%2 == 0 {
-		out = append(out, fmt.Sprintf("%d control-plane nodes: etcd needs a majority, so an even number tolerates no more failures than %d; use %d or %d", cps, cps-1, cps-1, cps+1))
-	}
 	if spec.VIP != "" {
 		if b, err := os.ReadFile(filepath.Join(src.Dir, cluster.TalosconfigFile)); err == nil {
 			if cfg, err := clientconfig.FromBytes(b); err == nil {
@@ -43,12 +32,6 @@ func Warnings(src *cluster.Source) []string {
 					}
 				}
 			}
-		}
-	}
-	if u, err := url.Parse(spec.Endpoint); err == nil && u.Hostname() != "" {
-		h := u.Hostname()
-		if h != spec.VIP && !slices.Contains(cpIPs, h) {
-			out = append(out, fmt.Sprintf("spec.endpoint %s is neither the VIP nor a control-plane node address: make sure it reaches the Kubernetes API (a load balancer), or bootstrap will wait for it until the timeout", spec.Endpoint))
 		}
 	}
 	check := func(where string, ps []cluster.Patch) {
