@@ -463,17 +463,20 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		}
 	}
 	log.Info("applying config", "disk", disk.DevPath, "talos", m.TalosVersion)
-	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
-		return "", fmt.Errorf("applying config on %s: %w", m.Address, grpcErr(err))
-	}
 	addr := NodeIP(n)
 	if addr == "" {
 		addr = m.Address // DHCP: the lease usually stays
 	}
-	r.setAddr(n.Name, addr)
+	// Recorded before the call: if dodai dies while the node takes the
+	// config, the next run knows to wait for it instead of searching.
 	if err := r.store.updateNode(n.Name, func(s *NodeState) { s.Applied, s.Address = now(), addr }); err != nil {
 		return "", err
 	}
+	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
+		_ = r.store.updateNode(n.Name, func(s *NodeState) { s.Applied = nil })
+		return "", fmt.Errorf("applying config on %s: %w", m.Address, grpcErr(err))
+	}
+	r.setAddr(n.Name, addr)
 	if err := r.waitUp(ctx, n.Name, addr, m.Address); err != nil {
 		return "", err
 	}

@@ -33,7 +33,8 @@ type NodeState struct {
 	TalosVersion string `json:"talosVersion,omitempty"`
 	// Disk confirmed as install disk.
 	Disk *DiskRecord `json:"disk,omitempty"`
-	// Applied is when the config was applied.
+	// Applied is when the config was sent (set just before the call, and
+	// cleared again when the node refused it).
 	Applied *time.Time `json:"applied,omitempty"`
 	// Configured is when the node first answered the authenticated API.
 	Configured *time.Time `json:"configured,omitempty"`
