@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // StateFile is the bootstrap progress file inside the state directory.
@@ -123,4 +124,14 @@ func ReadState(clusterDir string) (*State, error) {
 func now() *time.Time {
 	t := time.Now().UTC().Truncate(time.Second)
 	return &t
+}
+
+// ConfirmDisk records the install disk the user picked for a node (the
+// interactive mode); bootstrap then refuses any other disk for it.
+func ConfirmDisk(clusterDir, node string, d talos.Disk) error {
+	s, err := loadStore(clusterDir)
+	if err != nil {
+		return err
+	}
+	return s.updateNode(node, func(n *NodeState) { n.Disk = recordOf(d) })
 }

@@ -1,12 +1,29 @@
-// Package tui is bootstrap's interactive mode.
+// Package tui is `dodai bootstrap --interactive`: terminal screens in the
+// spirit of talos-bootstrap's dialog boxes (charmbracelet huh), each field
+// prefilled from the machine's inventory. The answers are written into
+// cluster.yaml, which stays the single source of truth; bootstrap then runs
+// the same declarative path as without --interactive.
 package tui
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/charmbracelet/huh"
+
+	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/discover"
+	"github.com/dodai-dev/dodai/internal/fsutil"
+	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // Options of the interactive session.
@@ -19,7 +36,269 @@ type Options struct {
 	Log        *slog.Logger
 }
 
-// Run asks about discovered machines and writes the answers into cluster.yaml.
+var labelRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+// Run discovers machines, asks about them and writes cluster.yaml.
 func Run(ctx context.Context, opts Options) error {
-	return errors.New("interactive mode is not available yet")
+	file := cluster.FileName
+	path := opts.ClusterDir + "/" + file
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("reading the cluster file (create it with `dodai init`): %w", err)
+	}
+	src, probs := cluster.Parse(path, raw)
+	if src == nil {
+		return probs
+	}
+	nets := opts.Networks
+	if len(nets) == 0 {
+		if nets, err = discover.DefaultNetworks(); err != nil {
+			return err
+		}
+	}
+	hosts, err := discover.RegistryHosts(opts.ClusterDir)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(opts.Out, "Searching for Talos machines in maintenance mode on %v…\n", nets)
+	machines, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: hosts, Port: opts.Port, Log: opts.Log})
+	if err != nil {
+		return err
+	}
+	discover.Match(machines, src.Cluster)
+	if len(machines) == 0 {
+		return fmt.Errorf("no Talos machine in maintenance mode found on %v", nets)
+	}
+
+	// Screen 1: which machines.
+	var picked []string
+	var choices []huh.Option[string]
+	for _, m := range machines {
+		label := fmt.Sprintf("%-15s %s  %-12s %s, %.0f GiB, %d disks", m.Address, m.MAC, m.Node, m.CPUSummary(), float64(m.MemoryMiB)/1024, len(m.Disks))
+		choices = append(choices, huh.NewOption(label, m.MAC).Selected(true))
+	}
+	if err := form(opts, huh.NewGroup(huh.NewMultiSelect[string]().Title("Machines to configure").
+		Description("space: toggle, enter: continue").Options(choices...).Value(&picked).
+		Validate(func(v []string) error {
+			if len(v) == 0 {
+				return errors.New("pick at least one machine")
+			}
+			return nil
+		}))).RunWithContext(ctx); err != nil {
+		return err
+	}
+
+	cps := 0
+	for _, n := range src.Cluster.Spec.Nodes {
+		if n.Role == cluster.RoleControlPlane {
+			cps++
+		}
+	}
+	var answers Answers
+	var groups []*huh.Group
+	type pending struct {
+		m   *talos.Machine
+		a   *NodeAnswers
+		dns *string
+	}
+	var all []pending
+	for _, m := range machines {
+		if !slices.Contains(picked, m.MAC) {
+			continue
+		}
+		a, dns := prefill(m, src.Cluster, &cps)
+		all = append(all, pending{m, a, dns})
+		groups = append(groups, nodeGroup(m, a, dns)...)
+	}
+	vip := src.Cluster.Spec.VIP
+	groups = append(groups, huh.NewGroup(huh.NewInput().Title("Control-plane VIP (optional, shared address for the Kubernetes API)").
+		Value(&vip).Validate(optionalIP)))
+	if err := form(opts, groups...).RunWithContext(ctx); err != nil {
+		return err
+	}
+	for _, p := range all {
+		p.a.DNS = splitList(*p.dns)
+		p.a.DiskSerial = ""
+		for _, d := range p.m.Disks {
+			if d.DevPath == p.a.DiskPath {
+				p.a.DiskSerial = d.Serial
+			}
+		}
+		answers.Nodes = append(answers.Nodes, *p.a)
+	}
+	answers.VIP = strings.TrimSpace(vip)
+
+	out, err := ApplyAnswers(src, answers)
+	if err != nil {
+		return err
+	}
+	confirm := true
+	if err := form(opts, huh.NewGroup(
+		huh.NewNote().Title("cluster.yaml will be").Description(string(out)),
+		huh.NewConfirm().Title("Write cluster.yaml and bootstrap?").Affirmative("Yes").Negative("No").Value(&confirm),
+	)).RunWithContext(ctx); err != nil {
+		return err
+	}
+	if !confirm {
+		return errors.New("cancelled: cluster.yaml not changed")
+	}
+	mode := os.FileMode(0o644)
+	if fi, err := os.Stat(path); err == nil {
+		mode = fi.Mode().Perm()
+	}
+	if err := fsutil.WriteFileAtomic(path, out, mode); err != nil {
+		return err
+	}
+	// The disks the user picked are the confirmed ones.
+	for _, p := range all {
+		for _, d := range p.m.Disks {
+			if (p.a.DiskSerial != "" && d.Serial == p.a.DiskSerial) || (p.a.DiskSerial == "" && d.DevPath == p.a.DiskPath) {
+				if err := bootstrap.ConfirmDisk(opts.ClusterDir, p.a.Name, d); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	fmt.Fprintf(opts.Out, "Wrote %s\n", path)
+	return nil
+}
+
+func form(opts Options, groups ...*huh.Group) *huh.Form {
+	f := huh.NewForm(groups...).WithShowHelp(true)
+	if opts.In != nil {
+		f = f.WithInput(opts.In)
+	}
+	if opts.Out != nil {
+		f = f.WithOutput(opts.Out)
+	}
+	return f
+}
+
+// prefill answers from the cluster file (when the machine is a known node)
+// and the machine's inventory.
+func prefill(m *talos.Machine, c *cluster.Cluster, cps *int) (*NodeAnswers, *string) {
+	a := &NodeAnswers{MAC: m.MAC}
+	node := discover.NodeFor(m, c)
+	if node != nil {
+		a.Name, a.Role, a.Address, a.Gateway, a.DNS = node.Name, node.Role, node.Address, node.Gateway, node.Nameservers
+		if node.Interface != nil {
+			a.InterfaceMAC = node.Interface.MAC
+		}
+		if d, err := bootstrap.ResolveDisk(node, m.Disks); err == nil {
+			a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
+		}
+	} else {
+		a.Name = strings.ToLower(strings.Split(m.Hostname, ".")[0])
+		if !labelRe.MatchString(a.Name) {
+			a.Name = "node-" + strings.ReplaceAll(m.MAC[9:], ":", "")
+		}
+		a.Role = cluster.RoleWorker
+		if *cps < 3 {
+			a.Role = cluster.RoleControlPlane
+			*cps++
+		}
+	}
+	if a.DiskSerial == "" && a.DiskPath == "" {
+		for _, d := range m.Disks {
+			if safeDisk(d) {
+				a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
+				break
+			}
+		}
+	}
+	for _, l := range m.Links {
+		if a.InterfaceMAC == "" && len(l.Addresses) > 0 {
+			a.InterfaceMAC = l.MAC
+		}
+	}
+	if a.InterfaceMAC == "" {
+		a.InterfaceMAC = m.MAC
+	}
+	if a.Address == "" && len(m.Addresses) > 0 {
+		a.Address = m.Addresses[0]
+	}
+	if a.Gateway == "" {
+		a.Gateway = m.Gateway
+	}
+	if len(a.DNS) == 0 {
+		a.DNS = m.DNS
+	}
+	dns := strings.Join(a.DNS, ", ")
+	return a, &dns
+}
+
+func safeDisk(d talos.Disk) bool {
+	return !d.CDROM && !d.Readonly && !strings.EqualFold(d.Transport, "usb")
+}
+
+// nodeGroup is the screen for one machine: talos-bootstrap's questions.
+func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string) []*huh.Group {
+	title := fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)
+	var diskOpts []huh.Option[string]
+	for _, d := range m.Disks {
+		if !safeDisk(d) {
+			continue
+		}
+		diskOpts = append(diskOpts, huh.NewOption(fmt.Sprintf("%-8s %8s  %s  serial %s  %s", d.Name, d.PrettySize, d.Model, orDash(d.Serial), d.Transport), d.DevPath))
+	}
+	var linkOpts []huh.Option[string]
+	for _, l := range m.Links {
+		state := "down"
+		if l.Up {
+			state = "up"
+		}
+		linkOpts = append(linkOpts, huh.NewOption(fmt.Sprintf("%s  %s  %s  %s", l.MAC, l.Name, state, strings.Join(l.Addresses, ",")), l.MAC))
+	}
+	return []*huh.Group{huh.NewGroup(
+		huh.NewNote().Title(title).Description(fmt.Sprintf("%s · %s · %.0f GiB · Talos %s", orDash(m.Hostname), m.CPUSummary(), float64(m.MemoryMiB)/1024, m.TalosVersion)),
+		huh.NewSelect[string]().Title("Role").Options(huh.NewOption("control plane", cluster.RoleControlPlane), huh.NewOption("worker", cluster.RoleWorker)).Value(&a.Role),
+		huh.NewInput().Title("Hostname (node name)").Value(&a.Name).Validate(func(s string) error {
+			if !labelRe.MatchString(s) {
+				return errors.New("lowercase letters, digits and '-'")
+			}
+			return nil
+		}),
+		huh.NewSelect[string]().Title("Install disk").Options(diskOpts...).Value(&a.DiskPath),
+		huh.NewSelect[string]().Title("Interface (selected by MAC)").Options(linkOpts...).Value(&a.InterfaceMAC),
+		huh.NewInput().Title("Address (CIDR)").Value(&a.Address).Validate(func(s string) error {
+			if _, err := netip.ParsePrefix(strings.TrimSpace(s)); err != nil {
+				return errors.New("an address with prefix length, e.g. 192.168.100.11/24")
+			}
+			return nil
+		}),
+		huh.NewInput().Title("Gateway").Value(&a.Gateway).Validate(optionalIP),
+		huh.NewInput().Title("DNS servers (comma-separated)").Value(dns).Validate(func(s string) error {
+			for _, d := range splitList(s) {
+				if _, err := netip.ParseAddr(d); err != nil {
+					return fmt.Errorf("%q is not an IP address", d)
+				}
+			}
+			return nil
+		}),
+	).Title(title)}
+}
+
+func optionalIP(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	if _, err := netip.ParseAddr(strings.TrimSpace(s)); err != nil {
+		return errors.New("an IP address, or empty")
+	}
+	return nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, strings.TrimSpace(p))
+	}
+	return out
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

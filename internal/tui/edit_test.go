@@ -1,0 +1,65 @@
+package tui
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+)
+
+const before = `# my cluster — keep this comment
+apiVersion: dodai.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: lab # the lab
+spec:
+  talosVersion: v1.11.5
+  endpoint: https://192.168.100.11:6443
+  nodes:
+    # the first control plane
+    - name: cp1
+      role: controlplane
+      macs: ["52:54:00:00:00:01"]
+      address: 192.168.100.11/24
+      installDisk:
+        path: /dev/sda
+  platform:
+    bundle: distro # keep
+`
+
+func TestApplyAnswers(t *testing.T) {
+	src, probs := cluster.Parse("cluster.yaml", []byte(before))
+	if src == nil {
+		t.Fatal(probs)
+	}
+	out, err := ApplyAnswers(src, Answers{VIP: "192.168.100.10", Nodes: []NodeAnswers{
+		{MAC: "52:54:00:00:00:01", Name: "cp1", Role: "controlplane", InterfaceMAC: "52:54:00:00:00:01", DiskSerial: "S1", DiskPath: "/dev/nvme0n1",
+			Address: "192.168.100.21/24", Gateway: "192.168.100.1", DNS: []string{"1.1.1.1", "9.9.9.9"}},
+		{MAC: "52:54:00:00:00:02", Name: "w1", Role: "worker", InterfaceMAC: "52:54:00:00:00:12", DiskPath: "/dev/sda",
+			Address: "192.168.100.31/24"},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	for _, want := range []string{
+		"# my cluster — keep this comment", "name: lab # the lab", "# the first control plane", "bundle: distro # keep",
+		"vip: 192.168.100.10",
+		"address: 192.168.100.21/24", "gateway: 192.168.100.1", "nameservers: [1.1.1.1, 9.9.9.9]",
+		"selector:\n          serial: S1",
+		"- name: w1\n      role: worker\n      macs: [\"52:54:00:00:00:02\"]",
+		"interface:\n        mac: \"52:54:00:00:00:12\"",
+		"path: /dev/sda",
+	} {
+		if !strings.Contains(s, want) {
+			t.Errorf("missing %q in:\n%s", want, s)
+		}
+	}
+	if strings.Count(s, "name: cp1") != 1 {
+		t.Errorf("cp1 duplicated:\n%s", s)
+	}
+	// Bad answers never produce a file.
+	if _, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:03", Name: "Bad_Name", Role: "worker", Address: "x"}}}); err == nil {
+		t.Fatal("invalid answers accepted")
+	}
+}
