@@ -261,11 +261,35 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			if errs[i] != nil {
 				continue
 			}
-			if err := r.waitReady(ctx, n); err != nil {
-				errs[i] = &NodeError{Node: n.Name, Err: err}
-				results[i].Action, results[i].Error = "failed", err.Error()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := r.waitReady(ctx, n); err != nil {
+					errs[i] = &NodeError{Node: n.Name, Err: err}
+					results[i].Action, results[i].Error = "failed", err.Error()
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// One write for every node that answered the authenticated API.
+	if err := r.store.update(func(s *State) {
+		for _, n := range selected {
+			if !r.isUp(n.Name) {
+				continue
+			}
+			ns := s.Nodes[n.Name]
+			if ns == nil {
+				ns = &NodeState{}
+				s.Nodes[n.Name] = ns
+			}
+			ns.Address = r.addr(n.Name)
+			if ns.Configured == nil {
+				ns.Configured = now()
 			}
 		}
+	}); err != nil {
+		errs = append(errs, err)
 	}
 	all := append(errs, clusterErr)
 	return res, errors.Join(all...)
@@ -299,6 +323,15 @@ func (r *runner) setAddr(name, addr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.addrs[name] = addr
+}
+
+func (r *runner) isUp(name string) bool {
+	select {
+	case <-r.up[name]:
+		return true
+	default:
+		return false
+	}
 }
 
 func (r *runner) markUp(name string) {
@@ -387,14 +420,6 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	log := r.log.With("node", n.Name)
 	if configured {
 		log.Info("already configured: answers the authenticated Talos API", "address", r.addr(n.Name))
-		if err := r.store.updateNode(n.Name, func(s *NodeState) {
-			s.Address = r.addr(n.Name)
-			if s.Configured == nil {
-				s.Configured = now()
-			}
-		}); err != nil {
-			return "", err
-		}
 		r.markUp(n.Name)
 		return "configured", nil
 	}
@@ -406,9 +431,6 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		// A previous run applied the config; the node is still rebooting.
 		log.Info("config was applied by an earlier run; waiting for the node", "address", r.addr(n.Name))
 		if err := r.waitUp(ctx, n.Name, r.addr(n.Name), prev.MaintenanceAddress); err != nil {
-			return "", err
-		}
-		if err := r.store.updateNode(n.Name, func(s *NodeState) { s.Configured = now() }); err != nil {
 			return "", err
 		}
 		r.markUp(n.Name)
@@ -436,14 +458,6 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	if err := CheckConfirmed(n.Name, prev.Disk, disk); err != nil {
 		return "", err
 	}
-	if err := r.store.updateNode(n.Name, func(s *NodeState) {
-		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
-		if s.Disk == nil {
-			s.Disk = recordOf(disk)
-		}
-	}); err != nil {
-		return "", err
-	}
 	cfg, err := r.opts.Renderer.NodeConfigFor(n.Name, render.NodeOptions{InstallDisk: disk.DevPath, TalosVersion: m.TalosVersion})
 	if err != nil {
 		return "", err
@@ -469,7 +483,14 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	}
 	// Recorded before the call: if dodai dies while the node takes the
 	// config, the next run knows to wait for it instead of searching.
-	if err := r.store.updateNode(n.Name, func(s *NodeState) { s.Applied, s.Address = now(), addr }); err != nil {
+	// The disk is confirmed from here on.
+	if err := r.store.updateNode(n.Name, func(s *NodeState) {
+		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
+		if s.Disk == nil {
+			s.Disk = recordOf(disk)
+		}
+		s.Applied, s.Address = now(), addr
+	}); err != nil {
 		return "", err
 	}
 	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
@@ -478,9 +499,6 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	}
 	r.setAddr(n.Name, addr)
 	if err := r.waitUp(ctx, n.Name, addr, m.Address); err != nil {
-		return "", err
-	}
-	if err := r.store.updateNode(n.Name, func(s *NodeState) { s.Configured = now() }); err != nil {
 		return "", err
 	}
 	r.markUp(n.Name)
@@ -617,6 +635,7 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 	}
 	start := time.Now()
 	lastLog := start
+	var lastRefusal error
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := c.Bootstrap(cctx, &machine.BootstrapRequest{})
@@ -624,12 +643,22 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 		r.mu.Lock()
 		r.called = true
 		r.mu.Unlock()
+		if err != nil && ctx.Err() != nil {
+			// The run's timeout hit during the call: report why it kept
+			// being refused before.
+			why := shortErr(err)
+			if lastRefusal != nil {
+				why = shortErr(lastRefusal)
+			}
+			return fmt.Errorf("etcd bootstrap not accepted within the timeout (waited %s): %s", time.Since(start).Round(time.Millisecond), why)
+		}
 		switch {
 		case err == nil:
 			r.log.Info("etcd bootstrapped", "node", node)
 		case status.Code(err) == codes.AlreadyExists:
 			r.log.Info("etcd was already bootstrapped", "node", node, "detail", shortErr(err))
 		case retryableBootstrap(err):
+			lastRefusal = err
 			if time.Since(lastLog) >= r.prog || lastLog == start {
 				lastLog = time.Now()
 				r.log.Info("node not ready for bootstrap yet, retrying", "node", node, "reason", shortErr(err))

@@ -79,3 +79,35 @@ func TestCheckConfirmed(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+// FuzzResolveDisk: disk properties come from the node over the network;
+// whatever they are, resolution never panics, never picks an unsafe disk,
+// and a chosen disk matches the selector it was chosen by.
+func FuzzResolveDisk(f *testing.F) {
+	f.Add("nvme0n1", "Samsung SSD*", "S1", "eui.1", "nvme", uint64(512110190592), false, false, "500GB", "nvme", "")
+	f.Add("sdb", "SanDisk", "", "", "usb", uint64(32017047552), false, false, "", "", "/dev/sdb")
+	f.Add("sr0", "[", "x", "", "", uint64(0), true, true, ">= 1TB", "hdd", "")
+	f.Fuzz(func(t *testing.T, name, model, serial, wwid, transport string, size uint64, ro, cdrom bool, selSize, selType, path string) {
+		d := talos.Disk{Name: name, DevPath: "/dev/" + name, Size: size, Model: model, Serial: serial, WWID: wwid, Transport: transport, Readonly: ro, CDROM: cdrom}
+		other := talos.Disk{Name: "vda", DevPath: "/dev/vda", Size: 1 << 34, Transport: "virtio"}
+		node := &cluster.Node{Name: "n", InstallDisk: cluster.InstallDisk{Path: path}}
+		if path == "" {
+			node.InstallDisk.Selector = &cluster.DiskSelector{Size: selSize, Type: selType, Model: model, Serial: serial}
+		}
+		got, err := ResolveDisk(node, []talos.Disk{d, other})
+		if err != nil {
+			if !strings.HasPrefix(err.Error(), "node n: ") {
+				t.Fatalf("error without node: %v", err)
+			}
+			return
+		}
+		if unsafeReason(got) != "" {
+			t.Fatalf("picked unsafe disk %+v", got)
+		}
+		if node.InstallDisk.Selector != nil {
+			if ok, _ := matchSelector(got, node.InstallDisk.Selector); !ok {
+				t.Fatalf("picked %+v not matching %+v", got, node.InstallDisk.Selector)
+			}
+		}
+	})
+}

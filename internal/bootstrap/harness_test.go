@@ -46,7 +46,7 @@ var netCounter atomic.Int32
 // (likely) across concurrently running test processes.
 func uniqueBase() string {
 	n := int(netCounter.Add(1))
-	return fmt.Sprintf("127.%d.%d", 100+os.Getpid()%150, 10+n*3)
+	return fmt.Sprintf("127.%d.%d", 100+(os.Getpid()+n/80)%150, 10+(n%80)*3)
 }
 
 func freePort(t testing.TB) int {
