@@ -164,8 +164,14 @@ cluster.yaml, and then runs the same declarative path.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			if interactive {
-				if err := tui.Run(ctx, tui.Options{ClusterDir: g.ClusterDir, Networks: nets, Port: resolvePort(port), In: g.In, Out: g.Out, Log: g.Log}); err != nil {
+				names, err := tui.Run(ctx, tui.Options{ClusterDir: g.ClusterDir, Networks: nets, Port: resolvePort(port), In: g.In, Out: g.Out, Log: g.Log})
+				if err != nil {
 					return err
+				}
+				if len(nodes) == 0 {
+					// Bootstrap the machines just configured (other nodes of
+					// the file may not be booted yet).
+					nodes = names
 				}
 			}
 			src, err := g.Load()

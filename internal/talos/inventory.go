@@ -226,7 +226,8 @@ func (m *Machine) CPUSummary() string {
 		return "-"
 	}
 	c := m.CPUs[0]
-	return fmt.Sprintf("%dx %s (%dc/%dt)", len(m.CPUs), c.Model, c.Cores, c.Threads)
+	model := strings.NewReplacer("(R)", "", "(TM)", "", "(tm)", "").Replace(c.Model)
+	return fmt.Sprintf("%dx %s (%dc/%dt)", len(m.CPUs), strings.Join(strings.Fields(model), " "), c.Cores, c.Threads)
 }
 
 // HasMAC reports whether any link of the machine has the MAC.

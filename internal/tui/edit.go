@@ -54,7 +54,7 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		n := findNode(nodes, mac, na.Name)
+		n, byMAC := findNode(nodes, mac, na.Name)
 		if n == nil {
 			n = &yaml.Node{Kind: yaml.MappingNode}
 			nodes.Content = append(nodes.Content, n)
@@ -62,7 +62,9 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 		setScalar(n, "name", na.Name)
 		setScalar(n, "role", na.Role)
 		macs := mapGet(n, "macs")
-		if macs == nil || macs.Kind != yaml.SequenceNode {
+		if macs == nil || macs.Kind != yaml.SequenceNode || !byMAC {
+			// A node taken over by name (e.g. the template's placeholder)
+			// gets this machine's MAC instead of its old ones.
 			macs = &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
 			mapSet(n, "macs", macs)
 		}
@@ -129,18 +131,19 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 	return out, nil
 }
 
-func findNode(nodes *yaml.Node, mac, name string) *yaml.Node {
+// findNode finds the node owning the MAC, else the node of that name.
+func findNode(nodes *yaml.Node, mac, name string) (n *yaml.Node, byMAC bool) {
 	for _, n := range nodes.Content {
 		if macs := mapGet(n, "macs"); macs != nil && seqHasMAC(macs, mac) {
-			return n
+			return n, true
 		}
 	}
 	for _, n := range nodes.Content {
 		if v := mapGet(n, "name"); v != nil && v.Value == name {
-			return n
+			return n, false
 		}
 	}
-	return nil
+	return nil, false
 }
 
 func seqHasMAC(seq *yaml.Node, mac string) bool {

@@ -63,3 +63,21 @@ func TestApplyAnswers(t *testing.T) {
 		t.Fatal("invalid answers accepted")
 	}
 }
+
+// A machine named like an existing node that has other MACs (the
+// placeholder of `dodai init`) takes that node over, MACs included.
+func TestApplyAnswersTakesOverPlaceholder(t *testing.T) {
+	src, probs := cluster.Parse("cluster.yaml", []byte(before))
+	if src == nil {
+		t.Fatal(probs)
+	}
+	out, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:09", Name: "cp1", Role: "controlplane",
+		InterfaceMAC: "52:54:00:00:00:09", DiskPath: "/dev/nvme0n1", Address: "192.168.100.11/24"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(out)
+	if !strings.Contains(s, "    # the first control plane\n    - name: cp1\n      role: controlplane\n      macs: [\"52:54:00:00:00:09\"]") || strings.Contains(s, "52:54:00:00:00:01") {
+		t.Fatalf("got:\n%s", s)
+	}
+}

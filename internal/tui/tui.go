@@ -39,35 +39,35 @@ type Options struct {
 var labelRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Run discovers machines, asks about them and writes cluster.yaml.
-func Run(ctx context.Context, opts Options) error {
+func Run(ctx context.Context, opts Options) ([]string, error) {
 	file := cluster.FileName
 	path := opts.ClusterDir + "/" + file
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return fmt.Errorf("reading the cluster file (create it with `dodai init`): %w", err)
+		return nil, fmt.Errorf("reading the cluster file (create it with `dodai init`): %w", err)
 	}
 	src, probs := cluster.Parse(path, raw)
 	if src == nil {
-		return probs
+		return nil, probs
 	}
 	nets := opts.Networks
 	if len(nets) == 0 {
 		if nets, err = discover.DefaultNetworks(); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	hosts, err := discover.RegistryHosts(opts.ClusterDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	fmt.Fprintf(opts.Out, "Searching for Talos machines in maintenance mode on %v…\n", nets)
 	machines, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: hosts, Port: opts.Port, Log: opts.Log})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	discover.Match(machines, src.Cluster)
 	if len(machines) == 0 {
-		return fmt.Errorf("no Talos machine in maintenance mode found on %v", nets)
+		return nil, fmt.Errorf("no Talos machine in maintenance mode found on %v", nets)
 	}
 
 	// Screen 1: which machines.
@@ -85,11 +85,29 @@ func Run(ctx context.Context, opts Options) error {
 			}
 			return nil
 		}))).RunWithContext(ctx); err != nil {
-		return err
+		return nil, err
 	}
 
+	// Names and control-plane slots are taken by nodes that are real: they
+	// match a discovered machine or bootstrap knows them. The others (like
+	// the placeholder node of `dodai init`) may be taken over.
+	st, err := bootstrap.ReadState(opts.ClusterDir)
+	if err != nil {
+		return nil, err
+	}
 	cps := 0
+	taken := map[string]bool{}
 	for _, n := range src.Cluster.Spec.Nodes {
+		real := st.Nodes[n.Name] != nil
+		for _, m := range machines {
+			if m.Node == n.Name {
+				real = true
+			}
+		}
+		if !real {
+			continue
+		}
+		taken[n.Name] = true
 		if n.Role == cluster.RoleControlPlane {
 			cps++
 		}
@@ -106,7 +124,7 @@ func Run(ctx context.Context, opts Options) error {
 		if !slices.Contains(picked, m.MAC) {
 			continue
 		}
-		a, dns := prefill(m, src.Cluster, &cps)
+		a, dns := prefill(m, src.Cluster, &cps, taken)
 		all = append(all, pending{m, a, dns})
 		groups = append(groups, nodeGroup(m, a, dns)...)
 	}
@@ -114,9 +132,11 @@ func Run(ctx context.Context, opts Options) error {
 	groups = append(groups, huh.NewGroup(huh.NewInput().Title("Control-plane VIP (optional, shared address for the Kubernetes API)").
 		Value(&vip).Validate(optionalIP)))
 	if err := form(opts, groups...).RunWithContext(ctx); err != nil {
-		return err
+		return nil, err
 	}
+	var names []string
 	for _, p := range all {
+		names = append(names, p.a.Name)
 		p.a.DNS = splitList(*p.dns)
 		p.a.DiskSerial = ""
 		for _, d := range p.m.Disks {
@@ -130,37 +150,37 @@ func Run(ctx context.Context, opts Options) error {
 
 	out, err := ApplyAnswers(src, answers)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	confirm := true
 	if err := form(opts, huh.NewGroup(
 		huh.NewNote().Title("cluster.yaml will be").Description(string(out)),
 		huh.NewConfirm().Title("Write cluster.yaml and bootstrap?").Affirmative("Yes").Negative("No").Value(&confirm),
 	)).RunWithContext(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	if !confirm {
-		return errors.New("cancelled: cluster.yaml not changed")
+		return nil, errors.New("cancelled: cluster.yaml not changed")
 	}
 	mode := os.FileMode(0o644)
 	if fi, err := os.Stat(path); err == nil {
 		mode = fi.Mode().Perm()
 	}
 	if err := fsutil.WriteFileAtomic(path, out, mode); err != nil {
-		return err
+		return nil, err
 	}
 	// The disks the user picked are the confirmed ones.
 	for _, p := range all {
 		for _, d := range p.m.Disks {
 			if (p.a.DiskSerial != "" && d.Serial == p.a.DiskSerial) || (p.a.DiskSerial == "" && d.DevPath == p.a.DiskPath) {
 				if err := bootstrap.ConfirmDisk(opts.ClusterDir, p.a.Name, d); err != nil {
-					return err
+					return nil, err
 				}
 			}
 		}
 	}
 	fmt.Fprintf(opts.Out, "Wrote %s\n", path)
-	return nil
+	return names, nil
 }
 
 func form(opts Options, groups ...*huh.Group) *huh.Form {
@@ -176,7 +196,7 @@ func form(opts Options, groups ...*huh.Group) *huh.Form {
 
 // prefill answers from the cluster file (when the machine is a known node)
 // and the machine's inventory.
-func prefill(m *talos.Machine, c *cluster.Cluster, cps *int) (*NodeAnswers, *string) {
+func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bool) (*NodeAnswers, *string) {
 	a := &NodeAnswers{MAC: m.MAC}
 	node := discover.NodeFor(m, c)
 	if node != nil {
@@ -188,14 +208,18 @@ func prefill(m *talos.Machine, c *cluster.Cluster, cps *int) (*NodeAnswers, *str
 			a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
 		}
 	} else {
-		a.Name = strings.ToLower(strings.Split(m.Hostname, ".")[0])
-		if !labelRe.MatchString(a.Name) {
-			a.Name = "node-" + strings.ReplaceAll(m.MAC[9:], ":", "")
-		}
 		a.Role = cluster.RoleWorker
+		prefix := "w"
 		if *cps < 3 {
-			a.Role = cluster.RoleControlPlane
+			a.Role, prefix = cluster.RoleControlPlane, "cp"
 			*cps++
+		}
+		for i := 1; ; i++ {
+			if name := fmt.Sprint(prefix, i); !taken[name] {
+				a.Name = name
+				taken[name] = true
+				break
+			}
 		}
 	}
 	if a.DiskSerial == "" && a.DiskPath == "" {
