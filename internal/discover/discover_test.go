@@ -4,9 +4,12 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/state"
 )
 
 func TestParseNetworks(t *testing.T) {
@@ -123,4 +126,30 @@ func FuzzParseNetworks(f *testing.F) {
 			t.Fatalf("%q: %d targets", s, len(got))
 		}
 	})
+}
+
+func TestRegistryHosts(t *testing.T) {
+	dir := t.TempDir()
+	if hs, err := RegistryHosts(dir); err != nil || len(hs) != 0 {
+		t.Fatalf("no registry: %v %v", hs, err)
+	}
+	reg := state.Machines{Machines: []state.Machine{
+		{MAC: "52:54:00:00:00:01", IP: "192.168.100.50", Stage: "booted"},
+		{MAC: "52:54:00:00:00:02", IP: "192.168.100.51", Stage: "booted"},
+		{MAC: "52:54:00:00:00:03", Stage: "dhcp"},
+		{MAC: "52:54:00:00:00:04", IP: "192.168.100.50", Stage: "booted"},
+	}}
+	if err := state.WriteJSON(state.Path(dir, state.MachinesFile), reg); err != nil {
+		t.Fatal(err)
+	}
+	hs, err := RegistryHosts(dir)
+	if err != nil || len(hs) != 2 || hs[0].String() != "192.168.100.50" || hs[1].String() != "192.168.100.51" {
+		t.Fatalf("got %v %v", hs, err)
+	}
+	if err := os.WriteFile(state.Path(dir, state.MachinesFile), []byte("{"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := RegistryHosts(dir); err == nil || !strings.Contains(err.Error(), "machines.json") {
+		t.Fatalf("corrupt registry: %v", err)
+	}
 }
