@@ -167,20 +167,20 @@ func TestInteractive(t *testing.T) {
 	s.run("new-session", "-d", "-s", s.name, "-x", "200", "-y", "60", cmd)
 	t.Cleanup(func() { _ = exec.Command("tmux", "kill-session", "-t", s.name).Run() })
 
-	s.waitFor("Machines to configure", 20*time.Second)
+	s.waitFor("Machines to configure", 60*time.Second)
 	s.keys("Enter") // all three machines
-	s.waitFor("52:54:00:bb:00:01", 5*time.Second)
+	s.waitFor("Machine 52:54:00:bb:00:01", 20*time.Second)
 	// m1 = cp1: accept everything (prefilled from cluster.yaml and inventory).
 	s.keys("Enter", "Enter", "Enter", "Enter", "Enter", "Enter", "Enter")
-	s.waitFor("52:54:00:bb:00:02", 5*time.Second)
+	s.waitFor("Machine 52:54:00:bb:00:02", 20*time.Second)
 	// m2: worker "w1", another address.
 	s.keys("Down", "Enter", "C-u", "=w1", "Enter", "Enter", "Enter", "C-u", "="+cfg+".2/8", "Enter", "Enter", "Enter")
-	s.waitFor("52:54:00:bb:00:03", 5*time.Second)
+	s.waitFor("Machine 52:54:00:bb:00:03", 20*time.Second)
 	// m3: worker "w2" on the SATA disk, another address, two DNS servers.
 	s.keys("Down", "Enter", "C-u", "=w2", "Enter", "Down", "Enter", "Enter", "C-u", "="+cfg+".3/8", "Enter", "Enter", "C-u", "=127.0.0.53, 127.0.0.54", "Enter")
-	s.waitFor("VIP", 5*time.Second)
+	s.waitFor("VIP", 20*time.Second)
 	s.keys("Enter")
-	s.waitFor("Write cluster.yaml and bootstrap?", 5*time.Second)
+	s.waitFor("Write cluster.yaml and bootstrap?", 20*time.Second)
 	s.keys("Enter")
 
 	deadline := time.Now().Add(90 * time.Second)

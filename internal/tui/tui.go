@@ -154,7 +154,7 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	}
 	confirm := true
 	if err := form(opts, huh.NewGroup(
-		huh.NewNote().Title("cluster.yaml will be").Description(string(out)),
+		huh.NewNote().Title("Changes to "+path).Description(summary(answers)),
 		huh.NewConfirm().Title("Write cluster.yaml and bootstrap?").Affirmative("Yes").Negative("No").Value(&confirm),
 	)).RunWithContext(ctx); err != nil {
 		return nil, err
@@ -299,7 +299,7 @@ func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string) []*huh.Group {
 			}
 			return nil
 		}),
-	).Title(title)}
+	)}
 }
 
 func optionalIP(s string) error {
@@ -325,4 +325,20 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// summary is one line per configured machine for the confirmation screen.
+func summary(a Answers) string {
+	var b strings.Builder
+	for _, n := range a.Nodes {
+		disk := n.DiskPath
+		if n.DiskSerial != "" {
+			disk += " (serial " + n.DiskSerial + ")"
+		}
+		fmt.Fprintf(&b, "%-8s %-12s %s  %-18s gw %-15s disk %s\n", n.Name, n.Role, n.MAC, n.Address, orDash(n.Gateway), disk)
+	}
+	if a.VIP != "" {
+		fmt.Fprintf(&b, "VIP %s\n", a.VIP)
+	}
+	return b.String()
 }
