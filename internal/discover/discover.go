@@ -35,7 +35,7 @@ type Options struct {
 	Port int
 	// DialTimeout per TCP probe, default 500ms.
 	DialTimeout time.Duration
-	// Concurrency of probes, default 128.
+	// Concurrency of probes, default 256.
 	Concurrency int
 	// Log receives debug messages.
 	Log *slog.Logger
@@ -161,7 +161,7 @@ func Probe(ctx context.Context, opts Options) ([]netip.Addr, error) {
 		opts.DialTimeout = 500 * time.Millisecond
 	}
 	if opts.Concurrency == 0 {
-		opts.Concurrency = 128
+		opts.Concurrency = 256
 	}
 	var (
 		mu   sync.Mutex
