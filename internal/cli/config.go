@@ -67,10 +67,11 @@ func renderConfigs(g *Globals, src *cluster.Source, only []string, out string) (
 			return written, err
 		}
 		path := filepath.Join(out, name+".yaml")
-		if err := writeIfChanged(path, body, 0o600); err != nil {
+		verb, err := writeIfChanged(path, body, 0o600)
+		if err != nil {
 			return written, err
 		}
-		fmt.Fprintf(g.Out, "wrote %s\n", path)
+		fmt.Fprintf(g.Out, "%s %s\n", verb, path)
 		written = append(written, path)
 	}
 	tcPath := g.Path(cluster.TalosconfigFile)
@@ -95,13 +96,13 @@ func renderConfigs(g *Globals, src *cluster.Source, only []string, out string) (
 
 // writeIfChanged writes atomically unless the file already has this content
 // and mode (so re-running leaves files, and their mtimes, alone).
-func writeIfChanged(path string, body []byte, mode os.FileMode) error {
+func writeIfChanged(path string, body []byte, mode os.FileMode) (string, error) {
 	if st, err := os.Stat(path); err == nil && st.Mode().Perm() == mode {
 		if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, body) {
-			return nil
+			return "unchanged", nil
 		}
 	}
-	return fsutil.WriteFileAtomic(path, body, mode)
+	return "wrote", fsutil.WriteFileAtomic(path, body, mode)
 }
 
 func completeNodes(g *Globals) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {

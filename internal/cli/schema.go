@@ -13,11 +13,7 @@ func init() {
 			Short: "Print the JSON Schema of cluster.yaml (for editors: yaml-language-server)",
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				b, err := cluster.JSONSchema()
-				if err != nil {
-					return err
-				}
-				_, err = g.Out.Write(b)
+				_, err := g.Out.Write(cluster.JSONSchema())
 				return err
 			},
 		}

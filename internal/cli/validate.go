@@ -35,6 +35,7 @@ func validateAll(file string) (*cluster.Source, cluster.Problems, error) {
 	for _, v := range validators {
 		probs = append(probs, v(src)...)
 	}
+	probs.Sort()
 	return src, probs, nil
 }
 

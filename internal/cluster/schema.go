@@ -1,20 +1,32 @@
 package cluster
 
 import (
+	_ "embed"
 	"encoding/json"
 
 	"github.com/invopop/jsonschema"
 )
 
-// JSONSchema returns the JSON Schema of the cluster file, generated from
-// the Go types (yaml field names, doc comments as descriptions are not
-// available at run time, so the schema carries types, enums and patterns).
-func JSONSchema() ([]byte, error) {
+// schemaJSON is the published schema (also at docs/cluster.schema.json),
+// generated from these Go types and their doc comments by GenerateSchema;
+// a test keeps it current.
+//
+//go:embed cluster.schema.json
+var schemaJSON []byte
+
+// JSONSchema returns the JSON Schema of the cluster file.
+func JSONSchema() []byte { return schemaJSON }
+
+// GenerateSchema builds the JSON Schema from the Go types, taking field
+// descriptions from the doc comments of the package sources in srcDir.
+func GenerateSchema(srcDir string) ([]byte, error) {
 	r := &jsonschema.Reflector{
-		FieldNameTag:               "yaml",
-		RequiredFromJSONSchemaTags: false,
-		AllowAdditionalProperties:  false,
-		ExpandedStruct:             true,
+		FieldNameTag:              "yaml",
+		AllowAdditionalProperties: false,
+		ExpandedStruct:            true,
+	}
+	if err := r.AddGoComments("github.com/dodai-dev/dodai/internal/cluster", srcDir); err != nil {
+		return nil, err
 	}
 	s := r.Reflect(&Cluster{})
 	s.ID = "https://dodai.dev/schemas/cluster-v1alpha1.json"

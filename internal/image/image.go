@@ -159,7 +159,7 @@ func NewProfile(spec cluster.Spec, kind string) (*Profile, error) {
 // NewProfileWarn is NewProfile that also returns warnings, e.g. for
 // extensions without a pinned image (the imager cannot resolve versions).
 func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) {
-	var warnings []string
+	var warnings, unpinned []string
 	im := spec.Image
 	p := &Profile{
 		Arch:       im.Arch,
@@ -182,9 +182,15 @@ func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) 
 			// (siderolabs/talos#7912): without a pin, reference the image by
 			// name and the Talos version tag, which the user must resolve.
 			ref = "ghcr.io/" + e + ":" + spec.TalosVersion
-			warnings = append(warnings, fmt.Sprintf("extension %s has no pinned image (spec.image.extensionImages[%q]); the profile uses %s, which you must replace with the real tag or digest (the imager does not resolve extension versions; the Image Factory does: see `dodai image schematic`)", e, e, ref))
+			unpinned = append(unpinned, e)
 		}
 		p.Input.SystemExtensions = append(p.Input.SystemExtensions, ContainerAsset{ImageRef: ref})
+	}
+	if len(unpinned) > 0 {
+		warnings = append(warnings, fmt.Sprintf("extensions without a pinned image in spec.image.extensionImages: %s; "+
+			"the profile names them by the Talos version tag, which the imager cannot resolve: take the real tags from "+
+			"the image-digests file of ghcr.io/siderolabs/extensions:%s (the Image Factory resolves them itself: `dodai image schematic`)",
+			strings.Join(unpinned, ", "), spec.TalosVersion))
 	}
 	switch kind {
 	case "installer":
