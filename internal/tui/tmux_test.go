@@ -149,10 +149,11 @@ func TestInteractive(t *testing.T) {
 	}
 	port := freePort(t)
 	g := faketalos.NewGroup()
+	kc := kubeconfig(t)
 	var nodes []*faketalos.Node
 	for i := 1; i <= 3; i++ {
 		n, err := faketalos.Start(faketalos.Options{Name: fmt.Sprint("m", i), MaintenanceAddr: fmt.Sprintf("%s.%d", maint, i), Port: port, Group: g,
-			Inventory: faketalos.DefaultInventory(fmt.Sprint("talos-m", i), fmt.Sprintf("52:54:00:bb:00:%02d", i)), Kubeconfig: kubeconfig(t)})
+			Inventory: faketalos.DefaultInventory(fmt.Sprint("talos-m", i), fmt.Sprintf("52:54:00:bb:00:%02d", i)), Kubeconfig: kc})
 		if err != nil {
 			t.Fatal(err)
 		}
