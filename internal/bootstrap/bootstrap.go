@@ -112,6 +112,10 @@ type runner struct {
 	up     map[string]chan struct{} // closed when a node answers the authenticated API
 	addrs  map[string]string        // configured address per node
 	called bool
+	// clusterDone is closed when the cluster steps (etcd bootstrap,
+	// kubeconfig) ended; clusterOK says whether they succeeded.
+	clusterDone chan struct{}
+	clusterOK   bool
 }
 
 // NodeIP returns the IP of a node's configured static address ("" for DHCP).
@@ -143,7 +147,7 @@ func FirstControlPlane(spec *cluster.Spec) *cluster.Node {
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, dir: opts.Source.Dir,
 		port: opts.Port, poll: opts.PollInterval, prog: opts.ProgressInterval,
-		up: map[string]chan struct{}{}, addrs: map[string]string{}}
+		up: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -219,16 +223,30 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	cwg.Add(1)
 	go func() {
 		defer cwg.Done()
+		defer close(r.clusterDone)
 		kc, err := r.clusterSteps(ctx, first, slices.Contains(selected, first))
 		if err != nil {
 			clusterErr = err
+			return
 		}
 		res.Kubeconfig = kc
+		r.clusterOK = true
 	}()
 	runNode := func(i int) {
 		n := selected[i]
 		results[i] = NodeResult{Name: n.Name, Role: n.Role}
 		action, err := r.node(ctx, n, configured[i], discoverErr)
+		if err == nil {
+			// Once the cluster is up, the node must report Ready.
+			select {
+			case <-r.clusterDone:
+				if r.clusterOK {
+					err = r.waitReady(ctx, n)
+				}
+			case <-ctx.Done():
+				err = fmt.Errorf("node is up, but the cluster was not ready within the timeout")
+			}
+		}
 		results[i].Action = action
 		results[i].Address = r.addr(n.Name)
 		if err != nil {
@@ -255,23 +273,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res.BootstrapCalled = r.called
 	r.mu.Unlock()
 
-	if clusterErr == nil {
-		// Every node that came up must report Ready.
-		for i, n := range selected {
-			if errs[i] != nil {
-				continue
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := r.waitReady(ctx, n); err != nil {
-					errs[i] = &NodeError{Node: n.Name, Err: err}
-					results[i].Action, results[i].Error = "failed", err.Error()
-				}
-			}()
-		}
-		wg.Wait()
-	}
 	// One write for every node that answered the authenticated API.
 	if err := r.store.update(func(s *State) {
 		for _, n := range selected {

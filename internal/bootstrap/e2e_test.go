@@ -180,6 +180,14 @@ func TestFaults(t *testing.T) {
 			t.Errorf("missing %q in:\n%s", want, errOut)
 		}
 	}
+	for _, healthy := range []string{"node cp1:", "node cp2:"} {
+		if strings.Contains(errOut, healthy) {
+			t.Errorf("healthy node reported as failed (%q):\n%s", healthy, errOut)
+		}
+	}
+	if !strings.Contains(out, "cp1    controlplane") || strings.Count(out, "   applied   ") != 2 || strings.Count(out, "   failed   ") != 3 {
+		t.Errorf("result table:\n%s", out)
+	}
 	if tc.Group.BootstrapCalls() != 6 || tc.Group.Bootstrapped() == nil {
 		t.Fatalf("bootstrap calls %d", tc.Group.BootstrapCalls())
 	}
