@@ -244,7 +244,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 					err = r.waitReady(ctx, n)
 				}
 			case <-ctx.Done():
-				err = fmt.Errorf("node is up, but the cluster was not ready within the timeout")
+				err = fmt.Errorf("node is up, but the cluster was not ready %s", within(ctx))
 			}
 		}
 		results[i].Action = action
@@ -528,8 +528,8 @@ func (r *runner) waitUp(ctx context.Context, name, addr, oldAddr string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("config applied, but the node did not answer the authenticated Talos API on %s within the timeout (waited %s; last error: %s)",
-				talos.Endpoint(addr, r.port), time.Since(start).Round(time.Millisecond), shortErr(last))
+			return fmt.Errorf("config applied, but the node did not answer the authenticated Talos API on %s %s (waited %s; last error: %s)",
+				talos.Endpoint(addr, r.port), within(ctx), time.Since(start).Round(time.Millisecond), shortErr(last))
 		case <-time.After(r.poll):
 		}
 	}
@@ -651,7 +651,7 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 			if lastRefusal != nil {
 				why = shortErr(lastRefusal)
 			}
-			return fmt.Errorf("etcd bootstrap not accepted within the timeout (waited %s): %s", time.Since(start).Round(time.Millisecond), why)
+			return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), why)
 		}
 		switch {
 		case err == nil:
@@ -666,7 +666,7 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("etcd bootstrap not accepted within the timeout (waited %s): %s", time.Since(start).Round(time.Millisecond), shortErr(err))
+				return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), shortErr(err))
 			case <-time.After(r.poll):
 			}
 			continue
@@ -705,7 +705,7 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("etcd did not become healthy within the timeout (last: %s)", last)
+			return fmt.Errorf("etcd did not become healthy %s (last: %s)", within(ctx), last)
 		case <-time.After(r.poll):
 		}
 	}
@@ -793,7 +793,7 @@ func (r *runner) waitReadyz(ctx context.Context, kc []byte) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("the Kubernetes API did not become ready within the timeout: %w", err)
+			return fmt.Errorf("the Kubernetes API did not become ready %s: %w", within(ctx), err)
 		case <-time.After(r.poll):
 		}
 	}
@@ -822,8 +822,17 @@ func (r *runner) waitReady(ctx context.Context, n *cluster.Node) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("node did not report Ready within the timeout (stage %q)", stage)
+			return fmt.Errorf("node did not report Ready %s (stage %q)", within(ctx), stage)
 		case <-time.After(r.poll):
 		}
 	}
+}
+
+// within ends a "did not … " message: the run's timeout expired, or the
+// run was interrupted.
+func within(ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return "before dodai was interrupted"
+	}
+	return "within the timeout"
 }

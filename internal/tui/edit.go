@@ -108,7 +108,11 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 		}
 	}
 	if a.VIP != "" {
-		setScalar(spec, "vip", a.VIP)
+		if v := mapGet(spec, "vip"); v != nil {
+			setScalar(spec, "vip", a.VIP)
+		} else {
+			mapSetAfter(spec, "vip", strNode(a.VIP), "endpoint")
+		}
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
@@ -186,9 +190,45 @@ func mapGet(m *yaml.Node, key string) *yaml.Node {
 func mapSet(m *yaml.Node, key string, v *yaml.Node) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == key {
-			// keep comments attached to the old value
-			v.HeadComment, v.LineComment, v.FootComment = m.Content[i+1].HeadComment, m.Content[i+1].LineComment, m.Content[i+1].FootComment
+			old := m.Content[i+1]
+			v.HeadComment = old.HeadComment
+			if v.Kind == yaml.ScalarNode || old.Kind == v.Kind {
+				v.LineComment = old.LineComment
+			}
+			// Comments below lines of the replaced block (often
+			// commented-out settings) stay, after the new block.
+			var foot []string
+			collectFoot(old, &foot)
+			if k := m.Content[i]; len(foot) > 0 {
+				foot = append([]string{k.FootComment}, foot...)
+				k.FootComment = strings.TrimSpace(strings.Join(foot, "\n"))
+			}
 			m.Content[i+1] = v
+			return
+		}
+	}
+	m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}, v)
+}
+
+func collectFoot(n *yaml.Node, out *[]string) {
+	if n.FootComment != "" {
+		*out = append(*out, n.FootComment)
+	}
+	for _, c := range n.Content {
+		collectFoot(c, out)
+	}
+}
+
+// mapSetAfter adds key after the key `after` (or at the end), or replaces it.
+func mapSetAfter(m *yaml.Node, key string, v *yaml.Node, after string) {
+	if mapGet(m, key) != nil {
+		mapSet(m, key, v)
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == after {
+			k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}
+			m.Content = append(m.Content[:i+2], append([]*yaml.Node{k, v}, m.Content[i+2:]...)...)
 			return
 		}
 	}
