@@ -201,6 +201,9 @@ func TestFaultTimeNotInSync(t *testing.T) {
 	ctx := testCtx(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 0, Kubeconfig: []byte("unused"), Faults: map[string]faketalos.Faults{"cp1": {TimeNotInSync: -1}}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "2s")...)
+	if strings.Count(errOut, "\nnode cp1: ") != 1 {
+		t.Errorf("cp1's failure should be reported once:\n%s", errOut)
+	}
 	if code == 0 || !strings.Contains(errOut, "node cp1: etcd bootstrap not accepted within the timeout") || !strings.Contains(errOut, "time is not in sync yet") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
