@@ -31,6 +31,9 @@ type Answers struct {
 	Nodes []NodeAnswers
 	// VIP, empty to leave spec.vip unchanged.
 	VIP string
+	// Protected names nodes that are real machines (discovered or known to
+	// bootstrap): another machine may not take them over by name.
+	Protected map[string]bool
 }
 
 // ApplyAnswers writes the answers into the cluster file's YAML tree
@@ -55,6 +58,9 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 			return nil, err
 		}
 		n, byMAC := findNode(nodes, mac, na.Name)
+		if n != nil && !byMAC && a.Protected[na.Name] {
+			return nil, fmt.Errorf("node name %q is already used by another machine; pick another name", na.Name)
+		}
 		if n == nil {
 			n = &yaml.Node{Kind: yaml.MappingNode}
 			nodes.Content = append(nodes.Content, n)

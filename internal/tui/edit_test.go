@@ -81,3 +81,51 @@ func TestApplyAnswersTakesOverPlaceholder(t *testing.T) {
 		t.Fatalf("got:\n%s", s)
 	}
 }
+
+// FuzzApplyAnswers: whatever is typed into the screens, the result is
+// either an error or a cluster file that loads and validates, still
+// carrying the user's comment and the answered node.
+func FuzzApplyAnswers(f *testing.F) {
+	f.Add("w1", "worker", "192.168.100.31/24", "192.168.100.1", "1.1.1.1", "S1", "/dev/sda", "192.168.100.10")
+	f.Add("cp1", "controlplane", "x", "", "", "", "", "")
+	f.Add("a: b", "worker", "10.0.0.1/8", "#", "[", "\"", "'", "::1")
+	f.Fuzz(func(t *testing.T, name, role, addr, gw, dns, serial, path, vip string) {
+		src, probs := cluster.Parse("cluster.yaml", []byte(before))
+		if src == nil {
+			t.Fatal(probs)
+		}
+		out, err := ApplyAnswers(src, Answers{VIP: vip, Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:07", Name: name, Role: role,
+			InterfaceMAC: "52:54:00:00:00:07", DiskSerial: serial, DiskPath: path, Address: addr, Gateway: gw, DNS: splitList(dns)}}})
+		if err != nil {
+			return
+		}
+		check, probs := cluster.Parse("cluster.yaml", out)
+		if check == nil || len(append(probs, cluster.Validate(check)...).Errors()) > 0 {
+			t.Fatalf("accepted an invalid file: %v\n%s", probs, out)
+		}
+		if !strings.Contains(string(out), "# my cluster — keep this comment") {
+			t.Fatalf("comment lost:\n%s", out)
+		}
+		found := false
+		for _, n := range check.Cluster.Spec.Nodes {
+			if n.Name == name && n.Address == addr {
+				found = true
+			}
+		}
+		if !found {
+			t.Fatalf("answered node %q missing:\n%s", name, out)
+		}
+	})
+}
+
+func TestApplyAnswersProtectsRealNodes(t *testing.T) {
+	src, probs := cluster.Parse("cluster.yaml", []byte(before))
+	if src == nil {
+		t.Fatal(probs)
+	}
+	_, err := ApplyAnswers(src, Answers{Protected: map[string]bool{"cp1": true}, Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:09", Name: "cp1",
+		Role: "controlplane", DiskPath: "/dev/sda", Address: "192.168.100.12/24"}}})
+	if err == nil || !strings.Contains(err.Error(), `node name "cp1" is already used by another machine`) {
+		t.Fatalf("got %v", err)
+	}
+}

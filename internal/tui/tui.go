@@ -97,17 +97,19 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	}
 	cps := 0
 	taken := map[string]bool{}
+	real := map[string]bool{}
 	for _, n := range src.Cluster.Spec.Nodes {
-		real := st.Nodes[n.Name] != nil
+		isReal := st.Nodes[n.Name] != nil
 		for _, m := range machines {
 			if m.Node == n.Name {
-				real = true
+				isReal = true
 			}
 		}
-		if !real {
+		if !isReal {
 			continue
 		}
 		taken[n.Name] = true
+		real[n.Name] = true
 		if n.Role == cluster.RoleControlPlane {
 			cps++
 		}
@@ -126,7 +128,7 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 		}
 		a, dns := prefill(m, src.Cluster, &cps, taken)
 		all = append(all, pending{m, a, dns})
-		groups = append(groups, nodeGroup(m, a, dns)...)
+		groups = append(groups, nodeGroup(m, a, dns, real)...)
 	}
 	vip := src.Cluster.Spec.VIP
 	groups = append(groups, huh.NewGroup(huh.NewInput().Title("Control-plane VIP (optional, shared address for the Kubernetes API)").
@@ -147,6 +149,7 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 		answers.Nodes = append(answers.Nodes, *p.a)
 	}
 	answers.VIP = strings.TrimSpace(vip)
+	answers.Protected = real
 
 	out, err := ApplyAnswers(src, answers)
 	if err != nil {
@@ -256,7 +259,8 @@ func safeDisk(d talos.Disk) bool {
 }
 
 // nodeGroup is the screen for one machine: talos-bootstrap's questions.
-func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string) []*huh.Group {
+func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[string]bool) []*huh.Group {
+	own := m.Node // the node this machine already is, if any
 	title := fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)
 	var diskOpts []huh.Option[string]
 	for _, d := range m.Disks {
@@ -279,6 +283,9 @@ func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string) []*huh.Group {
 		huh.NewInput().Title("Hostname (node name)").Value(&a.Name).Validate(func(s string) error {
 			if !labelRe.MatchString(s) {
 				return errors.New("lowercase letters, digits and '-'")
+			}
+			if s != own && protected[s] {
+				return fmt.Errorf("%s is another machine's node", s)
 			}
 			return nil
 		}),
