@@ -52,6 +52,13 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 		nodes = &yaml.Node{Kind: yaml.SequenceNode}
 		mapSet(spec, "nodes", nodes)
 	}
+	seen := map[string]string{}
+	for _, na := range a.Nodes {
+		if other, dup := seen[na.Name]; dup {
+			return nil, fmt.Errorf("machines %s and %s are both named %q", other, na.MAC, na.Name)
+		}
+		seen[na.Name] = na.MAC
+	}
 	for _, na := range a.Nodes {
 		mac, err := cluster.ParseMAC(na.MAC)
 		if err != nil {

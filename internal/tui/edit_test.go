@@ -129,3 +129,14 @@ func TestApplyAnswersProtectsRealNodes(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestApplyAnswersDuplicateNames(t *testing.T) {
+	src, _ := cluster.Parse("cluster.yaml", []byte(before))
+	_, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{
+		{MAC: "52:54:00:00:00:08", Name: "w1", Role: "worker", DiskPath: "/dev/sda", Address: "192.168.100.12/24"},
+		{MAC: "52:54:00:00:00:09", Name: "w1", Role: "worker", DiskPath: "/dev/sda", Address: "192.168.100.13/24"},
+	}})
+	if err == nil || !strings.Contains(err.Error(), `both named "w1"`) {
+		t.Fatalf("got %v", err)
+	}
+}
