@@ -66,6 +66,9 @@ type Config struct {
 	Known func(mac string) bool
 	// OnlyKnown ignores every MAC not Known.
 	OnlyKnown bool
+	// NoARM64 is set when there is no arm64 iPXE binary: arm64 clients are
+	// then ignored instead of being sent to a missing file.
+	NoARM64 bool
 
 	// dhcp mode only:
 
@@ -155,6 +158,9 @@ func (cfg *Config) BootFor(c Client) (Boot, error) {
 		}
 		return Boot{File: fmt.Sprintf("%s/boot.ipxe?mac=%s&arch=%s", cfg.HTTPURL, c.MAC, arch), Stage: StageIPXE}, nil
 	}
+	if cfg.NoARM64 && c.ArchName() == "arm64" {
+		return Boot{}, fmt.Errorf("%w %d: no arm64 iPXE binary (%s) in the iPXE directory", ErrUnsupportedArch, uint16(c.Arch), FileARM64SNP)
+	}
 	efi := cfg.EFIBinary
 	if efi == "" {
 		efi = FileSNPOnly
@@ -190,6 +196,8 @@ type Event struct {
 	Boot Boot
 	// Ignored says why no reply was sent ("" when one was).
 	Ignored string
+	// Port the request arrived on.
+	Port Port
 }
 
 // Port says where a request arrived: the DHCP port 67 or the PXE boot
@@ -205,7 +213,7 @@ const (
 // Handle is the decision function: request in, reply (or nil) out. It never
 // touches sockets; in dhcp mode it allocates through cfg.Leases.
 func (cfg *Config) Handle(req *dhcpv4.DHCPv4, port Port) (*dhcpv4.DHCPv4, Event) {
-	ev := Event{Client: Classify(req), Type: req.MessageType()}
+	ev := Event{Client: Classify(req), Type: req.MessageType(), Port: port}
 	ignore := func(why string) (*dhcpv4.DHCPv4, Event) {
 		ev.Ignored = why
 		return nil, ev

@@ -174,6 +174,19 @@ func TestProxyDecisions(t *testing.T) {
 	}
 }
 
+func TestNoARM64(t *testing.T) {
+	cfg := proxyConfig()
+	cfg.NoARM64 = true
+	for _, opts := range [][]reqOpt{arm64UEFI, httpARM} {
+		if r, ev := cfg.Handle(request(t, dhcpv4.MessageTypeDiscover, opts...), PortDHCP); r != nil || !strings.Contains(ev.Ignored, "arm64") {
+			t.Fatalf("arm64 without binary: %v %q", r, ev.Ignored)
+		}
+	}
+	if r, _ := cfg.Handle(request(t, dhcpv4.MessageTypeDiscover, ovmf...), PortDHCP); r == nil {
+		t.Fatal("x86 client refused")
+	}
+}
+
 func TestPXEPort4011(t *testing.T) {
 	cfg := proxyConfig()
 	req := request(t, dhcpv4.MessageTypeRequest, append(ovmf, ciaddr("10.99.0.150"))...)

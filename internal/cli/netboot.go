@@ -1,0 +1,75 @@
+package cli
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dodai-dev/dodai/internal/netboot"
+)
+
+func init() {
+	register(func(g *Globals) *cobra.Command {
+		var o netboot.Options
+		cmd := &cobra.Command{
+			Use:   "netboot",
+			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
+			Long: `netboot serves the boot network until interrupted (Ctrl-C / SIGTERM):
+
+  proxy mode (default)  answers PXE/HTTP-boot clients beside the site's DHCP
+                        server (never hands out addresses), incl. port 4011
+  dhcp mode             full DHCP server for an isolated provisioning network
+                        (spec.boot.subnet/range/router/dns, reservations from
+                        node addresses, leases kept in state/leases.json)
+
+Firmware loads iPXE over TFTP (or HTTP for UEFI HTTP boot), iPXE loads its
+per-machine script from HTTP, then the Talos kernel and initramfs. Machines
+listed in cluster.yaml also get talos.config=, served only to the address
+the machine got; others boot into maintenance mode. After a machine fetched
+its config and netboots again it is considered installed and boots from
+disk (POST /reinstall?mac=… from the netboot host undoes that).
+Flags override spec.boot of cluster.yaml.`,
+			Args: cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				src, err := g.Load()
+				if err != nil {
+					return err
+				}
+				o.ClusterDir = g.ClusterDir
+				o.Cluster = src.Cluster
+				o.Log = g.Log
+				o.Config = nodeConfigFunc(src)
+				if f, ok := g.Out.(*os.File); ok {
+					if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && g.LogFormat != "json" {
+						o.View, o.ViewTTY = g.Out, true
+					}
+				}
+				if o.View == nil && g.LogFormat != "json" {
+					o.View = g.Out
+				}
+				var srv *netboot.Server
+				o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client string, file string, n int64, err error) {
+					if srv != nil {
+						srv.TFTPDoneString(client, file, n, err)
+					}
+				})
+				srv, err = netboot.New(o)
+				if err != nil {
+					return err
+				}
+				return srv.Run(cmd.Context())
+			},
+		}
+		f := cmd.Flags()
+		f.StringVar(&o.Interface, "interface", "", "boot network interface (default spec.boot.interface)")
+		f.StringVar(&o.Mode, "mode", "", "proxy (beside the site's DHCP server) or dhcp (full server); default spec.boot.mode, else proxy")
+		f.StringVar(&o.AssetsDir, "assets", "", "Talos kernel/initramfs directory: <arch>/vmlinuz + <arch>/initramfs.xz, or kernel-<arch> + initramfs-<arch>.xz (default <cluster dir>/assets)")
+		f.StringVar(&o.IPXEDir, "ipxe-dir", "", "iPXE binaries: undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi (default "+netboot.DefaultIPXEDir+", Debian package ipxe)")
+		f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
+		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
+		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
+		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
+		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))
+		return cmd
+	})
+}
