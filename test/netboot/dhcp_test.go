@@ -200,7 +200,9 @@ func TestDHCPModeRealClients(t *testing.T) {
 	if err != nil || json.Unmarshal(b, &lf) != nil || len(lf.Leases) != 3 {
 		t.Fatalf("leases.json: %v %s", err, b)
 	}
-	var machines struct{ Machines []struct{ MAC, IP, Stage, Node string } }
+	var machines struct {
+		Machines []struct{ MAC, IP, Stage, Node string }
+	}
 	b, _ = os.ReadFile(filepath.Join(dir, "state", "machines.json"))
 	if json.Unmarshal(b, &machines) != nil || len(machines.Machines) != 3 || machines.Machines[0].Node != "cp1" || machines.Machines[0].Stage != "config" {
 		t.Fatalf("machines.json: %s", b)
