@@ -139,7 +139,7 @@ func TestDHCPModeRealClients(t *testing.T) {
 	srv := newNS(t)
 	cs := bridgeLAN(t, srv, macKnown, macD, macPXE, macLate)
 	work := t.TempDir()
-	args := []string{"-C", dir, "--interface", "br0", "--mode", "dhcp", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe", "--log-format", "json"}
+	args := []string{"-C", dir, "--interface", "br0", "--mode", "dhcp", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe"}
 	logPath := filepath.Join(work, "dodai.log")
 	d := startDodai(t, srv, logPath, args...)
 

@@ -226,7 +226,7 @@ func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *exec.C
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot"}, args...)...)
+	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot", "--log-format", "json"}, args...)...)
 	waitLog(t, logPath, "netboot server running", c, 20*time.Second)
 	return c
 }
