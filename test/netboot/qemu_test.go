@@ -227,6 +227,9 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 		}
 	}
 	t.Logf("%s/%s: booted to its config in %s", fw, mode, elapsed.Round(100*time.Millisecond))
+	if os.Getenv("NB_DUMP") != "" {
+		t.Log(dump())
+	}
 }
 
 func tail(s string, n int) string {
