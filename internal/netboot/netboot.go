@@ -397,13 +397,23 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-ctx.Done():
 				return
 			case <-t.C:
 				if err := s.reg.Save(); err != nil {
 					s.log.Error("saving machine registry", "err", err)
+				}
+				if l := s.dhcpCfg.Leases; l != nil {
+					if err := l.Sync(); err != nil {
+						s.log.Error("syncing lease journal", "err", err)
+					}
+					if n%60 == 0 {
+						if err := l.Compact(); err != nil {
+							s.log.Error("compacting leases", "err", err)
+						}
+					}
 				}
 				s.view.redraw(s.reg.List())
 			}
@@ -425,6 +435,11 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Wait()
 	if err := s.reg.Save(); err != nil && runErr == nil {
 		runErr = err
+	}
+	if l := s.dhcpCfg.Leases; l != nil {
+		if err := l.Close(); err != nil && runErr == nil {
+			runErr = err
+		}
 	}
 	s.log.Info("netboot server stopped")
 	return runErr

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -133,11 +134,12 @@ func TestDHCPModeRealClients(t *testing.T) {
 		macD     = "52:54:00:aa:00:02" // dhclient
 		macPXE   = "52:54:00:aa:00:03" // PXE-flavoured udhcpc
 		macLate  = "52:54:00:aa:00:04" // after the restart
+		macCrash = "52:54:00:aa:00:05" // after a crash (SIGKILL)
 	)
 	dir := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", macKnown, "10.99.0.11/24"})
 	assets := fakeAssets(t, 3<<20)
 	srv := newNS(t)
-	cs := bridgeLAN(t, srv, macKnown, macD, macPXE, macLate)
+	cs := bridgeLAN(t, srv, macKnown, macD, macPXE, macLate, macCrash)
 	work := t.TempDir()
 	args := []string{"-C", dir, "--interface", "br0", "--mode", "dhcp", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe"}
 	logPath := filepath.Join(work, "dodai.log")
@@ -197,7 +199,7 @@ func TestDHCPModeRealClients(t *testing.T) {
 		Leases []struct{ MAC, IP string }
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "state", "leases.json"))
-	if err != nil || json.Unmarshal(b, &lf) != nil || len(lf.Leases) != 3 {
+	if err != nil || json.Unmarshal(b, &lf) != nil || len(lf.Leases) != 3 { // Close folded the journal in
 		t.Fatalf("leases.json: %v %s", err, b)
 	}
 	var machines struct {
@@ -207,7 +209,7 @@ func TestDHCPModeRealClients(t *testing.T) {
 	if json.Unmarshal(b, &machines) != nil || len(machines.Machines) != 3 || machines.Machines[0].Node != "cp1" || machines.Machines[0].Stage != "config" {
 		t.Fatalf("machines.json: %s", b)
 	}
-	startDodai(t, srv, filepath.Join(work, "dodai2.log"), args...)
+	d2 := startDodai(t, srv, filepath.Join(work, "dodai2.log"), args...)
 	el := udhcpc(t, cs[3], work, "late")
 	for _, used := range []string{"10.99.0.11", ipD, ep["ip"]} {
 		if el["ip"] == used {
@@ -218,6 +220,20 @@ func TestDHCPModeRealClients(t *testing.T) {
 	ed2 := dhclient(t, cs[1], work, "dhclient")
 	if ed2["new_ip_address"] != ipD {
 		t.Fatalf("dhclient lost %s after restart: %v", ipD, ed2["new_ip_address"])
+	}
+
+	// Crash (SIGKILL, no clean shutdown): the journal still has every
+	// lease handed out, including the one bound just before.
+	syscall.Kill(-d2.Process.Pid, syscall.SIGKILL)
+	for d2.ProcessState == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	startDodai(t, srv, filepath.Join(work, "dodai3.log"), args...)
+	ec := udhcpc(t, cs[4], work, "crash")
+	for _, used := range []string{"10.99.0.11", ipD, ep["ip"], el["ip"]} {
+		if ec["ip"] == used {
+			t.Fatalf("address %s handed out twice after a crash", used)
+		}
 	}
 }
 

@@ -460,3 +460,38 @@ func FuzzHandle(f *testing.F) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+func TestLeaseJournal(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "leases.json")
+	cfg := dhcpConfig(t, path, nil, nil)
+	a := net.HardwareAddr{2, 0, 0, 0, 0, 0xa}
+	ipA, _ := handshake(t, cfg, a)
+	// Killed mid-write: a torn last journal line is ignored.
+	j, err := os.OpenFile(path+".journal", os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.WriteString(`{"mac":"02:00:00:00:00:0b","ip":"10.99`)
+	j.Close()
+	cfg2 := dhcpConfig(t, path, nil, nil)
+	if le, ok := cfg2.Leases.Lookup(a.String()); !ok || le.IP != ipA {
+		t.Fatalf("lease lost: %v %v", le, ok)
+	}
+	if err := cfg2.Leases.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Close folded everything into the snapshot.
+	if b, _ := os.ReadFile(path + ".journal"); len(b) != 0 {
+		t.Fatalf("journal after close: %q", b)
+	}
+	if b, _ := os.ReadFile(path); !strings.Contains(string(b), ipA.String()) {
+		t.Fatalf("snapshot: %s", b)
+	}
+	// A corrupt line in the middle is an error naming the file.
+	os.WriteFile(path+".journal", []byte("garbage\n{}\n"), 0o600)
+	_, err = NewLeases(LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.102")})
+	if err == nil || !strings.Contains(err.Error(), "journal") {
+		t.Fatalf("corrupt journal: %v", err)
+	}
+}

@@ -1,6 +1,7 @@
 package dhcp
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,9 +37,16 @@ const offerHold = 60 * time.Second
 const declineHold = 10 * time.Minute
 
 // Leases is the dhcp-mode address allocator: the dynamic range, static
-// reservations (MAC → address) and the bound leases, persisted atomically
-// in a JSON file so a restarted server honours them. Bound leases are written
-// before the DHCPACK leaves (group commit: concurrent ACKs share one write).
+// reservations (MAC → address) and the bound leases, persisted so a
+// restarted server honours them.
+//
+// Persistence: a JSON snapshot (leases.json, written atomically with
+// fsync) plus an append-only journal (leases.json.journal, one JSON lease
+// per line). Every change is written to the journal before the DHCPACK
+// leaves, so a killed or restarted server never forgets a lease. The
+// journal is fsynced every second and folded into the snapshot by Compact
+// (periodically and on Close); a power loss can lose at most the last
+// second of leases, the same class of guarantee as dnsmasq's lease file.
 type Leases struct {
 	path       string
 	start, end netip.Addr
@@ -53,10 +61,8 @@ type Leases struct {
 	offerIP map[netip.Addr]string
 	next    netip.Addr // allocation cursor
 
-	// group commit
-	wmu     sync.Mutex
-	dirty   uint64 // generation of the last change
-	written uint64 // generation last persisted
+	journal  *os.File // append-only log of changes since the snapshot
+	journaln int      // records in the journal
 }
 
 // LeaseOptions configure NewLeases.
@@ -97,39 +103,140 @@ func NewLeases(o LeaseOptions) (*Leases, error) {
 		return l, nil
 	}
 	b, err := os.ReadFile(o.Path)
-	if errors.Is(err, os.ErrNotExist) {
-		return l, nil
-	}
-	if err != nil {
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
 		return nil, fmt.Errorf("reading leases: %w", err)
+	default:
+		var f leaseFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("reading leases %s: %w (fix or remove the file; it only holds dhcp-mode leases)", o.Path, err)
+		}
+		for _, le := range f.Leases {
+			l.apply(le)
+		}
 	}
-	var f leaseFile
-	if err := json.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("reading leases %s: %w (fix or remove the file; it only holds dhcp-mode leases)", o.Path, err)
+	jb, err := os.ReadFile(l.journalPath())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading lease journal: %w", err)
 	}
-	for i := range f.Leases {
-		le := f.Leases[i]
-		if !le.IP.Is4() {
+	for i, line := range bytes.Split(jb, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
 			continue
 		}
-		if _, taken := l.byIP[le.IP]; taken {
-			continue
+		var le Lease
+		if err := json.Unmarshal(line, &le); err != nil {
+			// a torn last line (killed mid-write) is expected; others are not
+			if i == len(bytes.Split(jb, []byte("\n")))-1 {
+				break
+			}
+			return nil, fmt.Errorf("reading lease journal %s line %d: %w", l.journalPath(), i+1, err)
 		}
-		if le.Declined {
-			le.MAC = ""
-			l.byIP[le.IP] = &le
-			continue
-		}
-		if le.MAC == "" {
-			continue
-		}
-		if old := l.byMAC[le.MAC]; old != nil {
-			delete(l.byIP, old.IP)
-		}
-		l.byMAC[le.MAC] = &le
-		l.byIP[le.IP] = &le
+		l.apply(le)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("writing leases: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.compactLocked(); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+func (l *Leases) journalPath() string { return l.path + ".journal" }
+
+// apply merges one persisted record (snapshot entry or journal line).
+func (l *Leases) apply(le Lease) {
+	if !le.IP.Is4() {
+		return
+	}
+	if old := l.byIP[le.IP]; old != nil && old.MAC != "" && old.MAC != le.MAC {
+		delete(l.byMAC, old.MAC)
+	}
+	if le.Declined || le.MAC == "" {
+		le.MAC, le.Declined = "", true
+		delete(l.byIP, le.IP)
+		l.byIP[le.IP] = &le
+		return
+	}
+	if old := l.byMAC[le.MAC]; old != nil {
+		delete(l.byIP, old.IP)
+	}
+	l.byMAC[le.MAC] = &le
+	l.byIP[le.IP] = &le
+}
+
+// record appends a change to the journal. Caller holds mu, so journal
+// order is the order of changes.
+func (l *Leases) record(le Lease) error {
+	if l.journal == nil {
+		return nil
+	}
+	b, err := json.Marshal(le)
+	if err != nil {
+		return fmt.Errorf("writing lease journal: %w", err)
+	}
+	if _, err := l.journal.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing lease journal: %w", err)
+	}
+	l.journaln++
+	return nil
+}
+
+// compactLocked writes the snapshot atomically and starts an empty journal.
+func (l *Leases) compactLocked() error {
+	b, err := json.MarshalIndent(leaseFile{Leases: l.snapshotLocked()}, "", " ")
+	if err != nil {
+		return fmt.Errorf("writing leases: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(l.path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing leases: %w", err)
+	}
+	if l.journal != nil {
+		l.journal.Close()
+	}
+	j, err := os.OpenFile(l.journalPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening lease journal: %w", err)
+	}
+	l.journal, l.journaln = j, 0
+	return nil
+}
+
+// Compact folds the journal into the snapshot (if it has records).
+func (l *Leases) Compact() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.journal == nil || l.journaln == 0 {
+		return nil
+	}
+	return l.compactLocked()
+}
+
+// Sync flushes the journal to disk.
+func (l *Leases) Sync() error {
+	l.mu.Lock()
+	j := l.journal
+	l.mu.Unlock()
+	if j == nil {
+		return nil
+	}
+	return j.Sync()
+}
+
+// Close compacts and closes the journal.
+func (l *Leases) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.journal == nil {
+		return nil
+	}
+	err := l.compactLocked()
+	l.journal.Close()
+	l.journal = nil
+	return err
 }
 
 // usable reports whether ip may be given to mac right now. Caller holds mu.
@@ -243,10 +350,9 @@ func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
 	le := &Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
 	l.byMAC[mac] = le
 	l.byIP[ip] = le
-	l.dirty++
-	gen := l.dirty
+	err := l.record(*le)
 	l.mu.Unlock()
-	return l.persist(gen)
+	return err
 }
 
 // Release ends mac's lease on ip (DHCPRELEASE). The address stays
@@ -259,10 +365,9 @@ func (l *Leases) Release(mac string, ip netip.Addr) error {
 		return nil
 	}
 	le.Expiry = l.now()
-	l.dirty++
-	gen := l.dirty
+	err := l.record(*le)
 	l.mu.Unlock()
-	return l.persist(gen)
+	return err
 }
 
 // Decline takes ip out of the pool for a while (DHCPDECLINE: the client
@@ -280,11 +385,11 @@ func (l *Leases) Decline(mac string, ip netip.Addr) error {
 		delete(l.offers, mac)
 		delete(l.offerIP, ip)
 	}
-	l.byIP[ip] = &Lease{IP: ip, Declined: true, Expiry: l.now().Add(declineHold)}
-	l.dirty++
-	gen := l.dirty
+	d := &Lease{IP: ip, Declined: true, Expiry: l.now().Add(declineHold)}
+	l.byIP[ip] = d
+	err := l.record(*d)
 	l.mu.Unlock()
-	return l.persist(gen)
+	return err
 }
 
 // Lookup returns mac's bound, unexpired lease.
@@ -312,37 +417,4 @@ func (l *Leases) snapshotLocked() []Lease {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
-}
-
-// persist writes the lease file if generation gen is not on disk yet.
-// Concurrent callers queue on wmu; the first one writes everything changed
-// so far, the others find their generation already written.
-func (l *Leases) persist(gen uint64) error {
-	if l.path == "" {
-		return nil
-	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	l.mu.Lock()
-	if l.written >= gen {
-		l.mu.Unlock()
-		return nil
-	}
-	cur := l.dirty
-	snap := l.snapshotLocked()
-	l.mu.Unlock()
-	b, err := json.MarshalIndent(leaseFile{Leases: snap}, "", " ")
-	if err != nil {
-		return fmt.Errorf("writing leases: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
-		return fmt.Errorf("writing leases: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(l.path, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("writing leases: %w", err)
-	}
-	l.mu.Lock()
-	l.written = cur
-	l.mu.Unlock()
-	return nil
 }
