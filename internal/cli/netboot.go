@@ -1,12 +1,45 @@
 package cli
 
 import (
+	"context"
+	"fmt"
+	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/netboot"
+	"github.com/dodai-dev/dodai/internal/state"
 )
+
+func init() {
+	// `dodai status`: the machines netboot has seen (state/machines.json).
+	registerStatus(StatusSection{Name: "netboot machines", Order: 5, Run: func(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
+		var ms state.Machines
+		if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
+			return false, err
+		}
+		return true, g.Print(ms, func(w io.Writer) error {
+			if len(ms.Machines) == 0 {
+				fmt.Fprintln(w, "No machines seen by dodai netboot yet.")
+				return nil
+			}
+			rows := make([][]string, 0, len(ms.Machines))
+			for _, m := range ms.Machines {
+				rows = append(rows, []string{m.MAC, netbootDash(m.Node), netbootDash(m.Arch), netbootDash(m.IP), m.Stage, m.LastSeen.Local().Format(time.DateTime)})
+			}
+			return Table(w, []string{"MAC", "NODE", "ARCH", "IP", "STAGE", "LAST SEEN"}, rows)
+		})
+	}})
+}
+
+func netbootDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
 
 func init() {
 	register(func(g *Globals) *cobra.Command {

@@ -450,7 +450,7 @@ func (s *Server) Run(ctx context.Context) error {
 func interfaceIPv4(name, want string) (netip.Addr, error) {
 	ifi, err := net.InterfaceByName(name)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("boot interface %q: %w", name, err)
+		return netip.Addr{}, fmt.Errorf("boot interface %q not found (see `ip link`)", name)
 	}
 	addrs, err := ifi.Addrs()
 	if err != nil {
