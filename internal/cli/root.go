@@ -34,14 +34,18 @@ type Globals struct {
 	Log      *slog.Logger
 }
 
-// Load loads and validates the cluster file of the cluster directory,
-// printing warnings to stderr.
+// Load loads and validates the cluster file of the cluster directory with
+// every registered validator, printing warnings to stderr. Any error-level
+// problem makes it fail with all of them.
 func (g *Globals) Load() (*cluster.Source, error) {
-	src, err := cluster.LoadDir(g.ClusterDir)
+	src, probs, err := validateAll(g.Path(cluster.FileName))
 	if err != nil {
 		return nil, err
 	}
-	for _, w := range cluster.Validate(src).Warnings() {
+	if errs := probs.Errors(); len(errs) > 0 {
+		return nil, errs
+	}
+	for _, w := range probs.Warnings() {
 		fmt.Fprintln(g.Err, w.String())
 	}
 	return src, nil

@@ -94,7 +94,8 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-func (ps Problems) sort() {
+// Sort orders problems by position in the file.
+func (ps Problems) Sort() {
 	sort.SliceStable(ps, func(i, j int) bool {
 		if ps[i].Line != ps[j].Line {
 			return ps[i].Line < ps[j].Line
@@ -162,6 +163,7 @@ func Load(file string) (*Source, error) {
 		return nil, probs
 	}
 	probs = append(probs, Validate(src)...)
+	probs.Sort()
 	if errs := probs.Errors(); len(errs) > 0 {
 		return src, errs
 	}
@@ -170,7 +172,9 @@ func Load(file string) (*Source, error) {
 
 // Parse decodes a cluster file strictly: syntax errors, unknown fields and
 // type mismatches become located Problems. It applies defaults but does not
-// validate semantics. It returns a nil Source when the file can't be decoded.
+// validate semantics. It returns a nil Source when the file can't be
+// decoded; with only unknown or repeated fields it returns both the Source
+// and those problems, so semantic checks can still run.
 func Parse(file string, raw []byte) (*Source, Problems) {
 	name := file
 	src := &Source{Dir: filepath.Dir(file), File: name, Raw: raw, pos: map[string]Pos{}}
@@ -198,17 +202,20 @@ func Parse(file string, raw []byte) (*Source, Problems) {
 	var probs Problems
 	w := walker{src: src, probs: &probs}
 	w.walk(root, reflect.TypeOf(Cluster{}), "")
-	if len(probs) > 0 {
-		probs.sort()
-		return nil, probs
-	}
+	probs.Sort()
+	// Unknown fields don't stop decoding (the decoder skips them), so the
+	// semantic checks can still run and every problem is reported at once.
+	// Shape errors do.
 	var c Cluster
 	if err := root.Decode(&c); err != nil {
+		if len(probs) > 0 {
+			return nil, probs
+		}
 		return nil, Problems{syntaxProblem(name, err)}
 	}
 	src.Cluster = &c
 	Default(&c)
-	return src, nil
+	return src, probs
 }
 
 var yamlLineRe = regexp.MustCompile(`line (\d+):\s*(.*)`)

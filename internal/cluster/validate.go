@@ -81,7 +81,7 @@ var (
 func Validate(src *Source) Problems {
 	v := validator{src: src}
 	v.run()
-	v.probs.sort()
+	v.probs.Sort()
 	return v.probs
 }
 

@@ -1,0 +1,151 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+)
+
+func exampleSpec(t *testing.T) cluster.Spec {
+	t.Helper()
+	body, err := cluster.Template(true, cluster.TemplateParams{Name: "demo", Endpoint: "https://192.168.100.10:6443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, probs := cluster.Parse("cluster.yaml", body)
+	if src == nil {
+		t.Fatal(probs)
+	}
+	return src.Cluster.Spec
+}
+
+// The Image Factory's ID of the schematic with no customization.
+const vanillaID = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
+
+func TestVanillaSchematicID(t *testing.T) {
+	id, err := SchematicID(cluster.Image{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != vanillaID {
+		t.Fatalf("got %s, want the Image Factory's %s", id, vanillaID)
+	}
+}
+
+func TestSchematicInfo(t *testing.T) {
+	spec := exampleSpec(t)
+	info, err := Info(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ID == vanillaID || len(info.ID) != 64 {
+		t.Fatalf("bad id %s", info.ID)
+	}
+	want := "customization:\n    extraKernelArgs:\n        - console=ttyS0,115200\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/drbd\n            - siderolabs/zfs\n            - siderolabs/intel-ucode\n            - siderolabs/amd-ucode\n"
+	if info.Schematic != want {
+		t.Fatalf("schematic:\n%s", info.Schematic)
+	}
+	if info.Installer != "factory.talos.dev/metal-installer/"+info.ID+":v1.11.5" {
+		t.Fatalf("installer %s", info.Installer)
+	}
+	if info.Kernel != "https://factory.talos.dev/image/"+info.ID+"/v1.11.5/kernel-amd64" {
+		t.Fatalf("kernel %s", info.Kernel)
+	}
+	spec.Image.SecureBoot = true
+	info, _ = Info(spec)
+	if !strings.Contains(info.Installer, "metal-installer-secureboot/") || !strings.HasSuffix(info.ISO, "metal-amd64-secureboot.iso") {
+		t.Fatalf("secure boot urls: %+v", info)
+	}
+}
+
+func TestGoldenProfiles(t *testing.T) {
+	spec := exampleSpec(t)
+	spec.Image.ExtensionImages = map[string]string{"siderolabs/drbd": "ghcr.io/siderolabs/drbd:9.2.14-v1.11.5"}
+	for _, kind := range OutputKinds {
+		p, warnings, err := NewProfileWarn(spec, kind)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(warnings) != 1 || !strings.Contains(warnings[0], "siderolabs/zfs, siderolabs/intel-ucode, siderolabs/amd-ucode;") {
+			t.Fatalf("%s: warnings %v", kind, warnings)
+		}
+		got, err := p.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden := filepath.Join("testdata", "profile-"+kind+".yaml")
+		if os.Getenv("UPDATE_GOLDEN") != "" {
+			if err := os.WriteFile(golden, got, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want, err := os.ReadFile(golden)
+		if err != nil {
+			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s profile differs from %s:\n%s", kind, golden, got)
+		}
+	}
+	if _, err := NewProfile(spec, "floppy"); err == nil {
+		t.Fatal("unknown output kind accepted")
+	}
+}
+
+func TestFindEngine(t *testing.T) {
+	none := func(string) (string, error) { return "", errors.New("not found") }
+	if _, err := FindEngine("", none); !errors.Is(err, ErrNoEngine) {
+		t.Fatalf("got %v", err)
+	}
+	onlyPodman := func(n string) (string, error) {
+		if n == "podman" {
+			return "/usr/bin/podman", nil
+		}
+		return "", errors.New("not found")
+	}
+	if p, err := FindEngine("", onlyPodman); err != nil || p != "/usr/bin/podman" {
+		t.Fatalf("got %s %v", p, err)
+	}
+	if _, err := FindEngine("docker", onlyPodman); err == nil || !strings.Contains(err.Error(), `"docker" not found`) {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := FindEngine("lxc", onlyPodman); err == nil {
+		t.Fatal("lxc accepted")
+	}
+}
+
+// TestBuildRunsEngine runs Build with a stand-in engine script that records
+// its arguments and stdin, proving the imager invocation and the profile fed
+// to it.
+func TestBuildRunsEngine(t *testing.T) {
+	bin := t.TempDir()
+	rec := filepath.Join(t.TempDir(), "rec")
+	script := "#!/bin/sh\necho \"$@\" > " + rec + ".args\n/bin/cat > " + rec + ".stdin\n"
+	if err := os.WriteFile(filepath.Join(bin, "podman"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bin)
+	out := filepath.Join(t.TempDir(), "out")
+	if err := Build(context.Background(), "", out, exampleSpec(t), "iso", &bytes.Buffer{}, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	args, _ := os.ReadFile(rec + ".args")
+	stdin, _ := os.ReadFile(rec + ".stdin")
+	if !strings.Contains(string(args), "run --rm -i --privileged -v /dev:/dev -v "+out+":/out ghcr.io/siderolabs/imager:v1.11.5 -") {
+		t.Fatalf("args: %s", args)
+	}
+	if !strings.Contains(string(stdin), "kind: iso") {
+		t.Fatalf("stdin: %s", stdin)
+	}
+	t.Setenv("PATH", t.TempDir())
+	err := Build(context.Background(), "", out, exampleSpec(t), "iso", &bytes.Buffer{}, &bytes.Buffer{})
+	if !errors.Is(err, ErrNoEngine) {
+		t.Fatalf("without an engine: %v", err)
+	}
+}
