@@ -71,7 +71,9 @@ Flags override spec.boot of cluster.yaml.`,
 				o.ClusterDir = g.ClusterDir
 				o.Cluster = src.Cluster
 				o.Log = g.Log
-				o.Config = nodeConfigFunc(src)
+				if o.Config, err = nodeConfigFunc(src); err != nil {
+					return err
+				}
 				if f, ok := g.Out.(*os.File); ok {
 					if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && g.LogFormat != "json" {
 						o.View, o.ViewTTY = g.Out, true

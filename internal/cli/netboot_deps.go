@@ -3,11 +3,10 @@ package cli
 import (
 	"fmt"
 	"log/slog"
-	"os"
-	"path/filepath"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/netboot"
+	"github.com/dodai-dev/dodai/internal/render"
 )
 
 // The two functions below connect netboot to parts written on other
@@ -15,8 +14,6 @@ import (
 //   - newTFTPServer: return &tftp.Server{Root: root, Log: log, OnTransfer:
 //     func(e tftp.TransferEvent) { done(e.Client.String(), e.File, e.Bytes, e.Err) }}
 //     once internal/tftp is in main.
-//   - nodeConfigFunc: use render.New(src) and (*Renderer).NodeConfig once
-//     internal/render is in main.
 
 // newTFTPServer returns the TFTP server for the iPXE directory, or nil
 // when this build has none.
@@ -25,15 +22,12 @@ func newTFTPServer(root string, log *slog.Logger, done func(client, file string,
 	return nil
 }
 
-// nodeConfigFunc returns a node's machine config: the file `dodai config`
-// wrote to generated/<node>.yaml.
-func nodeConfigFunc(src *cluster.Source) func(node string) ([]byte, error) {
-	return func(node string) ([]byte, error) {
-		p := filepath.Join(src.Dir, cluster.GeneratedDir, node+".yaml")
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return nil, fmt.Errorf("reading machine config of %s: %w", node, err)
-		}
-		return b, nil
+// nodeConfigFunc returns a node's machine config, rendered from the
+// cluster file and secrets.yaml (render.New never generates secrets).
+func nodeConfigFunc(src *cluster.Source) (func(node string) ([]byte, error), error) {
+	r, err := render.New(src)
+	if err != nil {
+		return nil, fmt.Errorf("preparing machine configs for netboot: %w", err)
 	}
+	return r.NodeConfig, nil
 }

@@ -164,7 +164,7 @@ func TestDHCPModeRealClients(t *testing.T) {
 
 	// HTTP: the known machine fetches its own config from its address...
 	code, body := curl(t, cs[0], "http://10.99.0.1:8080/config?mac="+macKnown)
-	if code != "200" || !strings.Contains(body, "machine config of cp1") {
+	if code != "200" || !strings.Contains(body, "hostname: cp1") || !strings.Contains(body, "type: controlplane") {
 		t.Fatalf("own config: %s %q", code, body)
 	}
 	// ...nobody else gets it (other address, spoofed mac parameter).

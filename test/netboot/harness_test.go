@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -26,6 +27,8 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 
 	"github.com/dodai-dev/dodai/internal/cli"
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/render"
 )
 
 const (
@@ -40,7 +43,11 @@ func TestMain(m *testing.M) {
 	case os.Getenv(envProbe) != "":
 		os.Exit(probeMain(os.Getenv(envProbe), os.Args[1:]))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if secretsDir != "" {
+		os.RemoveAll(secretsDir)
+	}
+	os.Exit(code)
 }
 
 // need fails the test when a tool is missing (hack/test.sh installs them).
@@ -59,6 +66,12 @@ func need(t *testing.T, tools ...string) {
 }
 
 var nsSeq atomic.Int32
+
+var (
+	secretsOnce sync.Once
+	secretsDir  string
+	secretsErr  error
+)
 
 // netns is a network namespace owned by one test.
 type netns struct{ name string }
@@ -157,7 +170,7 @@ func waitLog(t *testing.T, path, s string, proc *exec.Cmd, d time.Duration) stri
 	return ""
 }
 
-// clusterDir writes a cluster.yaml (plus generated node configs) for tests.
+// writeCluster writes a cluster.yaml and secrets.yaml for tests.
 type testNode struct {
 	name, role, mac, address string
 }
@@ -190,9 +203,18 @@ spec:
 		}
 	}
 	write(t, filepath.Join(dir, "cluster.yaml"), b.String())
-	for _, n := range nodes {
-		write(t, filepath.Join(dir, "generated", n.name+".yaml"), "# machine config of "+n.name+"\nmachine:\n  type: "+n.role+"\n")
+	// The node configs are rendered from secrets.yaml (as `dodai init`
+	// makes it); generated once per test binary, copied into each dir.
+	secretsOnce.Do(func() {
+		secretsDir, secretsErr = os.MkdirTemp("", "dodai-nb-secrets-")
+		if secretsErr == nil {
+			_, secretsErr = render.InitSecrets(secretsDir, cluster.DefaultTalosVersion)
+		}
+	})
+	if secretsErr != nil {
+		t.Fatal(secretsErr)
 	}
+	copyFile(t, filepath.Join(secretsDir, cluster.SecretsFile), filepath.Join(dir, cluster.SecretsFile), 0o600)
 	return dir
 }
 

@@ -32,7 +32,7 @@ ip link set lo up; ip link set "$IF" up
 if udhcpc -i "$IF" -s /etc/udhcpc.script -q -f -n -t 10 -T 1 >/dev/null 2>&1; then
   echo "PROBE: dhcp ok mac=$(cat /sys/class/net/$IF/address) ip=$(ip -4 -o addr show dev $IF | awk '{print $4}')"
   if [ -n "$CFG" ]; then
-    if wget -q -O /tmp/cfg "$CFG"; then echo "PROBE: config fetched: $(head -n1 /tmp/cfg)"; else echo "PROBE: config FAILED $CFG"; fi
+    if wget -q -O /tmp/cfg "$CFG"; then echo "PROBE: config fetched: $(grep -m1 -o 'hostname: [a-z0-9-]*' /tmp/cfg)"; else echo "PROBE: config FAILED $CFG"; fi
   else
     echo "PROBE: no talos.config: maintenance mode"
   fi
@@ -210,7 +210,7 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 	if !strings.Contains(s, "PROBE: dhcp ok mac="+mac) {
 		t.Fatalf("probe kernel did not come up on the network\n%s", dump())
 	}
-	if !strings.Contains(s, "PROBE: config fetched: # machine config of node1") {
+	if !strings.Contains(s, "PROBE: config fetched: hostname: node1") {
 		t.Fatalf("machine did not get its config\n%s", dump())
 	}
 	// The chain went through dodai: DHCP decision, script, kernel, initramfs, config.

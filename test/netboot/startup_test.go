@@ -21,6 +21,8 @@ func TestStartupErrors(t *testing.T) {
 	assets := fakeAssets(t, 16)
 	noInitrd := t.TempDir()
 	write(t, filepath.Join(noInitrd, "kernel-amd64"), "k")
+	noSecrets := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
+	os.Remove(filepath.Join(noSecrets, "secrets.yaml"))
 	self, _ := os.Executable()
 	for _, tc := range []struct {
 		name string
@@ -35,6 +37,7 @@ func TestStartupErrors(t *testing.T) {
 		{"bad mode", []string{"--interface", "withaddr", "--assets", assets, "--mode", "bootp"}, "--mode must be proxy or dhcp"},
 		{"bad efi binary", []string{"--interface", "withaddr", "--assets", assets, "--efi-binary", "x.efi"}, "--efi-binary must be"},
 		{"no interface", []string{"--assets", assets}, "no boot interface"},
+		{"no secrets", []string{"-C", noSecrets, "--interface", "withaddr", "--assets", assets}, "run `dodai init` first"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
