@@ -185,7 +185,7 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 			"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
 	}
 	ql := filepath.Join(work, "qemu.log")
-	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()
 	start := time.Now()
 	lf, _ := os.Create(ql)
