@@ -123,12 +123,16 @@ func TestQEMUBoot(t *testing.T) {
 			if runtime.NumCPU() > 1 {
 				t.Parallel() // one TCG vCPU each
 			}
-			qemuBoot(t, c.fw, c.mode, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i))
+			// bios-dhcp also restarts dodai while the machine boots (after
+			// its initramfs was sent, before its OS DHCPs and fetches the
+			// config): the lease must survive and the config still work.
+			restart := c.fw == bios && c.mode == "dhcp"
+			qemuBoot(t, c.fw, c.mode, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i), restart)
 		})
 	}
 }
 
-func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
+func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool) {
 	work := t.TempDir()
 	dir := writeCluster(t, mode, nil, testNode{"node1", "controlplane", mac, ""})
 	ns := newNS(t)
@@ -140,8 +144,8 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 	ns.run(t, "ip", "link", "set", "tap0", "master", "br0", "up")
 
 	dl := filepath.Join(work, "dodai.log")
-	log := startDodai(t, ns, dl, "-C", dir, "--interface", "br0", "--mode", mode, "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
-	_ = log
+	dodaiArgs := []string{"-C", dir, "--interface", "br0", "--mode", mode, "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe"}
+	dproc := startDodai(t, ns, dl, dodaiArgs...)
 	dlog, _ := os.ReadFile(dl)
 	haveTFTP := !strings.Contains(string(dlog), "TFTP is not available")
 
@@ -192,11 +196,26 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 	q := ns.cmd(ctx, "qemu-system-x86_64", args...)
 	q.Stdout, q.Stderr = lf, lf
 	q.Stdin = nil
-	err := q.Run()
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qdone := make(chan error, 1)
+	go func() { qdone <- q.Wait() }()
+	dl2 := filepath.Join(work, "dodai-restarted.log")
+	if restart {
+		waitLog(t, dl, `"stage":"initramfs"`, dproc, 200*time.Second)
+		stop(t, dproc)
+		startDodai(t, ns, dl2, dodaiArgs...)
+	}
+	err := <-qdone
 	lf.Close()
 	elapsed := time.Since(start)
 	out, _ := os.ReadFile(ql)
 	serverLog, _ := os.ReadFile(dl)
+	if restart {
+		l2, _ := os.ReadFile(dl2)
+		serverLog = append(append(serverLog, "--- restarted ---\n"...), l2...)
+	}
 	dump := func() string {
 		return fmt.Sprintf("--- qemu (%s) ---\n%s\n--- dodai ---\n%s", elapsed.Round(time.Millisecond), tail(string(out), 4000), tail(string(serverLog), 6000))
 	}
@@ -212,6 +231,21 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string) {
 	}
 	if !strings.Contains(s, "PROBE: config fetched: hostname: node1") {
 		t.Fatalf("machine did not get its config\n%s", dump())
+	}
+	if restart {
+		// The OS got the same address iPXE got before the restart.
+		m := regexp.MustCompile(`"stage":"ipxe".*?"ip":"([0-9.]+)"|"ip":"([0-9.]+)","stage":"ipxe"`).FindSubmatch(serverLog)
+		if m == nil {
+			t.Fatalf("no iPXE address in the log\n%s", dump())
+		}
+		ip := string(m[1]) + string(m[2])
+		if !strings.Contains(s, "PROBE: dhcp ok mac="+mac+" ip="+ip+"/") {
+			t.Fatalf("address changed across the restart (iPXE had %s)\n%s", ip, dump())
+		}
+		l2, _ := os.ReadFile(dl2)
+		if !strings.Contains(string(l2), `"msg":"served machine config","node":"node1"`) {
+			t.Fatalf("the restarted server did not serve the config\n%s", dump())
+		}
 	}
 	// The chain went through dodai: DHCP decision, script, kernel, initramfs, config.
 	for _, want := range []string{`"stage":"ipxe"`, `"stage":"kernel"`, `"stage":"initramfs"`, `"stage":"config"`, `"msg":"served machine config","node":"node1"`} {
