@@ -191,9 +191,9 @@ func TestDHCPModeRealClients(t *testing.T) {
 
 	// Restart while machines are up: leases survive.
 	stop(t, d)
-	if d.ProcessState.ExitCode() != 0 {
+	if d.cmd.ProcessState.ExitCode() != 0 {
 		b, _ := os.ReadFile(logPath)
-		t.Fatalf("dodai exit code %d on SIGTERM:\n%s", d.ProcessState.ExitCode(), b)
+		t.Fatalf("dodai exit code %d on SIGTERM:\n%s", d.cmd.ProcessState.ExitCode(), b)
 	}
 	var lf struct {
 		Leases []struct{ MAC, IP string }
@@ -224,10 +224,8 @@ func TestDHCPModeRealClients(t *testing.T) {
 
 	// Crash (SIGKILL, no clean shutdown): the journal still has every
 	// lease handed out, including the one bound just before.
-	syscall.Kill(-d2.Process.Pid, syscall.SIGKILL)
-	for d2.ProcessState == nil {
-		time.Sleep(20 * time.Millisecond)
-	}
+	syscall.Kill(-d2.cmd.Process.Pid, syscall.SIGKILL)
+	<-d2.done
 	startDodai(t, srv, filepath.Join(work, "dodai3.log"), args...)
 	ec := udhcpc(t, cs[4], work, "crash")
 	for _, used := range []string{"10.99.0.11", ipD, ep["ip"], el["ip"]} {

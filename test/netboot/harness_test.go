@@ -113,9 +113,24 @@ func (ns *netns) run(t *testing.T, name string, args ...string) string {
 	return run(t, "ip", append([]string{"netns", "exec", ns.name, name}, args...)...)
 }
 
+// proc is a process started by netns.start.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it exited (cmd.ProcessState is then set)
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 // start runs a long-lived process in the namespace, output to logPath,
 // killed (by PID) at cleanup.
-func (ns *netns) start(t *testing.T, logPath string, env []string, name string, args ...string) *exec.Cmd {
+func (ns *netns) start(t *testing.T, logPath string, env []string, name string, args ...string) *proc {
 	t.Helper()
 	lf, err := os.Create(logPath)
 	if err != nil {
@@ -139,7 +154,7 @@ func (ns *netns) start(t *testing.T, logPath string, env []string, name string, 
 			<-done
 		}
 	})
-	return c
+	return &proc{cmd: c, done: done}
 }
 
 // veth connects two namespaces (or a namespace and a bridge port).
@@ -152,7 +167,7 @@ func veth(t *testing.T, a *netns, ifA string, b *netns, ifB string) {
 
 // waitLog waits until the file contains s, failing early if the process
 // exits.
-func waitLog(t *testing.T, path, s string, proc *exec.Cmd, d time.Duration) string {
+func waitLog(t *testing.T, path, s string, p *proc, d time.Duration) string {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -160,7 +175,7 @@ func waitLog(t *testing.T, path, s string, proc *exec.Cmd, d time.Duration) stri
 		if strings.Contains(string(b), s) {
 			return string(b)
 		}
-		if proc != nil && proc.ProcessState != nil {
+		if p != nil && p.exited() {
 			t.Fatalf("process exited before %q:\n%s", s, b)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -242,7 +257,7 @@ func fakeAssets(t *testing.T, kernelSize int) string {
 }
 
 // startDodai runs `dodai netboot` in ns and waits until it serves.
-func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *exec.Cmd {
+func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *proc {
 	t.Helper()
 	self, err := os.Executable()
 	if err != nil {
@@ -254,14 +269,12 @@ func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *exec.C
 }
 
 // stop sends SIGTERM to a process started with ns.start and waits.
-func stop(t *testing.T, c *exec.Cmd) {
+func stop(t *testing.T, p *proc) {
 	t.Helper()
-	syscall.Kill(-c.Process.Pid, syscall.SIGTERM)
-	deadline := time.Now().Add(10 * time.Second)
-	for c.ProcessState == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if c.ProcessState == nil {
+	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
 		t.Fatal("process did not stop on SIGTERM within 10s")
 	}
 }
