@@ -168,16 +168,28 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 }
 
 // ConfigAllowed reports whether a request from ip may fetch mac's config:
-// mac must be a known machine and ip the address its own DHCP exchange
-// bound.
+// mac must be a known machine and ip an address that the DHCP exchange of
+// one of that node's own NICs bound (the NIC that netbooted and the one
+// Talos fetches the config from may differ).
 func (r *Registry) ConfigAllowed(mac string, ip netip.Addr) bool {
-	if !r.Known(mac) {
+	node, ok := r.known[mac]
+	if !ok {
 		return false
 	}
+	ip = ip.Unmap()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	b, ok := r.bootIP[mac]
-	return ok && b == ip.Unmap()
+	if b, ok := r.bootIP[mac]; ok && b == ip {
+		return true
+	}
+	for m, n := range r.known {
+		if n == node && m != mac {
+			if b, ok := r.bootIP[m]; ok && b == ip {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Installed reports whether mac should boot from its disk.

@@ -110,3 +110,20 @@ func TestPersist(t *testing.T) {
 		t.Fatal("address from file trusted")
 	}
 }
+
+func TestConfigAllowedOtherNIC(t *testing.T) {
+	const nic2, stranger = "52:54:00:12:34:57", "52:54:00:99:99:99"
+	r, _ := New(Options{Known: map[string]string{mac: "cp1", nic2: "cp1", stranger: "cp2"}})
+	ip2 := netip.MustParseAddr("10.0.0.9")
+	// cp1 netbooted via mac, but its OS came up on nic2 with another address.
+	r.Observe(mac, FromDHCP, netip.MustParseAddr("10.0.0.5"), "", StageIPXE)
+	r.Observe(nic2, FromDHCP, ip2, "", "")
+	if !r.ConfigAllowed(mac, ip2) {
+		t.Fatal("second NIC of the same node refused")
+	}
+	// Another node's address never works.
+	r.Observe(stranger, FromDHCP, netip.MustParseAddr("10.0.0.7"), "", StageDHCP)
+	if r.ConfigAllowed(mac, netip.MustParseAddr("10.0.0.7")) || r.ConfigAllowed(stranger, ip2) {
+		t.Fatal("address of another node accepted")
+	}
+}
