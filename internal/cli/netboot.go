@@ -44,6 +44,7 @@ func netbootDash(s string) string {
 func init() {
 	register(func(g *Globals) *cobra.Command {
 		var o netboot.Options
+		var noTFTP bool
 		cmd := &cobra.Command{
 			Use:   "netboot",
 			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -83,11 +84,13 @@ Flags override spec.boot of cluster.yaml.`,
 					o.View = g.Out
 				}
 				var srv *netboot.Server
-				o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client string, file string, n int64, err error) {
-					if srv != nil {
-						srv.TFTPDoneString(client, file, n, err)
-					}
-				})
+				if !noTFTP {
+					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client string, file string, n int64, err error) {
+						if srv != nil {
+							srv.TFTPDoneString(client, file, n, err)
+						}
+					})
+				}
 				srv, err = netboot.New(o)
 				if err != nil {
 					return err
@@ -102,6 +105,7 @@ Flags override spec.boot of cluster.yaml.`,
 		f.StringVar(&o.IPXEDir, "ipxe-dir", "", "iPXE binaries: undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi (default "+netboot.DefaultIPXEDir+", Debian package ipxe)")
 		f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
 		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
+		f.BoolVar(&noTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
 		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))

@@ -364,7 +364,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.log.Info("netboot server running", "interface", s.o.Interface, "mode", s.o.Mode, "server", s.serverIP,
 		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown)
 	if s.o.TFTP == nil {
-		s.log.Warn("TFTP is not available in this build: firmware PXE clients cannot load iPXE (iPXE ROMs and UEFI HTTP boot still work)")
+		s.log.Warn("TFTP is off (--no-tftp, or not in this build): firmware PXE clients cannot load iPXE from dodai (iPXE ROMs and UEFI HTTP boot still work)")
 	}
 
 	var wg sync.WaitGroup

@@ -102,6 +102,10 @@ type firmware string
 const (
 	bios firmware = "bios"
 	uefi firmware = "uefi"
+	// uefiHTTP is OVMF with no TFTP anywhere: PXEv4 and PXEv6 fail, then
+	// the firmware's UEFI HTTP boot (option 60 HTTPClient, arch 16) loads
+	// snponly.efi from dodai's http:// URL.
+	uefiHTTP firmware = "uefi-http"
 )
 
 // TestQEMUBoot boots real firmware over a tap in a namespace into the probe
@@ -118,7 +122,7 @@ func TestQEMUBoot(t *testing.T) {
 	for i, c := range []struct {
 		fw   firmware
 		mode string
-	}{{bios, "dhcp"}, {uefi, "proxy"}, {bios, "proxy"}, {uefi, "dhcp"}} {
+	}{{bios, "dhcp"}, {uefi, "proxy"}, {bios, "proxy"}, {uefi, "dhcp"}, {uefiHTTP, "dhcp"}} {
 		t.Run(fmt.Sprintf("%s-%s", c.fw, c.mode), func(t *testing.T) {
 			if runtime.NumCPU() > 1 {
 				t.Parallel() // one TCG vCPU each
@@ -145,15 +149,18 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 
 	dl := filepath.Join(work, "dodai.log")
 	dodaiArgs := []string{"-C", dir, "--interface", "br0", "--mode", mode, "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe"}
+	if fw == uefiHTTP {
+		dodaiArgs = append(dodaiArgs, "--no-tftp")
+	}
 	dproc := startDodai(t, ns, dl, dodaiArgs...)
 	dlog, _ := os.ReadFile(dl)
-	haveTFTP := !strings.Contains(string(dlog), "TFTP is not available")
+	haveTFTP := !strings.Contains(string(dlog), "TFTP is off")
 
 	// Helper dnsmasq in the server namespace: IPv6 router advertisements
 	// (iPXE otherwise waits ~15 s for one) and, until internal/tftp is in
 	// this build, TFTP for the iPXE binaries. Never DHCPv4 (dodai owns 67).
 	conf := fmt.Sprintf("port=0\ninterface=br0\nbind-interfaces\nuser=root\nenable-ra\ndhcp-range=fd99::,ra-only,64\nlog-facility=%s\n", filepath.Join(work, "helper-dnsmasq.log"))
-	if !haveTFTP {
+	if !haveTFTP && fw != uefiHTTP {
 		conf += "enable-tftp\ntftp-root=/usr/lib/ipxe\n"
 	}
 	write(t, filepath.Join(work, "helper.conf"), conf)
@@ -178,7 +185,7 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 		args = append(args, "-boot", "n",
 			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
 			"-device", "virtio-net-pci,netdev=n0,mac="+mac)
-	case uefi:
+	case uefi, uefiHTTP:
 		vars := filepath.Join(work, "vars.fd")
 		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
 		args = append(args, "-machine", "q35",
@@ -252,6 +259,9 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 		if !strings.Contains(string(serverLog), want) {
 			t.Errorf("server log lacks %s\n%s", want, dump())
 		}
+	}
+	if fw == uefiHTTP && (!strings.Contains(s, "Start HTTP Boot over IPv4") || !strings.Contains(string(serverLog), `"stage":"dhcp"`)) {
+		t.Errorf("no UEFI HTTP boot\n%s", dump())
 	}
 	if fw == uefi {
 		// OVMF loaded snponly.efi over TFTP: from dodai's own TFTP server
