@@ -122,7 +122,7 @@ func TestQEMUBoot(t *testing.T) {
 	for i, c := range []struct {
 		fw   firmware
 		mode string
-	}{{bios, "dhcp"}, {uefi, "proxy"}, {bios, "proxy"}, {uefi, "dhcp"}, {uefiHTTP, "dhcp"}} {
+	}{{uefiHTTP, "dhcp"}, {bios, "dhcp"}, {uefi, "proxy"}, {bios, "proxy"}, {uefi, "dhcp"}} { // the slowest first, so it overlaps the others
 		t.Run(fmt.Sprintf("%s-%s", c.fw, c.mode), func(t *testing.T) {
 			if runtime.NumCPU() > 1 {
 				t.Parallel() // one TCG vCPU each
