@@ -7,19 +7,15 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/tftp"
 )
 
-// The two functions below connect netboot to parts written on other
-// branches. MERGE NOTE for the lead:
-//   - newTFTPServer: return &tftp.Server{Root: root, Log: log, OnTransfer:
-//     func(e tftp.TransferEvent) { done(e.Client.String(), e.File, e.Bytes, e.Err) }}
-//     once internal/tftp is in main.
-
-// newTFTPServer returns the TFTP server for the iPXE directory, or nil
-// when this build has none.
+// newTFTPServer returns the TFTP server (internal/tftp) for the iPXE
+// directory; done reports each finished transfer to netboot.
 func newTFTPServer(root string, log *slog.Logger, done func(client, file string, n int64, err error)) netboot.TFTPServer {
-	_, _, _ = root, log, done
-	return nil
+	return &tftp.Server{Root: root, Log: log, OnTransfer: func(e tftp.TransferEvent) {
+		done(e.Client.String(), e.File, e.Bytes, e.Err)
+	}}
 }
 
 // nodeConfigFunc returns a node's machine config, rendered from the

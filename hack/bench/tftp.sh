@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# TFTP benchmark (issue 5): dodai's TFTP server vs atftpd and dnsmasq, 1 MiB,
+# blksize 1468, windowsize 1/8/32, at ~1 ms RTT, same files, same run.
+#
+#   sudo hack/bench/tftp.sh [REPS]        (default 5 repetitions; root: creates netns)
+#
+# Topology (three namespaces, all created and deleted here):
+#   cli(c0 10.77.0.9) --veth-- (r0) rly (r1) --veth-- srv(s0 10.77.0.1/.2/.3)
+# The kernel has no sch_netem, so "rly" runs `tftpbench delay`, which copies
+# frames between r0 and r1 after DELAY_US (default 400 µs) each way.
+# Servers: dodai (tftpbench serve) on .1, atftpd 0.8 on .2, dnsmasq (TFTP only,
+# --port=0) on .3, all port 69. Client: atftp (the only Debian client that
+# negotiates windowsize). Needs: atftp atftpd dnsmasq-base iproute2, Go.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DEADLINE="${DEADLINE:-600}"   # seconds for the whole run
+# Bound the whole run: timeout sends SIGTERM, the trap below cleans up.
+if [ -z "${TFTP_BENCH_INNER:-}" ]; then
+  exec timeout -k 15 "$DEADLINE" env TFTP_BENCH_INNER=1 bash "$0" "$@"
+fi
+REPS="${1:-5}"
+DELAY_US="${DELAY_US:-400}"
+for t in atftp atftpd dnsmasq ip go sha256sum; do
+  command -v "$t" >/dev/null || { echo "missing $t: apt-get install atftp atftpd dnsmasq-base iproute2" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "run as root (creates network namespaces)" >&2; exit 1; }
+
+ID=$$
+CLI=tftpb-cli-$ID RLY=tftpb-rly-$ID SRV=tftpb-srv-$ID
+WORK=$(mktemp -d /tmp/tftpbench.XXXXXX)
+PIDS=()
+cleanup() {
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.2
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  for ns in "$CLI" "$RLY" "$SRV"; do
+    if ip netns list | grep -qw "$ns"; then
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+      ip netns del "$ns"
+    fi
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "==> building tftpbench"
+go build -o "$WORK/tftpbench" ./internal/tftp/tftpbench
+
+mkdir -p "$WORK/root" "$WORK/out"
+head -c $((1<<20)) /dev/urandom > "$WORK/root/f1m.bin"
+WANT=$(sha256sum < "$WORK/root/f1m.bin" | cut -d' ' -f1)
+
+echo "==> namespaces $CLI $RLY $SRV"
+for ns in "$CLI" "$RLY" "$SRV"; do
+  ip netns add "$ns"
+  ip -n "$ns" link set lo up
+  ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+done
+ip link add c0 netns "$CLI" type veth peer name r0 netns "$RLY"
+ip link add s0 netns "$SRV" type veth peer name r1 netns "$RLY"
+ip -n "$CLI" addr add 10.77.0.9/24 dev c0
+for a in 1 2 3; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
+for l in "$CLI c0" "$SRV s0" "$RLY r0" "$RLY r1"; do set -- $l; ip -n "$1" link set "$2" up; done
+
+ip netns exec "$RLY" "$WORK/tftpbench" delay -a r0 -b r1 -delay "${DELAY_US}us" 2>"$WORK/delay.log" &
+PIDS+=($!)
+ip netns exec "$SRV" "$WORK/tftpbench" serve -root "$WORK/root" -addr 10.77.0.1:69 2>"$WORK/dodai.log" &
+PIDS+=($!)
+ip netns exec "$SRV" atftpd --daemon --no-fork --user root --group root --port 69 --bind-address 10.77.0.2 \
+  --logfile "$WORK/atftpd.log" "$WORK/root" &
+PIDS+=($!)
+ip netns exec "$SRV" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --enable-tftp \
+  --tftp-root="$WORK/root" --listen-address=10.77.0.3 --bind-interfaces --user=root --group=root \
+  --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" &
+PIDS+=($!)
+sleep 1
+for p in "${PIDS[@]}"; do kill -0 "$p" || { echo "a server died at start-up; logs in $WORK" >&2; cat "$WORK"/*.log >&2; exit 1; }; done
+
+# fetch SERVER_IP WINDOW -> prints seconds
+fetch() {
+  local ip=$1 win=$2 out="$WORK/out/$1-$2" s e
+  rm -f "$out"
+  s=$(date +%s%N)
+  ip netns exec "$CLI" timeout 60 atftp --option "blksize 1468" --option "windowsize $win" -g -r f1m.bin -l "$out" "$ip" 69 >/dev/null 2>&1 \
+    || { echo "atftp from $ip windowsize $win failed" >&2; return 1; }
+  e=$(date +%s%N)
+  [ "$(sha256sum < "$out" | cut -d' ' -f1)" = "$WANT" ] || { echo "checksum mismatch from $ip" >&2; return 1; }
+  echo "$(( (e - s) / 1000 ))"   # microseconds
+}
+
+# Warm-up (ARP, page cache), then measure RTT with windowsize-1 lock step.
+for ip in 10.77.0.1 10.77.0.2 10.77.0.3; do fetch $ip 1 >/dev/null; done
+
+declare -A T
+names=([1]=dodai [2]=atftpd [3]=dnsmasq)
+echo "==> $REPS repetitions, servers interleaved"
+for r in $(seq "$REPS"); do
+  for w in 1 8 32; do
+    for a in 1 2 3; do
+      T[$a,$w]+="$(fetch 10.77.0.$a $w) "
+    done
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+best() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
+printf '\n1 MiB, blksize 1468, one-way delay %s us, %s runs each: MB/s (10^6 B/s) of the median run / of the best run;\n' "$DELAY_US" "$REPS"
+printf 'times include atftp start-up. Load average at the end: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '| windowsize | dodai | atftpd 0.8.0 | dnsmasq %s | dodai / atftpd | dodai / dnsmasq |\n|---|---|---|---|---|---|\n' \
+  "$(dnsmasq --version | head -1 | awk '{print $3}')"
+for w in 1 8 32; do
+  declare -A M B
+  for a in 1 2 3; do M[$a]=$(echo "${T[$a,$w]}" | median); B[$a]=$(echo "${T[$a,$w]}" | best); done
+  awk -v w=$w -v d=${M[1]} -v at=${M[2]} -v dn=${M[3]} -v bd=${B[1]} -v bat=${B[2]} -v bdn=${B[3]} 'BEGIN {
+    mb=1048576
+    printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
+      w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd }'
+done
+echo
+echo "raw microseconds per run:"
+for w in 1 8 32; do for a in 1 2 3; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done

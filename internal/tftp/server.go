@@ -1,0 +1,423 @@
+// Package tftp is dodai's read-only TFTP server for the netboot stage: it
+// serves the iPXE binaries that PXE firmware loads before iPXE switches to
+// HTTP.
+//
+// It implements RFC 1350 (octet and netascii), option negotiation (RFC 2347),
+// blksize (RFC 2348), tsize and timeout (RFC 2349) and windowsize (RFC 7440).
+// It is hand-written because no maintained Go TFTP library negotiates
+// windowsize: github.com/pin/tftp (v2/v3, the one pixiecore forks, booter and
+// smee use) drops the option and offers only a non-standard "anticipate"
+// mode. Windowsize is what makes TFTP fast at real RTTs (about 15× at 1 ms
+// with 32 blocks per window), so it is implemented here and tested against
+// real clients (tftp-hpa, atftp, curl) and with fuzzing.
+//
+// Every request is served from a fresh UDP socket (its own transfer ID)
+// bound to the local address the request arrived on. Files are opened
+// through os.Root, so no name, ".." or symlink can reach outside Root.
+package tftp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Defaults for the zero values of Server's fields.
+const (
+	DefaultTimeout       = time.Second
+	DefaultRetries       = 5
+	DefaultMaxBlockSize  = 1468 // 1500 MTU − 20 (IPv4) − 8 (UDP) − 4 (TFTP)
+	DefaultMaxWindowSize = 64
+	// maxConcurrent bounds simultaneous transfers (each holds a socket and
+	// a file); requests beyond it get ERROR 0 "server busy".
+	maxConcurrent = 4096
+	// maxNetasciiSize bounds files served in netascii mode, which are
+	// converted in memory (netascii is for small text files).
+	maxNetasciiSize = 16 << 20
+)
+
+// Server serves files below Root, read-only. The zero value of every field
+// except Root is usable.
+type Server struct {
+	Root          string        // directory served read-only (the iPXE binaries)
+	Log           *slog.Logger  // may be nil
+	Timeout       time.Duration // per-packet retransmit timeout default (1s); clients may negotiate "timeout"
+	Retries       int           // default 5
+	MaxBlockSize  int           // cap for blksize (default 1468 — fits a 1500 MTU; never above 65464)
+	MaxWindowSize int           // cap for windowsize (default 64)
+	// OnTransfer is called after each transfer (for the live view and
+	// metrics): client addr, file name, bytes sent, duration, error (nil when
+	// complete). It is also called for refused requests (Bytes 0). It may be
+	// called from many goroutines at once.
+	OnTransfer func(ev TransferEvent)
+}
+
+// TransferEvent describes one finished (or refused, or failed) transfer.
+type TransferEvent struct {
+	Client     netip.AddrPort
+	File       string // as requested by the client
+	Bytes      int64  // bytes acknowledged by the client
+	Duration   time.Duration
+	Err        error // nil when complete; errors.Is(Err, ErrClientAbort) when the client stopped it
+	BlockSize  int
+	WindowSize int
+}
+
+// ErrClientAbort is wrapped by TransferEvent.Err when the client ended the
+// transfer with an ERROR packet. UEFI firmware does this on purpose after
+// reading tsize from the OACK (a size probe), so it is not a server fault.
+var ErrClientAbort = errors.New("client aborted the transfer")
+
+// errTimeout is returned when the client stops answering.
+var errTimeout = errors.New("client did not answer")
+
+func (s *Server) log() *slog.Logger {
+	if s.Log != nil {
+		return s.Log
+	}
+	return slog.New(slog.DiscardHandler)
+}
+
+func (s *Server) timeout() time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return DefaultTimeout
+}
+
+func (s *Server) retries() int {
+	if s.Retries > 0 {
+		return s.Retries
+	}
+	return DefaultRetries
+}
+
+func (s *Server) maxBlockSize() int {
+	switch {
+	case s.MaxBlockSize <= 0:
+		return DefaultMaxBlockSize
+	case s.MaxBlockSize < MinBlockSize:
+		return MinBlockSize
+	case s.MaxBlockSize > MaxBlockSize:
+		return MaxBlockSize
+	}
+	return s.MaxBlockSize
+}
+
+func (s *Server) maxWindowSize() int {
+	switch {
+	case s.MaxWindowSize <= 0:
+		return DefaultMaxWindowSize
+	case s.MaxWindowSize > MaxWindowSize:
+		return MaxWindowSize
+	}
+	return s.MaxWindowSize
+}
+
+// ListenAndServe listens on addr (e.g. "10.0.0.1:69") and calls Serve.
+// dodai binds to the boot interface's address, so every transfer socket
+// uses that address too.
+func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return fmt.Errorf("resolving TFTP listen address %q: %w", addr, err)
+	}
+	network := "udp"
+	if ua.IP.To4() != nil {
+		network = "udp4"
+	}
+	conn, err := net.ListenUDP(network, ua)
+	if err != nil {
+		return fmt.Errorf("listening for TFTP on %s: %w", addr, err)
+	}
+	defer conn.Close()
+	return s.Serve(ctx, conn)
+}
+
+// Serve answers requests arriving on conn until ctx is done, then stops the
+// transfers in flight (they get ERROR 0 "server shutting down"), waits for
+// them and returns nil. conn is not closed. It returns an error if Root
+// cannot be opened or reading conn fails.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	if s.Root == "" {
+		return errors.New("tftp: Server.Root is empty")
+	}
+	root, err := os.OpenRoot(s.Root)
+	if err != nil {
+		return fmt.Errorf("opening TFTP root: %w", err)
+	}
+	defer root.Close()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxConcurrent)
+
+	rd := newRequestReader(conn)
+	log := s.log()
+	log.Info("TFTP server listening", "addr", conn.LocalAddr().String(), "root", s.Root)
+	buf := make([]byte, 65536)
+	for {
+		n, peer, local, err := rd.read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("reading TFTP requests on %s: %w", conn.LocalAddr(), err)
+		}
+		raw := bytes.Clone(buf[:n])
+		select {
+		case sem <- struct{}{}:
+		default:
+			log.Warn("TFTP server busy, refusing request", "client", peer.String())
+			if !isErrorPacket(raw) {
+				_, _ = conn.WriteTo((&Error{Code: ErrCodeNotDefined, Message: "server busy"}).Marshal(), net.UDPAddrFromAddrPort(peer))
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			s.handle(ctx, root, raw, peer, local)
+		}()
+	}
+}
+
+func isErrorPacket(b []byte) bool {
+	return len(b) >= 2 && b[0] == 0 && b[1] == byte(OpERROR)
+}
+
+// handle serves one request from its own socket.
+func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer netip.AddrPort, local netip.Addr) {
+	start := time.Now()
+	log := s.log().With("client", peer.String())
+	t, perr := s.prepare(root, raw)
+	if t == nil && perr == nil {
+		return // an ERROR (or nothing) sent to the server port: never answer it
+	}
+	c, err := listenTransfer(local, peer)
+	if err != nil {
+		log.Error("TFTP: opening transfer socket", "err", err)
+		return
+	}
+	defer c.Close()
+	ev := TransferEvent{Client: peer}
+	if perr != nil {
+		if req, ok := tryRequest(raw); ok {
+			ev.File = req.Filename
+		}
+		log.Warn("TFTP request refused", "file", ev.File, "err", perr)
+		_, _ = c.WriteToUDPAddrPort(perr.Marshal(), peer)
+		ev.Err = perr
+		ev.Duration = time.Since(start)
+		s.report(ev)
+		return
+	}
+	defer t.close()
+	ev.File, ev.BlockSize, ev.WindowSize = t.name, t.blksize, t.window
+	log = log.With("file", t.name, "blksize", t.blksize, "windowsize", t.window)
+	log.Debug("TFTP transfer starting", "size", t.size, "mode", t.mode)
+	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, retries: s.retries()}
+	ev.Bytes, ev.Err = x.run()
+	ev.Duration = time.Since(start)
+	switch {
+	case ev.Err == nil:
+		log.Info("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets)
+	case errors.Is(ev.Err, ErrClientAbort):
+		log.Info("TFTP transfer stopped by client", "bytes", ev.Bytes, "err", ev.Err)
+	default:
+		log.Warn("TFTP transfer failed", "bytes", ev.Bytes, "err", ev.Err)
+	}
+	s.report(ev)
+}
+
+func (s *Server) report(ev TransferEvent) {
+	if s.OnTransfer != nil {
+		s.OnTransfer(ev)
+	}
+}
+
+func tryRequest(raw []byte) (*Request, bool) {
+	p, err := ParsePacket(raw)
+	if err != nil {
+		return nil, false
+	}
+	r, ok := p.(*Request)
+	return r, ok
+}
+
+// listenTransfer opens the per-transfer socket (a new TID) on local (when
+// known) with an ephemeral port, in the address family of peer.
+func listenTransfer(local netip.Addr, peer netip.AddrPort) (*net.UDPConn, error) {
+	network := "udp6"
+	if peer.Addr().Is4() {
+		network = "udp4"
+	}
+	la := &net.UDPAddr{}
+	if local.IsValid() && !local.IsUnspecified() && local.Is4() == peer.Addr().Is4() {
+		c, err := net.ListenUDP(network, &net.UDPAddr{IP: local.AsSlice(), Zone: local.Zone()})
+		if err == nil {
+			return c, nil
+		}
+		// e.g. a subnet-directed broadcast destination: fall back to the
+		// wildcard and let the kernel choose the source address.
+	}
+	return net.ListenUDP(network, la)
+}
+
+// transfer is a validated read request: what to send and how.
+type transfer struct {
+	name    string // as requested
+	mode    string // "octet" or "netascii"
+	r       io.ReaderAt
+	closer  io.Closer
+	size    int64
+	blksize int
+	window  int
+	timeout time.Duration
+	oack    *OACK // nil when no option was accepted
+}
+
+func (t *transfer) close() {
+	if t.closer != nil {
+		_ = t.closer.Close()
+	}
+}
+
+// prepare validates a request and opens its file. It returns (nil, nil)
+// for packets that must get no answer (ERROR packets, too short to carry an
+// opcode), or an *Error to send back.
+func (s *Server) prepare(root *os.Root, raw []byte) (*transfer, *Error) {
+	if len(raw) < 2 || isErrorPacket(raw) {
+		return nil, nil
+	}
+	p, err := ParsePacket(raw)
+	if err != nil {
+		return nil, &Error{Code: ErrCodeIllegalOperation, Message: err.Error()}
+	}
+	req, ok := p.(*Request)
+	if !ok {
+		return nil, &Error{Code: ErrCodeIllegalOperation, Message: fmt.Sprintf("expected a read request (RRQ), got opcode %d", rawOpcode(raw))}
+	}
+	if req.Op == OpWRQ {
+		return nil, &Error{Code: ErrCodeAccessViolation, Message: "access violation: this server is read-only"}
+	}
+	mode := strings.ToLower(req.Mode)
+	switch mode {
+	case "octet", "netascii":
+	case "mail":
+		return nil, &Error{Code: ErrCodeIllegalOperation, Message: `transfer mode "mail" is not supported`}
+	default:
+		return nil, &Error{Code: ErrCodeIllegalOperation, Message: fmt.Sprintf("unknown transfer mode %q (want octet or netascii)", req.Mode)}
+	}
+	neg, perr := s.negotiate(req)
+	if perr != nil {
+		return nil, perr
+	}
+	rel, err := resolvePath(req.Filename)
+	if err != nil {
+		return nil, &Error{Code: ErrCodeAccessViolation, Message: err.Error()}
+	}
+	f, perr := openRegular(root, rel, req.Filename)
+	if perr != nil {
+		return nil, perr
+	}
+	t := &transfer{name: req.Filename, mode: mode, r: f, closer: f, blksize: neg.blksize, window: neg.window, timeout: neg.timeout}
+	if t.timeout == 0 {
+		t.timeout = s.timeout()
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, &Error{Code: ErrCodeNotDefined, Message: fmt.Sprintf("reading %q: %v", req.Filename, err)}
+	}
+	t.size = info.Size()
+	if mode == "netascii" {
+		if t.size > maxNetasciiSize {
+			f.Close()
+			return nil, &Error{Code: ErrCodeNotDefined, Message: fmt.Sprintf("%q is too large for netascii mode (%d bytes, limit %d); use octet", req.Filename, t.size, maxNetasciiSize)}
+		}
+		data, err := io.ReadAll(io.NewSectionReader(f, 0, t.size))
+		f.Close()
+		if err != nil {
+			return nil, &Error{Code: ErrCodeNotDefined, Message: fmt.Sprintf("reading %q: %v", req.Filename, err)}
+		}
+		conv := ToNetascii(data)
+		t.r, t.closer, t.size = bytes.NewReader(conv), nil, int64(len(conv))
+	}
+	if len(neg.oack) > 0 {
+		for i := range neg.oack {
+			if neg.oack[i].Value == tsizePlaceholder {
+				neg.oack[i].Value = fmt.Sprint(t.size)
+			}
+		}
+		t.oack = &OACK{Options: neg.oack}
+	}
+	return t, nil
+}
+
+func rawOpcode(raw []byte) uint16 {
+	if len(raw) < 2 {
+		return 0
+	}
+	return uint16(raw[0])<<8 | uint16(raw[1])
+}
+
+// openRegular opens rel below root, refusing anything but a regular file.
+// O_NONBLOCK keeps a FIFO from blocking the open; it does not affect
+// regular files.
+func openRegular(root *os.Root, rel, requested string) (*os.File, *Error) {
+	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return nil, &Error{Code: ErrCodeFileNotFound, Message: fmt.Sprintf("file not found: %q", requested)}
+		case errors.Is(err, fs.ErrPermission):
+			return nil, &Error{Code: ErrCodeAccessViolation, Message: fmt.Sprintf("access violation: %q is not readable", requested)}
+		default:
+			// os.Root reports symlinks and names leading outside the
+			// root as "path escapes from parent".
+			return nil, &Error{Code: ErrCodeAccessViolation, Message: fmt.Sprintf("access violation: %q: %v", requested, unwrapPathError(err))}
+		}
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, &Error{Code: ErrCodeNotDefined, Message: fmt.Sprintf("reading %q: %v", requested, err)}
+	}
+	if !info.Mode().IsRegular() {
+		f.Close()
+		what := "not a regular file"
+		if info.IsDir() {
+			what = "a directory"
+		}
+		return nil, &Error{Code: ErrCodeAccessViolation, Message: fmt.Sprintf("access violation: %q is %s", requested, what)}
+	}
+	return f, nil
+}
+
+// unwrapPathError drops the *PathError wrapper so messages sent to clients
+// never carry the server's absolute paths.
+func unwrapPathError(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
