@@ -196,7 +196,11 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 			"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
 	}
 	ql := filepath.Join(work, "qemu.log")
-	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
+	deadline := 240 * time.Second
+	if fw == uefiHTTP {
+		deadline = 360 * time.Second // OVMF's failing PXE attempts come first
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
 	defer cancel()
 	start := time.Now()
 	lf, _ := os.Create(ql)
