@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"time"
 
@@ -85,9 +86,9 @@ Flags override spec.boot of cluster.yaml.`,
 				}
 				var srv *netboot.Server
 				if !noTFTP {
-					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client string, file string, n int64, err error) {
+					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client netip.AddrPort, file string, n int64, aborted bool, err error) {
 						if srv != nil {
-							srv.TFTPDoneString(client, file, n, err)
+							srv.TFTPDone(client, file, n, aborted, err)
 						}
 					})
 				}

@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/netboot"
@@ -12,9 +14,9 @@ import (
 
 // newTFTPServer returns the TFTP server (internal/tftp) for the iPXE
 // directory; done reports each finished transfer to netboot.
-func newTFTPServer(root string, log *slog.Logger, done func(client, file string, n int64, err error)) netboot.TFTPServer {
+func newTFTPServer(root string, log *slog.Logger, done func(client netip.AddrPort, file string, n int64, aborted bool, err error)) netboot.TFTPServer {
 	return &tftp.Server{Root: root, Log: log, OnTransfer: func(e tftp.TransferEvent) {
-		done(e.Client.String(), e.File, e.Bytes, e.Err)
+		done(e.Client, e.File, e.Bytes, errors.Is(e.Err, tftp.ErrClientAbort), e.Err)
 	}}
 }
 

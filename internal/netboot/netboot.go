@@ -285,16 +285,21 @@ func (s *Server) ServerIP() netip.Addr { return s.serverIP }
 // Registry exposes the machine registry.
 func (s *Server) Registry() *registry.Registry { return s.reg }
 
-// TFTPDone records a finished TFTP transfer (wire it to the TFTP server's
-// completion callback).
-func (s *Server) TFTPDone(client netip.AddrPort, file string, n int64, err error) {
+// TFTPDone records a finished TFTP transfer for the metrics (wire it to
+// the TFTP server's completion callback; the TFTP server logs transfers
+// itself). aborted marks transfers the client stopped, e.g. UEFI's size
+// probe.
+func (s *Server) TFTPDone(client netip.AddrPort, file string, n int64, aborted bool, err error) {
 	result := "ok"
-	if err != nil {
+	switch {
+	case aborted:
+		result = "aborted"
+	case err != nil:
 		result = "error"
 	}
 	s.tftpReqs.WithLabelValues(file, result).Inc()
 	s.tftpSent.Add(float64(n))
-	s.log.Info("tftp transfer", "client", client, "file", file, "bytes", n, "err", err)
+	s.log.Debug("tftp transfer", "client", client, "file", file, "bytes", n, "result", result, "err", err)
 }
 
 func (s *Server) onDHCP(ev dhcp.Event) {
@@ -570,10 +575,4 @@ func (o Options) IPXEDirOrDefault() string {
 		return o.IPXEDir
 	}
 	return DefaultIPXEDir
-}
-
-// TFTPDoneString is TFTPDone with the client as "ip:port" text.
-func (s *Server) TFTPDoneString(client, file string, n int64, err error) {
-	ap, _ := netip.ParseAddrPort(client)
-	s.TFTPDone(ap, file, n, err)
 }

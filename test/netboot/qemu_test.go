@@ -271,7 +271,7 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 		// OVMF loaded snponly.efi over TFTP: from dodai's own TFTP server
 		// when this build has one, else from the helper dnsmasq.
 		if haveTFTP {
-			if !regexp.MustCompile(`"msg":"tftp transfer".*"file":"snponly.efi","bytes":[1-9]`).Match(serverLog) {
+			if !regexp.MustCompile(`"msg":"TFTP transfer complete".*"file":"snponly.efi"`).Match(serverLog) {
 				t.Errorf("no complete TFTP transfer of snponly.efi in the server log\n%s", dump())
 			}
 		} else if hl, _ := os.ReadFile(filepath.Join(work, "helper-dnsmasq.log")); !strings.Contains(string(hl), "snponly.efi") {
