@@ -24,6 +24,8 @@ func TestStartupErrors(t *testing.T) {
 	noSecrets := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
 	os.Remove(filepath.Join(noSecrets, "secrets.yaml"))
 	self, _ := os.Executable()
+	// A second server on the same interface: port 67 is taken.
+	startDodai(t, ns, filepath.Join(t.TempDir(), "first.log"), "-C", dir, "--interface", "withaddr", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -37,6 +39,7 @@ func TestStartupErrors(t *testing.T) {
 		{"bad mode", []string{"--interface", "withaddr", "--assets", assets, "--mode", "bootp"}, "--mode must be proxy or dhcp"},
 		{"bad efi binary", []string{"--interface", "withaddr", "--assets", assets, "--efi-binary", "x.efi"}, "--efi-binary must be"},
 		{"no interface", []string{"--assets", assets}, "no boot interface"},
+		{"port 67 taken", []string{"--interface", "withaddr", "--assets", assets}, "opening DHCP socket on withaddr port 67"},
 		{"no secrets", []string{"-C", noSecrets, "--interface", "withaddr", "--assets", assets}, "run `dodai init` first"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

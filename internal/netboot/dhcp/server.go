@@ -6,11 +6,34 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"sync"
+	"syscall"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
 )
+
+// listenUDP opens a broadcast-capable UDP socket on port, bound to the
+// interface (SO_BINDTODEVICE). Unlike server4.NewIPv4UDPConn it sets
+// neither SO_REUSEADDR nor SO_REUSEPORT, so a second DHCP server on the
+// same port (another dodai, a dnsmasq) is an error instead of silently
+// splitting the requests between them.
+func listenUDP(ifname string, port int) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
+				return
+			}
+			serr = dhcpv4.BindToInterface(int(fd), ifname)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.ListenPacket(context.Background(), "udp4", ":"+strconv.Itoa(port))
+}
 
 // Server runs the decision function on real sockets: UDP 67 (DHCP and
 // proxyDHCP) and UDP 4011 (PXE boot server), both bound to one interface.
@@ -38,14 +61,14 @@ func (s *Server) Listen() (dhcpConn, pxeConn net.PacketConn, err error) {
 	if pp == 0 {
 		pp = int(PortPXE)
 	}
-	c, err := server4.NewIPv4UDPConn(s.Interface, &net.UDPAddr{Port: dp})
+	c, err := listenUDP(s.Interface, dp)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening DHCP socket on %s port %d: %w", s.Interface, dp, err)
 	}
 	if pp < 0 {
 		return c, nil, nil
 	}
-	p, err := server4.NewIPv4UDPConn(s.Interface, &net.UDPAddr{Port: pp})
+	p, err := listenUDP(s.Interface, pp)
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("opening PXE boot server socket on %s port %d: %w", s.Interface, pp, err)
