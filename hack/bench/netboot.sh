@@ -45,7 +45,7 @@ apiVersion: dodai.dev/v1alpha1
 kind: Cluster
 metadata: {name: bench}
 spec:
-  endpoint: https://10.99.0.10:6443
+  endpoint: https://10.99.0.11:6443
   boot:
     mode: dhcp
     subnet: 10.99.0.0/20
@@ -53,8 +53,10 @@ spec:
     router: 10.99.0.1
     leaseTime: 1h
   nodes:
-    - {name: cp1, role: controlplane, macs: ["52:54:00:00:00:01"], installDisk: {path: /dev/vda}}
+    - {name: cp1, role: controlplane, macs: ["52:54:00:00:00:01"], address: 10.99.0.11/20, installDisk: {path: /dev/vda}}
 YAML
+
+"$RUN/dodai" init -C $RUN/init >/dev/null && cp $RUN/init/secrets.yaml $CL/secrets.yaml
 
 start_dodai() {
   rm -rf $CL/state
