@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"time"
@@ -79,6 +80,11 @@ Flags override spec.boot of cluster.yaml.`,
 				if f, ok := g.Out.(*os.File); ok {
 					if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && g.LogFormat != "json" {
 						o.View, o.ViewTTY = g.Out, true
+						if !g.Verbose {
+							// The table redrawn in place replaces the info
+							// lines; warnings and errors still print.
+							o.Log = slog.New(slog.NewTextHandler(g.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+						}
 					}
 				}
 				if o.View == nil && g.LogFormat != "json" {
@@ -86,7 +92,7 @@ Flags override spec.boot of cluster.yaml.`,
 				}
 				var srv *netboot.Server
 				if !noTFTP {
-					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), g.Log, func(client netip.AddrPort, file string, n int64, aborted bool, err error) {
+					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), o.Log, func(client netip.AddrPort, file string, n int64, aborted bool, err error) {
 						if srv != nil {
 							srv.TFTPDone(client, file, n, aborted, err)
 						}
