@@ -237,10 +237,10 @@ func TestDHCPModeRealClients(t *testing.T) {
 
 func TestProxyModeBesideDnsmasq(t *testing.T) {
 	need(t, "ip", "busybox", "dnsmasq", "curl")
-	const macPXE, macPlain, macEFI = "52:54:00:bb:00:01", "52:54:00:bb:00:02", "52:54:00:bb:00:03"
+	const macPXE, macPlain, macEFI, macDh = "52:54:00:bb:00:01", "52:54:00:bb:00:02", "52:54:00:bb:00:03", "52:54:00:bb:00:04"
 	dir := writeCluster(t, "proxy", nil, testNode{"cp1", "controlplane", macPXE, ""})
 	srv := newNS(t)
-	cs := bridgeLAN(t, srv, macPXE, macPlain, macEFI)
+	cs := bridgeLAN(t, srv, macPXE, macPlain, macEFI, macDh)
 	work := t.TempDir()
 	// The site's DHCP server: plain dnsmasq (no PXE options) in its own namespace.
 	site := newNS(t)
@@ -283,6 +283,11 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	// Plain client: only the site server answers.
 	pp := probe(cs[1], "plain")
 	udhcpc(t, cs[1], work, "plain", "-B")
+	// ISC dhclient, a plain client too: its lease comes from the site server.
+	pd := probe(cs[3], "dhclient")
+	if e := dhclient(t, cs[3], work, "dhclient"); e["new_dhcp_server_identifier"] != "10.99.0.2" || !strings.HasPrefix(e["new_ip_address"], "10.99.0.1") {
+		t.Fatalf("dhclient lease beside the proxy: server %s ip %s", e["new_dhcp_server_identifier"], e["new_ip_address"])
+	}
 	time.Sleep(1500 * time.Millisecond) // let late replies arrive before reading
 	var proxyOffer, siteOffer bool
 	for _, r := range readProbe(t, p) {
@@ -305,8 +310,8 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	if !proxyOffer || !siteOffer {
 		t.Fatalf("no proxy offer seen: %+v", readProbe(t, p))
 	}
-	for _, r := range readProbe(t, pp) {
-		if r.Server == "10.99.0.1" && r.ClientHW == macPlain {
+	for _, r := range append(readProbe(t, pp), readProbe(t, pd)...) {
+		if r.Server == "10.99.0.1" && (r.ClientHW == macPlain || r.ClientHW == macDh) {
 			t.Fatalf("proxy answered a non-PXE client: %+v", r)
 		}
 	}
