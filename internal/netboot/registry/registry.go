@@ -51,11 +51,18 @@ const (
 	FromHTTP
 )
 
+// MaxUnknown bounds how many machines not listed in the cluster file are
+// remembered; beyond it the least recently seen one is forgotten, so a flood
+// of made-up MACs cannot exhaust memory. Known machines are always kept.
+const MaxUnknown = 10000
+
 // Registry is safe for concurrent use.
 type Registry struct {
-	path  string
-	known map[string]string // MAC → node name
-	now   func() time.Time
+	path       string
+	maxUnknown int
+	unknown    int               // machines without a node name
+	known      map[string]string // MAC → node name
+	now        func() time.Time
 
 	mu       sync.Mutex
 	machines map[string]*state.Machine
@@ -78,12 +85,17 @@ type Options struct {
 	OnChange func(state.Machine)
 	// Now overrides the clock.
 	Now func() time.Time
+	// MaxUnknown overrides MaxUnknown (tests).
+	MaxUnknown int
 }
 
 // New loads the registry file (if present).
 func New(o Options) (*Registry, error) {
-	r := &Registry{path: o.Path, known: o.Known, now: o.Now, onChange: o.OnChange,
+	r := &Registry{path: o.Path, known: o.Known, now: o.Now, onChange: o.OnChange, maxUnknown: o.MaxUnknown,
 		machines: map[string]*state.Machine{}, bootIP: map[string]netip.Addr{}}
+	if r.maxUnknown <= 0 {
+		r.maxUnknown = MaxUnknown
+	}
 	if r.known == nil {
 		r.known = map[string]string{}
 	}
@@ -101,6 +113,10 @@ func New(o Options) (*Registry, error) {
 				continue
 			}
 			m.Node = r.known[m.MAC]
+			if m.Node == "" {
+				r.evictUnknownLocked()
+				r.unknown++
+			}
 			r.machines[m.MAC] = &m
 		}
 	}
@@ -125,6 +141,10 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 	m := r.machines[mac]
 	if m == nil {
 		m = &state.Machine{MAC: mac, Node: r.known[mac]}
+		if m.Node == "" {
+			r.evictUnknownLocked()
+			r.unknown++
+		}
 		r.machines[mac] = m
 	}
 	before := *m
@@ -165,6 +185,26 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 		r.onChange(out)
 	}
 	return out
+}
+
+// evictUnknownLocked makes room for one more unknown machine.
+func (r *Registry) evictUnknownLocked() {
+	for r.unknown >= r.maxUnknown {
+		var oldest *state.Machine
+		for _, m := range r.machines {
+			if m.Node == "" && (oldest == nil || m.LastSeen.Before(oldest.LastSeen)) {
+				oldest = m
+			}
+		}
+		if oldest == nil {
+			r.unknown = 0
+			return
+		}
+		delete(r.machines, oldest.MAC)
+		delete(r.bootIP, oldest.MAC)
+		r.unknown--
+		r.dirty = true
+	}
 }
 
 // ConfigAllowed reports whether a request from ip may fetch mac's config:

@@ -1,9 +1,11 @@
 package registry
 
 import (
+	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -125,5 +127,24 @@ func TestConfigAllowedOtherNIC(t *testing.T) {
 	r.Observe(stranger, FromDHCP, netip.MustParseAddr("10.0.0.7"), "", StageDHCP)
 	if r.ConfigAllowed(mac, netip.MustParseAddr("10.0.0.7")) || r.ConfigAllowed(stranger, ip2) {
 		t.Fatal("address of another node accepted")
+	}
+}
+
+func TestUnknownMachinesBounded(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	r, _ := New(Options{Known: map[string]string{mac: "cp1"}, MaxUnknown: 3, Now: func() time.Time { return now }})
+	r.Observe(mac, FromDHCP, netip.Addr{}, "", StageDHCP)
+	for i := 0; i < 10; i++ {
+		now = now.Add(time.Second)
+		r.Observe(fmt.Sprintf("02:00:00:00:00:%02x", i), FromDHCP, netip.Addr{}, "", StageDHCP)
+	}
+	ms := r.List()
+	if len(ms) != 4 || ms[0].Node != "cp1" {
+		t.Fatalf("want cp1 + 3 newest unknown, got %+v", ms)
+	}
+	for _, m := range ms[1:] {
+		if m.MAC < "02:00:00:00:00:07" {
+			t.Fatalf("kept an old unknown machine: %+v", ms)
+		}
 	}
 }
