@@ -24,7 +24,8 @@ type tmuxSession struct {
 
 func (s *tmuxSession) run(args ...string) string {
 	s.t.Helper()
-	out, err := exec.Command("tmux", args...).CombinedOutput()
+	// A private server (-L): nothing shared with other tmux users.
+	out, err := exec.Command("tmux", append([]string{"-L", s.name}, args...)...).CombinedOutput()
 	if err != nil {
 		s.t.Fatalf("tmux %v: %v\n%s", args, err, out)
 	}
@@ -166,7 +167,11 @@ func TestInteractive(t *testing.T) {
 	cmd := fmt.Sprintf("%s -C %s bootstrap --interactive --network %s.0/24 --talos-port %d --poll-interval 20ms --timeout 60s 2>%s/stderr; echo $? > %s; sleep 600",
 		bin, cdir, maint, port, dir, exitFile)
 	s.run("new-session", "-d", "-s", s.name, "-x", "200", "-y", "60", cmd)
-	t.Cleanup(func() { _ = exec.Command("tmux", "kill-session", "-t", s.name).Run() })
+	socket := strings.TrimSpace(s.run("display-message", "-p", "#{socket_path}"))
+	t.Cleanup(func() {
+		_ = exec.Command("tmux", "-L", s.name, "kill-server").Run()
+		_ = os.Remove(socket)
+	})
 
 	s.waitFor("Machines to configure", 60*time.Second)
 	s.keys("Enter") // all three machines
