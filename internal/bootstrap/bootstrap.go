@@ -110,6 +110,7 @@ type runner struct {
 	found  map[string]*talos.Machine // by node name
 	mu     sync.Mutex
 	up     map[string]chan struct{} // closed when a node answers the authenticated API
+	failed map[string]chan struct{} // closed when a node failed before that
 	addrs  map[string]string        // configured address per node
 	called bool
 	// clusterDone is closed when the cluster steps (etcd bootstrap,
@@ -147,7 +148,7 @@ func FirstControlPlane(spec *cluster.Spec) *cluster.Node {
 func Run(ctx context.Context, opts Options) (*Result, error) {
 	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, dir: opts.Source.Dir,
 		port: opts.Port, poll: opts.PollInterval, prog: opts.ProgressInterval,
-		up: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
+		up: map[string]chan struct{}{}, failed: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -184,6 +185,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	for i := range r.spec.Nodes {
 		n := &r.spec.Nodes[i]
 		r.up[n.Name] = make(chan struct{})
+		r.failed[n.Name] = make(chan struct{})
 		if ip := NodeIP(n); ip != "" {
 			r.addrs[n.Name] = ip
 		} else if a := r.store.node(n.Name).Address; a != "" {
@@ -236,6 +238,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		n := selected[i]
 		results[i] = NodeResult{Name: n.Name, Role: n.Role}
 		action, err := r.node(ctx, n, configured[i], discoverErr)
+		if err != nil && !r.isUp(n.Name) {
+			close(r.failed[n.Name])
+		}
 		if err == nil {
 			// Once the cluster is up, the node must report Ready.
 			// The cluster steps end by themselves when ctx does; their
@@ -566,8 +571,10 @@ func (r *runner) clusterSteps(ctx context.Context, first *cluster.Node, selected
 	}
 	select {
 	case <-r.up[first.Name]:
+	case <-r.failed[first.Name]:
+		return "", fmt.Errorf("etcd not bootstrapped: %s, the first control-plane node, failed (see its error)", first.Name)
 	case <-ctx.Done():
-		return "", fmt.Errorf("etcd not bootstrapped: %s, the first control-plane node, never came up", first.Name)
+		return "", fmt.Errorf("etcd not bootstrapped: %s, the first control-plane node, did not come up %s", first.Name, within(ctx))
 	}
 	addr := r.addr(first.Name)
 	c, err := r.authClient(ctx, addr)

@@ -342,3 +342,22 @@ func buildDodai(t testing.TB) string {
 }
 
 var _ = fmt.Sprint
+
+// TestFirstControlPlaneFails: when the node etcd must be bootstrapped on
+// fails, the run ends right away (not at the timeout) and says why.
+func TestFirstControlPlaneFails(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	tc := newCluster(t, clusterOpts{CPs: 2, Workers: 0, Kubeconfig: []byte("unused"),
+		Faults: map[string]faketalos.Faults{"cp1": {ApplyError: "config rejected"}}})
+	start := time.Now()
+	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "30s")...)
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("took %s: waited for the timeout", took)
+	}
+	if code == 0 || !strings.Contains(errOut, "node cp1: applying config on") || !strings.Contains(errOut, "etcd not bootstrapped: cp1, the first control-plane node, failed") {
+		t.Fatalf("exit %d\n%s", code, errOut)
+	}
+	if tc.Group.BootstrapCalls() != 0 || len(tc.Nodes["cp2"].Applied()) != 1 || strings.Contains(errOut, "node cp2:") {
+		t.Fatalf("cp2 should be installed without error, nothing bootstrapped:\n%s", errOut)
+	}
+}
