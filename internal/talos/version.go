@@ -21,7 +21,10 @@ func Contract(version string) (*config.VersionContract, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node reports Talos version %q: %w", version, err)
 	}
-	if major != 1 || minor < cluster.MinTalosMinor {
+	if major > 1 {
+		minor = cluster.MaxTalosMinor + 1
+	}
+	if major < 1 || (major == 1 && minor < cluster.MinTalosMinor) {
 		return nil, fmt.Errorf("node runs Talos %s, older than the oldest supported v1.%d: boot a newer Talos image (dodai image) and retry", version, cluster.MinTalosMinor)
 	}
 	if minor > cluster.MaxTalosMinor {
