@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -145,7 +146,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 // Start is bounded by 3 minutes.
 func StartT(t testing.TB, opts Options) *Env {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	e, err := Start(ctx, opts)
 	if err != nil {
@@ -416,6 +417,31 @@ func (e *Env) writeKubeconfig() error {
 		return fmt.Errorf("creating dynamic client: %w", err)
 	}
 	return nil
+}
+
+// Kubectl returns a kubectl command (the v1.34.4 build from ToolsDir) that
+// talks to this Env as the admin (KUBECONFIG is set).
+func (e *Env) Kubectl(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, e.bin(binKubectl), args...)
+	cmd.Env = append(withoutEnv(os.Environ(), "KUBECONFIG"), "KUBECONFIG="+e.Kubeconfig)
+	return cmd
+}
+
+// withoutEnv drops the variables named in keys from env.
+func withoutEnv(env []string, keys ...string) []string {
+	var out []string
+	for _, kv := range env {
+		keep := true
+		for _, k := range keys {
+			if strings.HasPrefix(kv, k+"=") {
+				keep = false
+			}
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // KubeconfigBytes returns the admin kubeconfig.

@@ -61,6 +61,11 @@ func TestAPIServer(t *testing.T) {
 	ns := "kubetest-" + strings.ToLower(t.Name())
 	createNamespace(ctx, t, e.Client, ns)
 
+	out, err := e.Kubectl(ctx, "get", "namespace", ns, "-o", "name").CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "namespace/"+ns {
+		t.Errorf("kubectl get namespace: %q, %v", out, err)
+	}
+
 	st, err := os.Stat(e.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)

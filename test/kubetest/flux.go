@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -165,12 +164,7 @@ func (e *Env) StartFlux(ctx context.Context, opts FluxOptions) error {
 	if err := os.MkdirAll(tmp, 0o700); err != nil {
 		return fmt.Errorf("creating Flux temp directory: %w", err)
 	}
-	env := []string{"KUBECONFIG=" + e.Kubeconfig, "TMPDIR=" + tmp}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "TMPDIR=") {
-			env = append(env, kv)
-		}
-	}
+	env := append(withoutEnv(os.Environ(), "KUBECONFIG", "TMPDIR"), "KUBECONFIG="+e.Kubeconfig, "TMPDIR="+tmp)
 	common := []string{
 		"--events-addr=", "--enable-leader-election=false", "--watch-all-namespaces=true",
 		"--log-level=" + opts.LogLevel, "--log-encoding=console",

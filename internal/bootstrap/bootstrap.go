@@ -1,0 +1,843 @@
+// Package bootstrap brings the nodes of a cluster file from Talos
+// maintenance mode to a working Kubernetes cluster: it finds each node
+// (discovery by MAC, or its configured address when already installed),
+// resolves its install disk, renders and dry-runs then applies its config,
+// waits until it answers the authenticated API on its configured address,
+// bootstraps etcd exactly once on the first control-plane node (recorded in
+// state/bootstrap.json), waits for etcd and the Kubernetes API to be
+// healthy, and writes the kubeconfig. Nodes proceed in parallel; a failing
+// node doesn't stop the others. Re-running resumes; re-running when done
+// changes nothing.
+package bootstrap
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
+	"github.com/siderolabs/talos/pkg/machinery/client"
+	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/discover"
+	"github.com/dodai-dev/dodai/internal/fsutil"
+	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/talos"
+)
+
+// Options of a bootstrap run.
+type Options struct {
+	// Source is the loaded cluster file.
+	Source *cluster.Source
+	// Renderer renders node configs (with the cluster's stored secrets).
+	Renderer *render.Renderer
+	// Nodes restricts the run to these node names (default: all).
+	Nodes []string
+	// Networks to search for maintenance-mode machines (default: the
+	// host's directly connected networks), in addition to the netboot
+	// registry's addresses and those remembered in the state file.
+	Networks []netip.Prefix
+	// Port of the Talos API (default talos.Port()).
+	Port int
+	// PollInterval between retries of waits (default 1s).
+	PollInterval time.Duration
+	// ProgressInterval between progress messages while waiting (default 10s).
+	ProgressInterval time.Duration
+	// Sequential applies and waits for one node after the other, as
+	// talos-bootstrap does (used by the benchmark for comparison).
+	Sequential bool
+	// Log receives progress.
+	Log *slog.Logger
+}
+
+// NodeResult is the outcome for one node.
+type NodeResult struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Address string `json:"address,omitempty"`
+	// Action: applied, configured (already), or failed.
+	Action string `json:"action"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Result of a run.
+type Result struct {
+	Nodes []NodeResult `json:"nodes"`
+	// BootstrapCalled says whether this run sent the etcd Bootstrap call.
+	BootstrapCalled bool `json:"bootstrapCalled"`
+	// Kubeconfig is the path written (empty if unchanged or not reached).
+	Kubeconfig string `json:"kubeconfig,omitempty"`
+	// Warnings about traps in the cluster file.
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// NodeError is a failure of one node.
+type NodeError struct {
+	Node string
+	Err  error
+}
+
+func (e *NodeError) Error() string { return "node " + e.Node + ": " + e.Err.Error() }
+func (e *NodeError) Unwrap() error { return e.Err }
+
+type runner struct {
+	opts   Options
+	spec   *cluster.Spec
+	log    *slog.Logger
+	store  *store
+	tc     *clientconfig.Config
+	port   int
+	poll   time.Duration
+	prog   time.Duration
+	dir    string
+	found  map[string]*talos.Machine // by node name
+	mu     sync.Mutex
+	up     map[string]chan struct{} // closed when a node answers the authenticated API
+	failed map[string]chan struct{} // closed when a node failed before that
+	addrs  map[string]string        // configured address per node
+	called bool
+	// clusterDone is closed when the cluster steps (etcd bootstrap,
+	// kubeconfig) ended; clusterOK says whether they succeeded.
+	clusterDone chan struct{}
+	clusterOK   bool
+}
+
+// NodeIP returns the IP of a node's configured static address ("" for DHCP).
+func NodeIP(n *cluster.Node) string {
+	if n.Address == "" {
+		return ""
+	}
+	if p, err := netip.ParsePrefix(n.Address); err == nil {
+		return p.Addr().String()
+	}
+	if a, err := netip.ParseAddr(n.Address); err == nil {
+		return a.String()
+	}
+	return ""
+}
+
+// FirstControlPlane is the node etcd is bootstrapped on.
+func FirstControlPlane(spec *cluster.Spec) *cluster.Node {
+	for i := range spec.Nodes {
+		if spec.Nodes[i].Role == cluster.RoleControlPlane {
+			return &spec.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Run bootstraps the cluster. The returned error joins every node's error
+// (each a *NodeError) and cluster-level failures.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, dir: opts.Source.Dir,
+		port: opts.Port, poll: opts.PollInterval, prog: opts.ProgressInterval,
+		up: map[string]chan struct{}{}, failed: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.port == 0 {
+		r.port = talos.Port()
+	}
+	if r.poll == 0 {
+		r.poll = time.Second
+	}
+	if r.prog == 0 {
+		r.prog = 10 * time.Second
+	}
+	res := &Result{Warnings: Warnings(opts.Source)}
+	for _, w := range res.Warnings {
+		r.log.Warn(w)
+	}
+	selected, err := r.selectNodes()
+	if err != nil {
+		return res, err
+	}
+	first := FirstControlPlane(r.spec)
+	if first == nil {
+		return res, errors.New("the cluster has no control-plane node")
+	}
+	if r.store, err = loadStore(r.dir); err != nil {
+		return res, err
+	}
+	if r.tc, err = opts.Renderer.Talosconfig(); err != nil {
+		return res, err
+	}
+	if err := r.writeTalosconfig(); err != nil {
+		return res, err
+	}
+	for i := range r.spec.Nodes {
+		n := &r.spec.Nodes[i]
+		r.up[n.Name] = make(chan struct{})
+		r.failed[n.Name] = make(chan struct{})
+		if ip := NodeIP(n); ip != "" {
+			r.addrs[n.Name] = ip
+		} else if a := r.store.node(n.Name).Address; a != "" {
+			r.addrs[n.Name] = a
+		}
+	}
+
+	// Which selected nodes are already configured? The rest must be found
+	// in maintenance mode.
+	configured := make([]bool, len(selected))
+	var wg sync.WaitGroup
+	for i, n := range selected {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if addr := r.addrs[n.Name]; addr != "" {
+				configured[i] = r.answers(ctx, addr) == nil
+			}
+		}()
+	}
+	wg.Wait()
+	var missing []*cluster.Node
+	for i, n := range selected {
+		if !configured[i] {
+			missing = append(missing, n)
+		}
+	}
+	var discoverErr error
+	if len(missing) > 0 {
+		discoverErr = r.discover(ctx, missing)
+	}
+
+	results := make([]NodeResult, len(selected))
+	errs := make([]error, len(selected))
+	var clusterErr error
+	var cwg sync.WaitGroup
+	cwg.Add(1)
+	go func() {
+		defer cwg.Done()
+		defer close(r.clusterDone)
+		kc, err := r.clusterSteps(ctx, first, slices.Contains(selected, first))
+		if err != nil {
+			clusterErr = err
+			return
+		}
+		res.Kubeconfig = kc
+		r.clusterOK = true
+	}()
+	runNode := func(i int) {
+		n := selected[i]
+		results[i] = NodeResult{Name: n.Name, Role: n.Role}
+		action, err := r.node(ctx, n, configured[i], discoverErr)
+		if err != nil && !r.isUp(n.Name) {
+			close(r.failed[n.Name])
+		}
+		if err == nil {
+			// Once the cluster is up, the node must report Ready.
+			// The cluster steps end by themselves when ctx does; their
+			// failure is reported once, as the cluster's.
+			<-r.clusterDone
+			if r.clusterOK {
+				err = r.waitReady(ctx, n)
+			}
+		}
+		results[i].Action = action
+		results[i].Address = r.addr(n.Name)
+		if err != nil {
+			results[i].Action = "failed"
+			results[i].Error = err.Error()
+			errs[i] = &NodeError{Node: n.Name, Err: err}
+			r.log.Error("node failed", "node", n.Name, "error", err)
+		}
+	}
+	if opts.Sequential {
+		for i := range selected {
+			runNode(i)
+		}
+	} else {
+		for i := range selected {
+			wg.Add(1)
+			go func() { defer wg.Done(); runNode(i) }()
+		}
+		wg.Wait()
+	}
+	cwg.Wait()
+	res.Nodes = results
+	r.mu.Lock()
+	res.BootstrapCalled = r.called
+	r.mu.Unlock()
+
+	// One write for every node that answered the authenticated API.
+	if err := r.store.update(func(s *State) {
+		for _, n := range selected {
+			if !r.isUp(n.Name) {
+				continue
+			}
+			ns := s.Nodes[n.Name]
+			if ns == nil {
+				ns = &NodeState{}
+				s.Nodes[n.Name] = ns
+			}
+			ns.Address = r.addr(n.Name)
+			if ns.Configured == nil {
+				ns.Configured = now()
+			}
+		}
+	}); err != nil {
+		errs = append(errs, err)
+	}
+	all := append(errs, clusterErr)
+	return res, errors.Join(all...)
+}
+
+func (r *runner) selectNodes() ([]*cluster.Node, error) {
+	var out []*cluster.Node
+	if len(r.opts.Nodes) == 0 {
+		for i := range r.spec.Nodes {
+			out = append(out, &r.spec.Nodes[i])
+		}
+		return out, nil
+	}
+	for _, name := range r.opts.Nodes {
+		i := slices.IndexFunc(r.spec.Nodes, func(n cluster.Node) bool { return n.Name == name })
+		if i < 0 {
+			return nil, fmt.Errorf("--node %s: no such node in %s", name, r.opts.Source.File)
+		}
+		out = append(out, &r.spec.Nodes[i])
+	}
+	return out, nil
+}
+
+func (r *runner) addr(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addrs[name]
+}
+
+func (r *runner) setAddr(name, addr string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.addrs[name] = addr
+}
+
+func (r *runner) isUp(name string) bool {
+	select {
+	case <-r.up[name]:
+		return true
+	default:
+		return false
+	}
+}
+
+func (r *runner) markUp(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	select {
+	case <-r.up[name]:
+	default:
+		close(r.up[name])
+	}
+}
+
+// writeTalosconfig writes DIR/talosconfig (0600) unless it already fits.
+func (r *runner) writeTalosconfig() error {
+	path := filepath.Join(r.dir, cluster.TalosconfigFile)
+	if b, err := os.ReadFile(path); err == nil && r.opts.Renderer.TalosconfigCurrent(b) {
+		if cfg, err := clientconfig.FromBytes(b); err == nil {
+			r.tc = cfg
+		}
+		return nil
+	}
+	b, err := r.tc.Bytes()
+	if err != nil {
+		return fmt.Errorf("encoding talosconfig: %w", err)
+	}
+	return fsutil.WriteFileAtomic(path, b, 0o600)
+}
+
+// authClient returns a client for a configured node.
+func (r *runner) authClient(ctx context.Context, addr string) (*client.Client, error) {
+	return talos.Authenticated(ctx, r.tc, talos.Endpoint(addr, r.port))
+}
+
+// answers checks once whether the node answers the authenticated API.
+func (r *runner) answers(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	c, err := r.authClient(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = c.Version(ctx)
+	return err
+}
+
+// discover finds the given nodes in maintenance mode by MAC.
+func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
+	nets := r.opts.Networks
+	if len(nets) == 0 {
+		var err error
+		if nets, err = discover.DefaultNetworks(); err != nil {
+			return err
+		}
+	}
+	hosts, err := discover.RegistryHosts(r.dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range nodes {
+		if a, err := netip.ParseAddr(r.store.node(n.Name).MaintenanceAddress); err == nil {
+			hosts = append(hosts, a)
+		}
+	}
+	if len(nets) == 0 && len(hosts) == 0 {
+		return discover.ErrNoNetworks
+	}
+	start := time.Now()
+	machines, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: hosts, Port: r.port, Log: r.log})
+	if err != nil {
+		return fmt.Errorf("discovering maintenance-mode machines: %w", err)
+	}
+	r.found = map[string]*talos.Machine{}
+	for _, m := range machines {
+		if n := discover.NodeFor(m, r.opts.Source.Cluster); n != nil {
+			m.Node = n.Name
+			r.found[n.Name] = m
+		}
+	}
+	r.log.Info("discovery done", "machines", len(machines), "matched", len(r.found), "networks", fmt.Sprint(nets), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// node brings one node to "configured".
+func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, discoverErr error) (string, error) {
+	log := r.log.With("node", n.Name)
+	if configured {
+		log.Info("already configured: answers the authenticated Talos API", "address", r.addr(n.Name))
+		r.markUp(n.Name)
+		return "configured", nil
+	}
+	if discoverErr != nil {
+		return "", discoverErr
+	}
+	m := r.found[n.Name]
+	if prev := r.store.node(n.Name); m == nil && prev.Applied != nil && r.addr(n.Name) != "" {
+		// A previous run applied the config; the node is still rebooting.
+		log.Info("config was applied by an earlier run; waiting for the node", "address", r.addr(n.Name))
+		if err := r.waitUp(ctx, n.Name, r.addr(n.Name), prev.MaintenanceAddress); err != nil {
+			return "", err
+		}
+		r.markUp(n.Name)
+		return "applied", nil
+	}
+	if m == nil {
+		where := "on the scanned networks"
+		if a := r.addr(n.Name); a != "" {
+			where += ", nor answering the authenticated API on " + a
+		}
+		return "", fmt.Errorf("machine with MAC %s not found in maintenance mode %s (is it booted from the Talos image? see `dodai discover`)", strings.Join(n.MACs, "/"), where)
+	}
+	log = log.With("maintenance", m.Address)
+	if _, err := talos.Contract(m.TalosVersion); err != nil {
+		return "", err
+	}
+	if r.spec.TalosVersion != "" && !talos.SameMinor(m.TalosVersion, r.spec.TalosVersion) {
+		log.Warn("node runs a different Talos minor than spec.talosVersion; rendering for the node's version", "node", m.TalosVersion, "spec", r.spec.TalosVersion)
+	}
+	disk, err := ResolveDisk(n, m.Disks)
+	if err != nil {
+		return "", err
+	}
+	prev := r.store.node(n.Name)
+	if err := CheckConfirmed(n.Name, prev.Disk, disk); err != nil {
+		return "", err
+	}
+	cfg, err := r.opts.Renderer.NodeConfigFor(n.Name, render.NodeOptions{InstallDisk: disk.DevPath, TalosVersion: m.TalosVersion})
+	if err != nil {
+		return "", err
+	}
+	mc, err := talos.Maintenance(ctx, talos.Endpoint(m.Address, r.port))
+	if err != nil {
+		return "", err
+	}
+	defer mc.Close()
+	dry, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT, DryRun: true})
+	if err != nil {
+		return "", fmt.Errorf("dry-run of the config on %s refused: %w", m.Address, grpcErr(err))
+	}
+	for _, msg := range dry.GetMessages() {
+		for _, w := range msg.GetWarnings() {
+			log.Warn("Talos warns about the config", "warning", w)
+		}
+	}
+	log.Info("applying config", "disk", disk.DevPath, "talos", m.TalosVersion)
+	addr := NodeIP(n)
+	if addr == "" {
+		addr = m.Address // DHCP: the lease usually stays
+	}
+	// Recorded before the call: if dodai dies while the node takes the
+	// config, the next run knows to wait for it instead of searching.
+	// The disk is confirmed from here on.
+	if err := r.store.updateNode(n.Name, func(s *NodeState) {
+		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
+		if s.Disk == nil {
+			s.Disk = recordOf(disk)
+		}
+		s.Applied, s.Address = now(), addr
+	}); err != nil {
+		return "", err
+	}
+	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
+		_ = r.store.updateNode(n.Name, func(s *NodeState) { s.Applied = nil })
+		return "", fmt.Errorf("applying config on %s: %w", m.Address, grpcErr(err))
+	}
+	r.setAddr(n.Name, addr)
+	if err := r.waitUp(ctx, n.Name, addr, m.Address); err != nil {
+		return "", err
+	}
+	r.markUp(n.Name)
+	return "applied", nil
+}
+
+// waitUp polls until the node answers the authenticated API on addr.
+func (r *runner) waitUp(ctx context.Context, name, addr, oldAddr string) error {
+	start := time.Now()
+	lastLog := start
+	var last error
+	for {
+		if last = r.answers(ctx, addr); last == nil {
+			r.log.Info("node is up", "node", name, "address", addr, "took", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(lastLog) >= r.prog {
+			lastLog = time.Now()
+			old := "gone"
+			if c, err := net.DialTimeout("tcp", talos.Endpoint(oldAddr, r.port), time.Second); err == nil {
+				c.Close()
+				old = "still answering"
+			}
+			r.log.Info("waiting for the node to come back configured", "node", name, "address", addr,
+				"elapsed", time.Since(start).Round(time.Second), "maintenanceAddress", oldAddr+" ("+old+")", "last", shortErr(last))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("config applied, but the node did not answer the authenticated Talos API on %s %s (waited %s; last error: %s)",
+				talos.Endpoint(addr, r.port), within(ctx), time.Since(start).Round(time.Millisecond), shortErr(last))
+		case <-time.After(r.poll):
+		}
+	}
+}
+
+func shortErr(err error) string {
+	if err == nil {
+		return "none"
+	}
+	if s, ok := status.FromError(err); ok {
+		return s.Code().String() + ": " + s.Message()
+	}
+	return err.Error()
+}
+
+func grpcErr(err error) error {
+	if s, ok := status.FromError(err); ok {
+		return fmt.Errorf("%s (%s)", s.Message(), s.Code())
+	}
+	return err
+}
+
+// clusterSteps bootstraps etcd on the first control plane once it is up,
+// confirms etcd, waits for the Kubernetes API and writes the kubeconfig.
+func (r *runner) clusterSteps(ctx context.Context, first *cluster.Node, selected bool) (string, error) {
+	if !selected {
+		// Not part of this run: it must already be configured.
+		addr := r.addr(first.Name)
+		if addr == "" || r.answers(ctx, addr) != nil {
+			if r.store.bootstrap().Done != nil {
+				return "", nil
+			}
+			return "", fmt.Errorf("etcd is bootstrapped on %s, the first control-plane node, which is not configured yet: run bootstrap for it too", first.Name)
+		}
+		r.markUp(first.Name)
+	}
+	select {
+	case <-r.up[first.Name]:
+	case <-r.failed[first.Name]:
+		return "", fmt.Errorf("etcd not bootstrapped: %s, the first control-plane node, failed (see its error)", first.Name)
+	case <-ctx.Done():
+		return "", fmt.Errorf("etcd not bootstrapped: %s, the first control-plane node, did not come up %s", first.Name, within(ctx))
+	}
+	addr := r.addr(first.Name)
+	c, err := r.authClient(ctx, addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	if err := r.bootstrapEtcd(ctx, c, first.Name); err != nil {
+		return "", &NodeError{Node: first.Name, Err: err}
+	}
+	if err := r.confirmEtcd(ctx, c, first.Name); err != nil {
+		return "", &NodeError{Node: first.Name, Err: err}
+	}
+	kc, err := r.kubeconfig(ctx, c, first.Name)
+	if err != nil {
+		return "", &NodeError{Node: first.Name, Err: err}
+	}
+	return kc, nil
+}
+
+func etcdRunning(ctx context.Context, c *client.Client) (bool, string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	svcs, err := c.ServiceInfo(ctx, "etcd")
+	if err != nil {
+		return false, "", err
+	}
+	if len(svcs) == 0 || svcs[0].Service == nil {
+		return false, "not present", nil
+	}
+	s := svcs[0].Service
+	healthy := s.GetHealth().GetHealthy()
+	return s.State == "Running" && healthy, fmt.Sprintf("%s (healthy=%v)", s.State, healthy), nil
+}
+
+// retryable bootstrap refusals (talos v1alpha1_server.go).
+func retryableBootstrap(err error) bool {
+	s, ok := status.FromError(err)
+	if !ok || s.Code() != codes.FailedPrecondition {
+		return false
+	}
+	return strings.Contains(s.Message(), "bootstrap is not available yet") || strings.Contains(s.Message(), "time is not in sync")
+}
+
+// bootstrapEtcd sends Bootstrap at most until accepted, never when the
+// state file (or etcd itself) says it is done.
+func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node string) error {
+	bs := r.store.bootstrap()
+	if bs.Done != nil {
+		r.log.Info("etcd already bootstrapped", "node", bs.Node, "at", bs.Done.Format(time.RFC3339))
+		return nil
+	}
+	// A previous run may have sent it and died before recording it.
+	if ok, _, err := etcdRunning(ctx, c); err == nil && ok {
+		r.log.Info("etcd already running; recording bootstrap as done", "node", node)
+		return r.store.update(func(s *State) { s.Bootstrap = &EtcdBootstrap{Node: node, Requested: bs.Requested, Done: now()} })
+	}
+	if err := r.store.update(func(s *State) {
+		if s.Bootstrap == nil || s.Bootstrap.Requested == nil {
+			s.Bootstrap = &EtcdBootstrap{Node: node, Requested: now()}
+		}
+	}); err != nil {
+		return err
+	}
+	start := time.Now()
+	lastLog := start
+	var lastRefusal error
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Bootstrap(cctx, &machine.BootstrapRequest{})
+		cancel()
+		r.mu.Lock()
+		r.called = true
+		r.mu.Unlock()
+		if err != nil && ctx.Err() != nil {
+			// The run's timeout hit during the call: report why it kept
+			// being refused before.
+			why := shortErr(err)
+			if lastRefusal != nil {
+				why = shortErr(lastRefusal)
+			}
+			return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), why)
+		}
+		switch {
+		case err == nil:
+			r.log.Info("etcd bootstrapped", "node", node)
+		case status.Code(err) == codes.AlreadyExists:
+			r.log.Info("etcd was already bootstrapped", "node", node, "detail", shortErr(err))
+		case retryableBootstrap(err):
+			lastRefusal = err
+			if time.Since(lastLog) >= r.prog || lastLog == start {
+				lastLog = time.Now()
+				r.log.Info("node not ready for bootstrap yet, retrying", "node", node, "reason", shortErr(err))
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), shortErr(err))
+			case <-time.After(r.poll):
+			}
+			continue
+		default:
+			return fmt.Errorf("bootstrapping etcd: %w", grpcErr(err))
+		}
+		return r.store.update(func(s *State) { s.Bootstrap.Done = now() })
+	}
+}
+
+// confirmEtcd waits until etcd runs healthy and lists members (the
+// bootstrap intent is lost if the node reboots before etcd starts).
+func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string) error {
+	start := time.Now()
+	lastLog := start
+	var last string
+	for {
+		ok, st, err := etcdRunning(ctx, c)
+		if err == nil && ok {
+			mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			resp, merr := c.EtcdMemberList(mctx, &machine.EtcdMemberListRequest{})
+			cancel()
+			if merr == nil && len(resp.GetMessages()) > 0 && len(resp.GetMessages()[0].GetMembers()) > 0 {
+				r.log.Info("etcd is healthy", "node", node, "members", len(resp.GetMessages()[0].GetMembers()))
+				return nil
+			}
+			err = merr
+		}
+		last = st
+		if err != nil {
+			last = shortErr(err)
+		}
+		if time.Since(lastLog) >= r.prog {
+			lastLog = time.Now()
+			r.log.Info("waiting for etcd", "node", node, "state", last, "elapsed", time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("etcd did not become healthy %s (last: %s)", within(ctx), last)
+		case <-time.After(r.poll):
+		}
+	}
+}
+
+// kubeconfig fetches the admin kubeconfig, waits for /readyz and writes it.
+func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) (string, error) {
+	var kc []byte
+	var err error
+	for {
+		kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kc, err = c.Kubeconfig(kctx)
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("fetching kubeconfig: %w", grpcErr(err))
+		case <-time.After(r.poll):
+		}
+	}
+	if err := r.waitReadyz(ctx, kc); err != nil {
+		return "", err
+	}
+	return WriteKubeconfig(r.dir, kc)
+}
+
+// WriteKubeconfig writes DIR/kubeconfig (0600, atomically) when its content
+// changed; it returns the path when written.
+func WriteKubeconfig(dir string, kc []byte) (string, error) {
+	path := filepath.Join(dir, cluster.KubeconfigFile)
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, kc) {
+		return "", nil
+	}
+	if err := fsutil.WriteFileAtomic(path, kc, 0o600); err != nil {
+		return "", err
+	}
+	return path, nil
+}
+
+// Readyz checks the Kubernetes API's /readyz with the kubeconfig.
+func Readyz(ctx context.Context, kc []byte) error {
+	cfg, err := clientcmd.RESTConfigFromKubeConfig(kc)
+	if err != nil {
+		return fmt.Errorf("kubeconfig from the node is invalid: %w", err)
+	}
+	cfg.Timeout = 5 * time.Second
+	hc, err := rest.HTTPClientFor(cfg)
+	if err != nil {
+		return err
+	}
+	u, err := url.JoinPath(cfg.Host, "/readyz")
+	if err != nil {
+		return err
+	}
+	req, err := httpGet(ctx, u)
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: %s: %s", u, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return nil
+}
+
+func (r *runner) waitReadyz(ctx context.Context, kc []byte) error {
+	start := time.Now()
+	lastLog := start
+	for {
+		err := Readyz(ctx, kc)
+		if err == nil {
+			r.log.Info("Kubernetes API is ready", "took", time.Since(start).Round(time.Millisecond))
+			return nil
+		}
+		if time.Since(lastLog) >= r.prog {
+			lastLog = time.Now()
+			r.log.Info("waiting for the Kubernetes API", "error", err.Error(), "elapsed", time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the Kubernetes API did not become ready %s: %w", within(ctx), err)
+		case <-time.After(r.poll):
+		}
+	}
+}
+
+// waitReady waits until a configured node reports Ready (MachineStatus).
+func (r *runner) waitReady(ctx context.Context, n *cluster.Node) error {
+	addr := r.addr(n.Name)
+	c, err := r.authClient(ctx, addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	start := time.Now()
+	lastLog := start
+	for {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		stage, ready, err := talos.MachineStatus(sctx, c.COSI)
+		cancel()
+		if err == nil && ready && stage == "running" {
+			return nil
+		}
+		if time.Since(lastLog) >= r.prog {
+			lastLog = time.Now()
+			r.log.Info("waiting for node to report ready", "node", n.Name, "stage", stage, "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("node did not report Ready %s (stage %q)", within(ctx), stage)
+		case <-time.After(r.poll):
+		}
+	}
+}
+
+// within ends a "did not … " message: the run's timeout expired, or the
+// run was interrupted.
+func within(ctx context.Context) string {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return "before dodai was interrupted"
+	}
+	return "within the timeout"
+}

@@ -1,0 +1,131 @@
+package bootstrap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/talos"
+)
+
+// NodeStatus is one line of `dodai status`' nodes section.
+type NodeStatus struct {
+	Name         string `json:"name"`
+	Role         string `json:"role"`
+	Address      string `json:"address,omitempty"`
+	TalosVersion string `json:"talosVersion,omitempty"`
+	Stage        string `json:"stage"`
+	Ready        bool   `json:"ready"`
+	Error        string `json:"error,omitempty"`
+}
+
+// nodeAddress is the configured address, else the one bootstrap recorded.
+func nodeAddress(n *cluster.Node, st *State) string {
+	if ip := NodeIP(n); ip != "" {
+		return ip
+	}
+	if s := st.Nodes[n.Name]; s != nil {
+		return s.Address
+	}
+	return ""
+}
+
+// Statuses asks every node for its Talos version and stage over the
+// authenticated API, in parallel.
+func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) ([]NodeStatus, error) {
+	st, err := ReadState(src.Dir)
+	if err != nil {
+		return nil, err
+	}
+	nodes := src.Cluster.Spec.Nodes
+	out := make([]NodeStatus, len(nodes))
+	var wg sync.WaitGroup
+	for i := range nodes {
+		n := &nodes[i]
+		out[i] = NodeStatus{Name: n.Name, Role: n.Role, Address: nodeAddress(n, st), Stage: "unknown"}
+		if out[i].Address == "" {
+			out[i].Stage = "not installed"
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			c, err := talos.Authenticated(ctx, tc, talos.Endpoint(out[i].Address, port))
+			if err != nil {
+				out[i].Error = err.Error()
+				return
+			}
+			defer c.Close()
+			stage, ready, err := talos.MachineStatus(ctx, c.COSI)
+			if err != nil {
+				out[i].Stage = "unreachable"
+				if s := st.Nodes[n.Name]; s == nil || s.Applied == nil {
+					out[i].Stage = "not installed"
+				}
+				out[i].Error = shortErr(err)
+				return
+			}
+			out[i].Stage, out[i].Ready = stage, ready
+			if v, err := talos.Version(ctx, c.COSI); err == nil {
+				out[i].TalosVersion = v
+			}
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// FetchKubeconfig asks the control-plane nodes, in file order, for the
+// admin kubeconfig and writes DIR/kubeconfig (0600) when it changed. It
+// returns the path and whether the file was (re)written.
+func FetchKubeconfig(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) (string, bool, error) {
+	st, err := ReadState(src.Dir)
+	if err != nil {
+		return "", false, err
+	}
+	var errs []error
+	for i := range src.Cluster.Spec.Nodes {
+		n := &src.Cluster.Spec.Nodes[i]
+		if n.Role != cluster.RoleControlPlane {
+			continue
+		}
+		addr := nodeAddress(n, st)
+		if addr == "" {
+			errs = append(errs, fmt.Errorf("node %s: no known address", n.Name))
+			continue
+		}
+		kc, err := func() ([]byte, error) {
+			ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			c, err := talos.Authenticated(ctx, tc, talos.Endpoint(addr, port))
+			if err != nil {
+				return nil, err
+			}
+			defer c.Close()
+			return c.Kubeconfig(ctx)
+		}()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("node %s (%s): %s", n.Name, addr, shortErr(err)))
+			continue
+		}
+		path, err := WriteKubeconfig(src.Dir, kc)
+		if err != nil {
+			return "", false, err
+		}
+		if path == "" {
+			return src.Dir + "/" + cluster.KubeconfigFile, false, nil
+		}
+		return path, true, nil
+	}
+	if len(errs) == 0 {
+		return "", false, errors.New("the cluster has no control-plane node")
+	}
+	return "", false, fmt.Errorf("no control-plane node gave a kubeconfig: %w", errors.Join(errs...))
+}

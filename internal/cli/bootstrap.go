@@ -1,0 +1,292 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/discover"
+	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/tui"
+)
+
+// talosPortFlag adds the hidden --talos-port flag (tests run many fake
+// nodes per host; real nodes always use 50000). $DODAI_TALOS_PORT works too.
+func talosPortFlag(cmd *cobra.Command, port *int) {
+	cmd.Flags().IntVar(port, "talos-port", 0, "Talos API port (default $"+talos.PortEnv+" or 50000)")
+	_ = cmd.Flags().MarkHidden("talos-port")
+}
+
+func resolvePort(p int) int {
+	if p > 0 {
+		return p
+	}
+	return talos.Port()
+}
+
+func init() {
+	register(newDiscoverCmd)
+	register(newBootstrapCmd)
+	register(newKubeconfigCmd)
+	registerStatus(StatusSection{Name: "nodes", Order: 10, Run: statusNodes})
+}
+
+func newDiscoverCmd(g *Globals) *cobra.Command {
+	var networks []string
+	var timeout time.Duration
+	var port int
+	cmd := &cobra.Command{
+		Use:   "discover",
+		Short: "Find Talos machines in maintenance mode and show their hardware",
+		Long: `discover probes the Talos API port (50000) on the given networks (default: the
+host's directly connected IPv4 networks, without docker/CNI bridges) and on the
+addresses netboot recorded in state/machines.json, asks each open port for its
+machine status over the maintenance API (only machines in maintenance mode answer
+without a client certificate), deduplicates by MAC and reads each machine's
+inventory: hostname, CPU, memory, disks, links, addresses, Talos version.
+Machines are matched to the cluster file's nodes by MAC.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nets, err := discover.ParseNetworks(networks)
+			if err != nil {
+				return err
+			}
+			if len(nets) == 0 {
+				if nets, err = discover.DefaultNetworks(); err != nil {
+					return err
+				}
+			}
+			// The cluster file is optional here: without it nothing matches.
+			var c *cluster.Cluster
+			var hosts = []string{}
+			if _, err := os.Stat(filepath.Join(g.ClusterDir, cluster.FileName)); err == nil {
+				src, err := g.Load()
+				if err != nil {
+					return err
+				}
+				c = src.Cluster
+			}
+			reg, err := discover.RegistryHosts(g.ClusterDir)
+			if err != nil {
+				return err
+			}
+			for _, h := range reg {
+				hosts = append(hosts, h.String())
+			}
+			if len(nets) == 0 && len(reg) == 0 {
+				return discover.ErrNoNetworks
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			g.Log.Debug("scanning", "networks", fmt.Sprint(nets), "registry", strings.Join(hosts, ","))
+			ms, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: reg, Port: resolvePort(port), Log: g.Log})
+			if err != nil {
+				return err
+			}
+			discover.Match(ms, c)
+			if ms == nil {
+				ms = []*talos.Machine{}
+			}
+			return g.Print(ms, func(w io.Writer) error {
+				if len(ms) == 0 {
+					fmt.Fprintf(g.Err, "no machines in maintenance mode found on %v\n", nets)
+				}
+				rows := make([][]string, 0, len(ms))
+				for _, m := range ms {
+					var disks []string
+					for _, d := range m.Disks {
+						disks = append(disks, fmt.Sprintf("%s:%s:%s", d.Name, d.PrettySize, orDash(d.Transport)))
+					}
+					rows = append(rows, []string{m.Node, m.Address, m.MAC, m.Hostname, m.TalosVersion, m.CPUSummary(),
+						fmt.Sprintf("%.1f GiB", float64(m.MemoryMiB)/1024), strings.Join(disks, ",")})
+				}
+				return Table(w, []string{"NODE", "ADDRESS", "MAC", "HOSTNAME", "TALOS", "CPU", "MEMORY", "DISKS"}, rows)
+			})
+		},
+	}
+	cmd.Flags().StringSliceVar(&networks, "network", nil, "IPv4 network to scan (CIDR; repeatable; default: directly connected networks)")
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
+	talosPortFlag(cmd, &port)
+	return cmd
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func newBootstrapCmd(g *Globals) *cobra.Command {
+	var (
+		nodes       []string
+		networks    []string
+		timeout     time.Duration
+		interactive bool
+		port        int
+		poll        time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "bootstrap",
+		Short: "Install every node from the cluster file, bootstrap etcd once, write kubeconfig",
+		Long: `bootstrap brings the cluster file's nodes (or the --node ones) from Talos
+maintenance mode to a working cluster, all nodes in parallel:
+
+  find the machine by MAC (discovery) or, if installed, on its configured address;
+  resolve its install disk (refusing none, several, USB or read-only disks, or a
+  disk different from the one confirmed earlier); render its config for the Talos
+  version it runs; dry-run, then apply; wait until it answers the authenticated
+  API on its configured address; bootstrap etcd on the first control-plane node
+  exactly once (recorded in state/bootstrap.json); wait for etcd and the
+  Kubernetes API (/readyz); write kubeconfig (0600) and talosconfig.
+
+A failing node does not stop the others; each failure is reported with its node
+and cause, and the exit status is non-zero. Re-running resumes; re-running when
+everything is done changes nothing. --interactive asks about each discovered
+machine first (prefilled from its hardware), writes the answers into
+cluster.yaml, and then runs the same declarative path.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			nets, err := discover.ParseNetworks(networks)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if interactive {
+				names, err := tui.Run(ctx, tui.Options{ClusterDir: g.ClusterDir, Networks: nets, Port: resolvePort(port), In: g.In, Out: g.Out, Log: g.Log})
+				if err != nil {
+					return err
+				}
+				if len(nodes) == 0 {
+					// Bootstrap the machines just configured (other nodes of
+					// the file may not be booted yet).
+					nodes = names
+				}
+			}
+			src, err := g.Load()
+			if err != nil {
+				return err
+			}
+			r, err := render.New(src)
+			if err != nil {
+				return err
+			}
+			res, err := bootstrap.Run(ctx, bootstrap.Options{Source: src, Renderer: r, Nodes: nodes, Networks: nets,
+				Port: resolvePort(port), PollInterval: poll, Log: g.Log})
+			if res != nil && len(res.Nodes) > 0 {
+				perr := g.Print(res, func(w io.Writer) error {
+					rows := make([][]string, 0, len(res.Nodes))
+					for _, n := range res.Nodes {
+						rows = append(rows, []string{n.Name, n.Role, orDash(n.Address), n.Action, orDash(n.Error)})
+					}
+					return Table(w, []string{"NODE", "ROLE", "ADDRESS", "RESULT", "ERROR"}, rows)
+				})
+				if perr != nil {
+					return perr
+				}
+			}
+			if err != nil {
+				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", err)}
+			}
+			if res.Kubeconfig != "" {
+				fmt.Fprintf(g.Err, "kubeconfig written to %s\n", res.Kubeconfig)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringSliceVar(&nodes, "node", nil, "only these nodes (repeatable; default: all)")
+	cmd.Flags().StringSliceVar(&networks, "network", nil, "IPv4 network to search for maintenance-mode machines (repeatable; default: directly connected networks)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
+	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "ask about each discovered machine and write the answers into cluster.yaml first")
+	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between retries while waiting")
+	_ = cmd.Flags().MarkHidden("poll-interval")
+	talosPortFlag(cmd, &port)
+	return cmd
+}
+
+func newKubeconfigCmd(g *Globals) *cobra.Command {
+	var port int
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "kubeconfig",
+		Short: "(Re)fetch the admin kubeconfig from a control-plane node into the cluster directory",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, err := g.Load()
+			if err != nil {
+				return err
+			}
+			r, err := render.New(src)
+			if err != nil {
+				return err
+			}
+			tc, err := r.Talosconfig()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			path, changed, err := bootstrap.FetchKubeconfig(ctx, src, tc, resolvePort(port))
+			if err != nil {
+				return err
+			}
+			if changed {
+				fmt.Fprintf(g.Out, "kubeconfig written to %s\n", path)
+			} else {
+				fmt.Fprintf(g.Out, "kubeconfig at %s is up to date\n", path)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
+	talosPortFlag(cmd, &port)
+	return cmd
+}
+
+func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error) {
+	src, err := g.Load()
+	if err != nil {
+		return false, err
+	}
+	r, err := render.New(src)
+	if err != nil {
+		if errors.Is(err, render.ErrNoSecrets) {
+			return false, err
+		}
+		return false, err
+	}
+	tc, err := r.Talosconfig()
+	if err != nil {
+		return false, err
+	}
+	sts, err := bootstrap.Statuses(ctx, src, tc, talos.Port())
+	if err != nil {
+		return false, err
+	}
+	healthy := true
+	for _, s := range sts {
+		healthy = healthy && s.Ready && s.Stage == "running"
+	}
+	return healthy, g.Print(map[string]any{"nodes": sts}, func(w io.Writer) error {
+		rows := make([][]string, 0, len(sts))
+		for _, s := range sts {
+			ready := "no"
+			if s.Ready {
+				ready = "yes"
+			}
+			rows = append(rows, []string{s.Name, s.Role, orDash(s.Address), orDash(s.TalosVersion), s.Stage, ready})
+		}
+		return Table(w, []string{"NODE", "ROLE", "ADDRESS", "TALOS", "STAGE", "READY"}, rows)
+	})
+}

@@ -1,0 +1,288 @@
+// Package discover finds Talos machines in maintenance mode without nmap:
+// a bounded-concurrency TCP probe of the Talos API port over the given
+// networks, then an insecure Talos API call (only maintenance-mode nodes
+// answer without a client certificate), deduplicated by MAC, with each
+// machine's inventory read from its COSI resources.
+package discover
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/talos"
+)
+
+// MaxHosts bounds the addresses one scan probes (a /16).
+const MaxHosts = 1 << 16
+
+// Options of a scan.
+type Options struct {
+	// Networks to probe (every host address of each).
+	Networks []netip.Prefix
+	// Hosts are extra single addresses (e.g. from the netboot registry).
+	Hosts []netip.Addr
+	// Port of the Talos API (talos.Port()).
+	Port int
+	// DialTimeout per TCP probe, default 500ms.
+	DialTimeout time.Duration
+	// Concurrency of probes, default 256.
+	Concurrency int
+	// Log receives debug messages.
+	Log *slog.Logger
+}
+
+// skippedIface reports interfaces that never hold Talos machines: loopback,
+// container and CNI bridges (talos-bootstrap skips docker/cni the same way).
+func skippedIface(name string) bool {
+	for _, p := range []string{"lo", "docker", "br-", "cni", "flannel", "cali", "cilium", "veth", "virbr", "kube-", "vxlan", "genev", "tun", "wg"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// DefaultNetworks returns the host's directly connected IPv4 networks,
+// skipping loopback, docker and CNI interfaces.
+func DefaultNetworks() ([]netip.Prefix, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("listing network interfaces: %w", err)
+	}
+	var out []netip.Prefix
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 || skippedIface(ifc.Name) {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || ipn.IP.To4() == nil {
+				continue
+			}
+			ones, _ := ipn.Mask.Size()
+			ip, _ := netip.AddrFromSlice(ipn.IP.To4())
+			p := netip.PrefixFrom(ip, ones).Masked()
+			if !slices.Contains(out, p) {
+				out = append(out, p)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ParseNetworks parses --network values (CIDR, or a single address).
+func ParseNetworks(values []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range values {
+		v = strings.TrimSpace(v)
+		if p, err := netip.ParsePrefix(v); err == nil {
+			if !p.Addr().Is4() {
+				return nil, fmt.Errorf("--network %q: only IPv4 networks can be scanned", v)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		if a, err := netip.ParseAddr(v); err == nil && a.Is4() {
+			out = append(out, netip.PrefixFrom(a, 32))
+			continue
+		}
+		return nil, fmt.Errorf("--network %q is not an IPv4 CIDR like 192.168.100.0/24", v)
+	}
+	return out, nil
+}
+
+// RegistryHosts returns the IPs netboot recorded in state/machines.json.
+func RegistryHosts(clusterDir string) ([]netip.Addr, error) {
+	var reg state.Machines
+	if err := state.ReadJSON(state.Path(clusterDir, state.MachinesFile), &reg); err != nil {
+		return nil, err
+	}
+	var out []netip.Addr
+	for _, m := range reg.Machines {
+		if a, err := netip.ParseAddr(m.IP); err == nil && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// targets expands networks to host addresses (no network/broadcast address
+// for prefixes shorter than /31), plus extra hosts, without duplicates.
+func targets(opts Options) ([]netip.Addr, error) {
+	seen := map[netip.Addr]bool{}
+	var out []netip.Addr
+	add := func(a netip.Addr) {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	for _, h := range opts.Hosts {
+		add(h)
+	}
+	for _, p := range opts.Networks {
+		bits := p.Addr().BitLen() - p.Bits()
+		if bits > 16 || len(out)+(1<<bits) > MaxHosts+len(opts.Hosts) {
+			return nil, fmt.Errorf("network %s is too large to scan (more than %d addresses); pass a smaller --network", p, MaxHosts)
+		}
+		first := p.Masked().Addr()
+		n := 1 << bits
+		for i, a := 0, first; i < n && p.Contains(a); i, a = i+1, a.Next() {
+			if bits >= 2 && (i == 0 || i == n-1) {
+				continue
+			}
+			add(a)
+		}
+	}
+	return out, nil
+}
+
+// Probe returns the addresses whose Talos API port accepts TCP connections.
+func Probe(ctx context.Context, opts Options) ([]netip.Addr, error) {
+	addrs, err := targets(opts)
+	if err != nil {
+		return nil, err
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 500 * time.Millisecond
+	}
+	if opts.Concurrency == 0 {
+		opts.Concurrency = 256
+	}
+	var (
+		mu   sync.Mutex
+		open []netip.Addr
+		wg   sync.WaitGroup
+	)
+	sem := make(chan struct{}, opts.Concurrency)
+	d := net.Dialer{Timeout: opts.DialTimeout}
+	for _, a := range addrs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return nil, ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c, err := d.DialContext(ctx, "tcp", talos.Endpoint(a.String(), opts.Port))
+			if err != nil {
+				return
+			}
+			c.Close()
+			mu.Lock()
+			open = append(open, a)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.SortFunc(open, func(a, b netip.Addr) int { return a.Compare(b) })
+	return open, ctx.Err()
+}
+
+// Scan probes the networks and reads the inventory of every machine in
+// maintenance mode, deduplicated by MAC (the lowest address wins).
+func Scan(ctx context.Context, opts Options) ([]*talos.Machine, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	open, err := Probe(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	log.Debug("talos API port open", "hosts", len(open))
+	results := make([]*talos.Machine, len(open))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i, a := range open {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			m, err := Inspect(ctx, a.String(), opts.Port)
+			if err != nil {
+				log.Debug("not a maintenance-mode Talos node", "address", a, "error", err)
+				return
+			}
+			results[i] = m
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	var out []*talos.Machine
+	seen := map[string]bool{}
+	for _, m := range results {
+		if m == nil || seen[m.MAC] {
+			continue
+		}
+		seen[m.MAC] = true
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// Inspect reads one address's inventory over the maintenance API.
+func Inspect(ctx context.Context, addr string, port int) (*talos.Machine, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c, err := talos.Maintenance(ctx, talos.Endpoint(addr, port))
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	m, err := talos.ReadMachine(ctx, c, addr)
+	if err != nil {
+		return nil, fmt.Errorf("reading inventory of %s: %w", addr, err)
+	}
+	return m, nil
+}
+
+// Match sets each machine's Node to the cluster node owning one of its
+// MACs, or "unknown".
+func Match(machines []*talos.Machine, c *cluster.Cluster) {
+	for _, m := range machines {
+		m.Node = "unknown"
+		if n := NodeFor(m, c); n != nil {
+			m.Node = n.Name
+		}
+	}
+}
+
+// NodeFor returns the cluster node whose MACs include one of the machine's.
+func NodeFor(m *talos.Machine, c *cluster.Cluster) *cluster.Node {
+	if c == nil {
+		return nil
+	}
+	for i := range c.Spec.Nodes {
+		n := &c.Spec.Nodes[i]
+		for _, mac := range n.MACs {
+			if canon, err := cluster.ParseMAC(mac); err == nil && m.HasMAC(canon) {
+				return n
+			}
+		}
+	}
+	return nil
+}
+
+// ErrNoNetworks means there is nothing to scan.
+var ErrNoNetworks = errors.New("no networks to scan: the host has no directly connected IPv4 network; pass --network CIDR")

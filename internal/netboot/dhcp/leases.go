@@ -1,0 +1,420 @@
+package dhcp
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/dodai-dev/dodai/internal/fsutil"
+)
+
+// Lease is one address binding of the dhcp-mode server.
+type Lease struct {
+	MAC    string     `json:"mac"`
+	IP     netip.Addr `json:"ip"`
+	Expiry time.Time  `json:"expiry"`
+	// Declined marks an address a client reported in use (DHCPDECLINE);
+	// MAC is then empty and the address is not offered until Expiry.
+	Declined bool `json:"declined,omitempty"`
+}
+
+type leaseFile struct {
+	Leases []Lease `json:"leases"`
+}
+
+// offerHold is how long an offered (not yet requested) address stays
+// reserved for the client it was offered to.
+const offerHold = 60 * time.Second
+
+// declineHold is how long a declined address is kept out of the pool.
+const declineHold = 10 * time.Minute
+
+// Leases is the dhcp-mode address allocator: the dynamic range, static
+// reservations (MAC → address) and the bound leases, persisted so a
+// restarted server honours them.
+//
+// Persistence: a JSON snapshot (leases.json, written atomically with
+// fsync) plus an append-only journal (leases.json.journal, one JSON lease
+// per line). Every change is written to the journal before the DHCPACK
+// leaves, so a killed or restarted server never forgets a lease. The
+// journal is fsynced every second and folded into the snapshot by Compact
+// (periodically and on Close); a power loss can lose at most the last
+// second of leases, the same class of guarantee as dnsmasq's lease file.
+type Leases struct {
+	path       string
+	start, end netip.Addr
+	reserved   map[string]netip.Addr // MAC → reserved address
+	reservedIP map[netip.Addr]string // reserved address → MAC
+	now        func() time.Time
+
+	mu      sync.Mutex
+	byMAC   map[string]*Lease // bound leases
+	byIP    map[netip.Addr]*Lease
+	offers  map[string]Lease // MAC → offered, not yet bound
+	offerIP map[netip.Addr]string
+	next    netip.Addr // allocation cursor
+
+	journal  *os.File // append-only log of changes since the snapshot
+	journaln int      // records in the journal
+}
+
+// LeaseOptions configure NewLeases.
+type LeaseOptions struct {
+	// Path of the lease file; empty keeps leases in memory only.
+	Path string
+	// Start and End bound the dynamic range (inclusive).
+	Start, End netip.Addr
+	// Reservations map MACs (canonical lowercase) to fixed addresses.
+	Reservations map[string]netip.Addr
+	// Now overrides the clock (tests).
+	Now func() time.Time
+}
+
+// NewLeases loads the lease file (if any) and returns the allocator.
+func NewLeases(o LeaseOptions) (*Leases, error) {
+	if !o.Start.Is4() || !o.End.Is4() || o.Start.Compare(o.End) > 0 {
+		return nil, fmt.Errorf("lease range %s-%s is not a valid IPv4 range", o.Start, o.End)
+	}
+	l := &Leases{
+		path: o.Path, start: o.Start, end: o.End, now: o.Now,
+		reserved: map[string]netip.Addr{}, reservedIP: map[netip.Addr]string{},
+		byMAC: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{},
+		offers: map[string]Lease{}, offerIP: map[netip.Addr]string{},
+		next: o.Start,
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	for mac, ip := range o.Reservations {
+		if other, dup := l.reservedIP[ip]; dup {
+			return nil, fmt.Errorf("address %s is reserved for both %s and %s", ip, other, mac)
+		}
+		l.reserved[mac] = ip
+		l.reservedIP[ip] = mac
+	}
+	if o.Path == "" {
+		return l, nil
+	}
+	b, err := os.ReadFile(o.Path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return nil, fmt.Errorf("reading leases: %w", err)
+	default:
+		var f leaseFile
+		if err := json.Unmarshal(b, &f); err != nil {
+			return nil, fmt.Errorf("reading leases %s: %w (fix or remove the file; it only holds dhcp-mode leases)", o.Path, err)
+		}
+		for _, le := range f.Leases {
+			l.apply(le)
+		}
+	}
+	jb, err := os.ReadFile(l.journalPath())
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading lease journal: %w", err)
+	}
+	for i, line := range bytes.Split(jb, []byte("\n")) {
+		if len(bytes.TrimSpace(line)) == 0 {
+			continue
+		}
+		var le Lease
+		if err := json.Unmarshal(line, &le); err != nil {
+			// a torn last line (killed mid-write) is expected; others are not
+			if i == len(bytes.Split(jb, []byte("\n")))-1 {
+				break
+			}
+			return nil, fmt.Errorf("reading lease journal %s line %d: %w", l.journalPath(), i+1, err)
+		}
+		l.apply(le)
+	}
+	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("writing leases: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.compactLocked(); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Leases) journalPath() string { return l.path + ".journal" }
+
+// apply merges one persisted record (snapshot entry or journal line).
+func (l *Leases) apply(le Lease) {
+	if !le.IP.Is4() {
+		return
+	}
+	if old := l.byIP[le.IP]; old != nil && old.MAC != "" && old.MAC != le.MAC {
+		delete(l.byMAC, old.MAC)
+	}
+	if le.Declined || le.MAC == "" {
+		le.MAC, le.Declined = "", true
+		delete(l.byIP, le.IP)
+		l.byIP[le.IP] = &le
+		return
+	}
+	if old := l.byMAC[le.MAC]; old != nil {
+		delete(l.byIP, old.IP)
+	}
+	l.byMAC[le.MAC] = &le
+	l.byIP[le.IP] = &le
+}
+
+// record appends a change to the journal. Caller holds mu, so journal
+// order is the order of changes.
+func (l *Leases) record(le Lease) error {
+	if l.journal == nil {
+		return nil
+	}
+	b, err := json.Marshal(le)
+	if err != nil {
+		return fmt.Errorf("writing lease journal: %w", err)
+	}
+	if _, err := l.journal.Write(append(b, '\n')); err != nil {
+		return fmt.Errorf("writing lease journal: %w", err)
+	}
+	l.journaln++
+	return nil
+}
+
+// compactLocked writes the snapshot atomically and starts an empty journal.
+func (l *Leases) compactLocked() error {
+	b, err := json.MarshalIndent(leaseFile{Leases: l.snapshotLocked()}, "", " ")
+	if err != nil {
+		return fmt.Errorf("writing leases: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(l.path, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("writing leases: %w", err)
+	}
+	if l.journal != nil {
+		l.journal.Close()
+	}
+	j, err := os.OpenFile(l.journalPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("opening lease journal: %w", err)
+	}
+	l.journal, l.journaln = j, 0
+	return nil
+}
+
+// Compact folds the journal into the snapshot (if it has records).
+func (l *Leases) Compact() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.journal == nil || l.journaln == 0 {
+		return nil
+	}
+	return l.compactLocked()
+}
+
+// Sync flushes the journal to disk.
+func (l *Leases) Sync() error {
+	l.mu.Lock()
+	j := l.journal
+	l.mu.Unlock()
+	if j == nil {
+		return nil
+	}
+	return j.Sync()
+}
+
+// Close compacts and closes the journal.
+func (l *Leases) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.journal == nil {
+		return nil
+	}
+	err := l.compactLocked()
+	l.journal.Close()
+	l.journal = nil
+	return err
+}
+
+// usable reports whether ip may be given to mac right now. Caller holds mu.
+func (l *Leases) usable(ip netip.Addr, mac string, now time.Time) bool {
+	if owner, ok := l.reservedIP[ip]; ok && owner != mac {
+		return false
+	}
+	if le := l.byIP[ip]; le != nil && le.MAC != mac && now.Before(le.Expiry) {
+		return false
+	}
+	if owner, ok := l.offerIP[ip]; ok && owner != mac {
+		if o := l.offers[owner]; now.Before(o.Expiry) {
+			return false
+		}
+	}
+	return true
+}
+
+// Offer picks the address for mac (its reservation, its current or past
+// lease, the requested address if free, else the next free one in the range)
+// and holds it for the client for a short while. It returns false when the
+// pool is exhausted.
+func (l *Leases) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	ip, ok := l.pick(mac, requested, now)
+	if !ok {
+		return netip.Addr{}, false
+	}
+	if old, had := l.offers[mac]; had && old.IP != ip {
+		delete(l.offerIP, old.IP)
+	}
+	l.offers[mac] = Lease{MAC: mac, IP: ip, Expiry: now.Add(offerHold)}
+	l.offerIP[ip] = mac
+	return ip, true
+}
+
+func (l *Leases) inRange(ip netip.Addr) bool {
+	return ip.Is4() && l.start.Compare(ip) <= 0 && ip.Compare(l.end) <= 0
+}
+
+func (l *Leases) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+	if ip, ok := l.reserved[mac]; ok {
+		return ip, true
+	}
+	if le := l.byMAC[mac]; le != nil && l.usable(le.IP, mac, now) {
+		return le.IP, true
+	}
+	if o, ok := l.offers[mac]; ok && l.usable(o.IP, mac, now) {
+		return o.IP, true
+	}
+	if l.inRange(requested) && l.usable(requested, mac, now) {
+		return requested, true
+	}
+	// Scan the range from the cursor; first pass skips expired leases of
+	// other clients (keeping addresses stable), second pass takes them.
+	for pass := 0; pass < 2; pass++ {
+		ip := l.next
+		for {
+			free := l.usable(ip, mac, now)
+			if free && pass == 0 {
+				if le := l.byIP[ip]; le != nil && le.MAC != mac {
+					free = false
+				}
+			}
+			if free {
+				l.next = ip.Next()
+				if !l.inRange(l.next) {
+					l.next = l.start
+				}
+				return ip, true
+			}
+			ip = ip.Next()
+			if !l.inRange(ip) {
+				ip = l.start
+			}
+			if ip == l.next {
+				break
+			}
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// Bind commits ip to mac for d (DHCPREQUEST). It fails when ip belongs to
+// someone else, is outside the pool and not mac's reservation. The lease is
+// persisted before Bind returns.
+func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
+	l.mu.Lock()
+	now := l.now()
+	if res, ok := l.reserved[mac]; ok && res != ip {
+		l.mu.Unlock()
+		return fmt.Errorf("%s is reserved %s, not %s", mac, res, ip)
+	}
+	if _, ok := l.reserved[mac]; !ok && !l.inRange(ip) {
+		l.mu.Unlock()
+		return fmt.Errorf("%s is outside the range %s-%s", ip, l.start, l.end)
+	}
+	if !l.usable(ip, mac, now) {
+		l.mu.Unlock()
+		return fmt.Errorf("%s is in use by another client", ip)
+	}
+	if old := l.byMAC[mac]; old != nil && old.IP != ip {
+		delete(l.byIP, old.IP)
+	}
+	if o, ok := l.offers[mac]; ok {
+		delete(l.offerIP, o.IP)
+		delete(l.offers, mac)
+	}
+	le := &Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
+	l.byMAC[mac] = le
+	l.byIP[ip] = le
+	err := l.record(*le)
+	l.mu.Unlock()
+	return err
+}
+
+// Release ends mac's lease on ip (DHCPRELEASE). The address stays
+// associated with mac (offered again to it first) but is free for others.
+func (l *Leases) Release(mac string, ip netip.Addr) error {
+	l.mu.Lock()
+	le := l.byMAC[mac]
+	if le == nil || le.IP != ip {
+		l.mu.Unlock()
+		return nil
+	}
+	le.Expiry = l.now()
+	err := l.record(*le)
+	l.mu.Unlock()
+	return err
+}
+
+// Decline takes ip out of the pool for a while (DHCPDECLINE: the client
+// found it in use) and drops mac's lease on it.
+func (l *Leases) Decline(mac string, ip netip.Addr) error {
+	l.mu.Lock()
+	if !l.inRange(ip) {
+		l.mu.Unlock()
+		return nil
+	}
+	if le := l.byMAC[mac]; le != nil && le.IP == ip {
+		delete(l.byMAC, mac)
+	}
+	if o, ok := l.offers[mac]; ok && o.IP == ip {
+		delete(l.offers, mac)
+		delete(l.offerIP, ip)
+	}
+	d := &Lease{IP: ip, Declined: true, Expiry: l.now().Add(declineHold)}
+	l.byIP[ip] = d
+	err := l.record(*d)
+	l.mu.Unlock()
+	return err
+}
+
+// Lookup returns mac's bound, unexpired lease.
+func (l *Leases) Lookup(mac string) (Lease, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	le := l.byMAC[mac]
+	if le == nil || !l.now().Before(le.Expiry) {
+		return Lease{}, false
+	}
+	return *le, true
+}
+
+// All returns a copy of the bound and declined leases, sorted by address.
+func (l *Leases) All() []Lease {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.snapshotLocked()
+}
+
+func (l *Leases) snapshotLocked() []Lease {
+	out := make([]Lease, 0, len(l.byIP))
+	for _, le := range l.byIP {
+		out = append(out, *le)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
+	return out
+}

@@ -1,0 +1,578 @@
+// Package netboot runs dodai's netboot server: it checks the inputs (Talos
+// assets, iPXE binaries, the boot interface), then wires DHCP/proxyDHCP and
+// the PXE boot server (internal/netboot/dhcp), TFTP for the iPXE binaries,
+// HTTP (internal/netboot/httpboot) and the machine registry
+// (internal/netboot/registry), exposes Prometheus metrics and draws the live
+// view, until its context ends.
+package netboot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
+	"github.com/dodai-dev/dodai/internal/netboot/httpboot"
+	"github.com/dodai-dev/dodai/internal/netboot/registry"
+	"github.com/dodai-dev/dodai/internal/state"
+)
+
+// DefaultIPXEDir is where Debian's `ipxe` package installs the binaries.
+const DefaultIPXEDir = "/usr/lib/ipxe"
+
+// LeasesFile is the dhcp-mode lease file inside the state directory.
+const LeasesFile = "leases.json"
+
+// TFTPServer serves the iPXE directory over TFTP (internal/tftp.Server has
+// this shape).
+type TFTPServer interface {
+	Serve(ctx context.Context, conn net.PacketConn) error
+}
+
+// Options configure a netboot server. Zero values take spec.boot from the
+// cluster file, then the defaults.
+type Options struct {
+	// ClusterDir holds cluster.yaml and the state/ directory.
+	ClusterDir string
+	Cluster    *cluster.Cluster
+	// Interface is the boot network interface (required).
+	Interface string
+	// Mode is proxy or dhcp.
+	Mode string
+	// AssetsDir holds the Talos kernel and initramfs per arch.
+	AssetsDir string
+	// IPXEDir holds undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi.
+	IPXEDir string
+	// HTTPAddr is the HTTP listen address, default :8080.
+	HTTPAddr string
+	// OnlyKnown answers only MACs from the cluster file.
+	OnlyKnown bool
+	// EFIBinary is snponly.efi (default) or ipxe.efi.
+	EFIBinary string
+	// Config renders a node's machine config.
+	Config httpboot.ConfigFunc
+	// TFTP serves IPXEDir; nil disables TFTP (firmware PXE clients then
+	// cannot load iPXE; iPXE ROMs and HTTP boot still work).
+	TFTP TFTPServer
+	Log  *slog.Logger
+	// View receives the live view; ViewTTY redraws a table in place,
+	// otherwise a line per machine change is written.
+	View    io.Writer
+	ViewTTY bool
+	// DHCPPort, PXEPort, TFTPPort override 67, 4011, 69 (tests and
+	// benchmarks only).
+	DHCPPort, PXEPort, TFTPPort int
+}
+
+// Server is a configured netboot server.
+type Server struct {
+	o        Options
+	log      *slog.Logger
+	serverIP netip.Addr
+	baseURL  string
+	dhcpCfg  *dhcp.Config
+	reg      *registry.Registry
+	http     *httpboot.Server
+	metrics  *prometheus.Registry
+	dhcpReqs *prometheus.CounterVec
+	tftpReqs *prometheus.CounterVec
+	tftpSent prometheus.Counter
+	assets   map[string]httpboot.Assets
+	ipxe     []string
+	view     *view
+}
+
+// New checks every input and builds the server; nothing listens yet.
+func New(o Options) (*Server, error) {
+	if o.Cluster == nil {
+		return nil, errors.New("netboot: no cluster")
+	}
+	b := o.Cluster.Spec.Boot
+	if o.Interface == "" {
+		o.Interface = b.Interface
+	}
+	if o.Mode == "" {
+		o.Mode = b.Mode
+	}
+	if o.Mode == "" {
+		o.Mode = dhcp.ModeProxy
+	}
+	o.OnlyKnown = o.OnlyKnown || b.OnlyKnown
+	if o.IPXEDir == "" {
+		o.IPXEDir = DefaultIPXEDir
+	}
+	if o.AssetsDir == "" {
+		o.AssetsDir = filepath.Join(o.ClusterDir, "assets")
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = ":8080"
+	}
+	if o.EFIBinary == "" {
+		o.EFIBinary = dhcp.FileSNPOnly
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Interface == "" {
+		return nil, errors.New("no boot interface: pass --interface or set spec.boot.interface")
+	}
+	if o.Mode != dhcp.ModeProxy && o.Mode != dhcp.ModeDHCP {
+		return nil, fmt.Errorf("--mode must be proxy or dhcp, got %q", o.Mode)
+	}
+	if o.EFIBinary != dhcp.FileSNPOnly && o.EFIBinary != dhcp.FileIPXEEFI {
+		return nil, fmt.Errorf("--efi-binary must be %s or %s, got %q", dhcp.FileSNPOnly, dhcp.FileIPXEEFI, o.EFIBinary)
+	}
+	if o.Config == nil {
+		return nil, errors.New("netboot: no machine config renderer")
+	}
+	s := &Server{o: o, log: o.Log}
+
+	ip, err := interfaceIPv4(o.Interface, b.ServerAddress)
+	if err != nil {
+		return nil, err
+	}
+	s.serverIP = ip
+	_, port, err := net.SplitHostPort(o.HTTPAddr)
+	if err != nil {
+		return nil, fmt.Errorf("--http-addr %q: %w", o.HTTPAddr, err)
+	}
+	if port == "0" && o.HTTPAddr != "" {
+		return nil, fmt.Errorf("--http-addr %q: the port must be fixed (machines are told the URL)", o.HTTPAddr)
+	}
+	s.baseURL = "http://" + net.JoinHostPort(ip.String(), port)
+
+	arch := o.Cluster.Spec.Image.Arch
+	if arch == "" {
+		arch = "amd64"
+	}
+	if s.assets, err = findAssets(o.AssetsDir, arch); err != nil {
+		return nil, err
+	}
+	if s.ipxe, err = findIPXE(o.IPXEDir, arch, o.EFIBinary); err != nil {
+		return nil, err
+	}
+	noARM64 := true
+	for _, f := range s.ipxe {
+		if f == dhcp.FileARM64SNP {
+			noARM64 = false
+		}
+	}
+
+	known := map[string]string{}
+	for _, n := range o.Cluster.Spec.Nodes {
+		for _, m := range n.MACs {
+			if mac, err := cluster.ParseMAC(m); err == nil {
+				known[mac] = n.Name
+			}
+		}
+	}
+
+	s.metrics = prometheus.NewRegistry()
+	s.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	s.dhcpReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dodai_netboot_dhcp_requests_total", Help: "DHCP requests by port, message type and reply (none when ignored)."}, []string{"port", "type", "reply"})
+	s.tftpReqs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dodai_netboot_tftp_transfers_total", Help: "TFTP transfers by file and result."}, []string{"file", "result"})
+	s.tftpSent = prometheus.NewCounter(prometheus.CounterOpts{Name: "dodai_netboot_tftp_sent_bytes_total", Help: "Bytes sent over TFTP."})
+	s.metrics.MustRegister(s.dhcpReqs, s.tftpReqs, s.tftpSent)
+
+	s.view = newView(o.View, o.ViewTTY)
+	s.reg, err = registry.New(registry.Options{
+		Path: state.Path(o.ClusterDir, state.MachinesFile), Known: known,
+		OnChange: func(m state.Machine) {
+			s.log.Info("machine", "mac", m.MAC, "node", m.Node, "arch", m.Arch, "ip", m.IP, "stage", m.Stage)
+			s.view.changed(m)
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.MustRegister(&stageCollector{reg: s.reg, desc: prometheus.NewDesc("dodai_netboot_machines", "Machines seen, by boot stage.", []string{"stage"}, nil)})
+
+	s.dhcpCfg = &dhcp.Config{Mode: o.Mode, ServerIP: ip, HTTPURL: s.baseURL, EFIBinary: o.EFIBinary,
+		Known: s.reg.Known, OnlyKnown: o.OnlyKnown, NoARM64: noARM64}
+	if o.Mode == dhcp.ModeDHCP {
+		if err := s.setupDHCPMode(known); err != nil {
+			return nil, err
+		}
+	}
+	s.http, err = httpboot.New(httpboot.Options{BaseURL: s.baseURL, Assets: s.assets, IPXEDir: o.IPXEDir, IPXEFiles: s.ipxe,
+		ExtraKernelArgs: o.Cluster.Spec.Image.ExtraKernelArgs, Registry: s.reg, Config: o.Config, Log: o.Log, Metrics: s.metrics})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Server) setupDHCPMode(known map[string]string) error {
+	b := s.o.Cluster.Spec.Boot
+	subnet, err := netip.ParsePrefix(b.Subnet)
+	if err != nil || !subnet.Addr().Is4() {
+		return fmt.Errorf("dhcp mode needs spec.boot.subnet (IPv4 CIDR), got %q", b.Subnet)
+	}
+	subnet = subnet.Masked()
+	if b.Range == nil {
+		return errors.New("dhcp mode needs spec.boot.range")
+	}
+	start, err1 := netip.ParseAddr(b.Range.Start)
+	end, err2 := netip.ParseAddr(b.Range.End)
+	if err1 != nil || err2 != nil {
+		return fmt.Errorf("spec.boot.range %s-%s is not an address range", b.Range.Start, b.Range.End)
+	}
+	if !subnet.Contains(s.serverIP) {
+		return fmt.Errorf("the server address %s (interface %s) is not in spec.boot.subnet %s", s.serverIP, s.o.Interface, subnet)
+	}
+	lt := time.Hour
+	if b.LeaseTime != "" {
+		if lt, err = time.ParseDuration(b.LeaseTime); err != nil {
+			return fmt.Errorf("spec.boot.leaseTime: %w", err)
+		}
+	}
+	res := map[string]netip.Addr{}
+	for _, n := range s.o.Cluster.Spec.Nodes {
+		if n.Address == "" || len(n.MACs) == 0 {
+			continue
+		}
+		p, err := netip.ParsePrefix(n.Address)
+		if err != nil || !subnet.Contains(p.Addr()) {
+			continue // static address on another network: no reservation here
+		}
+		mac := n.MACs[0]
+		if n.Interface != nil && n.Interface.MAC != "" {
+			mac = n.Interface.MAC
+		}
+		if m, err := cluster.ParseMAC(mac); err == nil {
+			res[m] = p.Addr()
+		}
+	}
+	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: state.Path(s.o.ClusterDir, LeasesFile), Start: start, End: end, Reservations: res})
+	if err != nil {
+		return err
+	}
+	s.dhcpCfg.Leases, s.dhcpCfg.Subnet, s.dhcpCfg.LeaseTime = leases, subnet, lt
+	if b.Router != "" {
+		s.dhcpCfg.Router, _ = netip.ParseAddr(b.Router)
+	}
+	for _, d := range b.DNS {
+		if a, err := netip.ParseAddr(d); err == nil {
+			s.dhcpCfg.DNS = append(s.dhcpCfg.DNS, a)
+		}
+	}
+	return nil
+}
+
+// BaseURL is the HTTP base URL machines are given.
+func (s *Server) BaseURL() string { return s.baseURL }
+
+// ServerIP is the server's address on the boot network.
+func (s *Server) ServerIP() netip.Addr { return s.serverIP }
+
+// Registry exposes the machine registry.
+func (s *Server) Registry() *registry.Registry { return s.reg }
+
+// TFTPDone records a finished TFTP transfer for the metrics (wire it to
+// the TFTP server's completion callback; the TFTP server logs transfers
+// itself). aborted marks transfers the client stopped, e.g. UEFI's size
+// probe.
+func (s *Server) TFTPDone(client netip.AddrPort, file string, n int64, aborted bool, err error) {
+	result := "ok"
+	switch {
+	case aborted:
+		result = "aborted"
+	case err != nil:
+		result = "error"
+	}
+	s.tftpReqs.WithLabelValues(file, result).Inc()
+	s.tftpSent.Add(float64(n))
+	s.log.Debug("tftp transfer", "client", client, "file", file, "bytes", n, "result", result, "err", err)
+}
+
+func (s *Server) onDHCP(ev dhcp.Event) {
+	reply := "none"
+	if ev.Reply != 0 {
+		reply = ev.Reply.String()
+	}
+	s.dhcpReqs.WithLabelValues(strconv.Itoa(int(ev.Port)), ev.Type.String(), reply).Inc()
+	if ev.Reply == 0 || ev.Reply == dhcpv4.MessageTypeNak {
+		if ev.IP.IsValid() && ev.Type == dhcpv4.MessageTypeRequest && s.o.Mode == dhcp.ModeProxy && s.reg.Known(ev.Client.MAC) {
+			// proxy mode: a known machine's own REQUEST to the site
+			// server tells which address it is taking (e.g. Talos' DHCP).
+			s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ev.IP, "", "")
+		}
+		return
+	}
+	var stage registry.Stage
+	if ev.Boot.File != "" {
+		stage = registry.Stage(ev.Boot.Stage)
+	}
+	ip := ev.IP
+	if s.o.Mode == dhcp.ModeDHCP && ev.Reply == dhcpv4.MessageTypeOffer {
+		ip = netip.Addr{} // not bound yet
+	}
+	s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ip, ev.Client.ArchName(), stage)
+}
+
+// Run listens and serves until ctx ends, then shuts down cleanly.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	srv := &dhcp.Server{Config: s.dhcpCfg, Interface: s.o.Interface, Log: s.log, DHCPPort: s.o.DHCPPort, PXEPort: s.o.PXEPort, OnEvent: s.onDHCP}
+	dconn, pconn, err := srv.Listen()
+	if err != nil {
+		return fmt.Errorf("%w (port 67 needs root or CAP_NET_BIND_SERVICE; is another DHCP server running?)", err)
+	}
+	ln, err := net.Listen("tcp", s.o.HTTPAddr)
+	if err != nil {
+		dconn.Close()
+		if pconn != nil {
+			pconn.Close()
+		}
+		return fmt.Errorf("listening for HTTP on %s: %w", s.o.HTTPAddr, err)
+	}
+	var tconn net.PacketConn
+	if s.o.TFTP != nil {
+		tp := s.o.TFTPPort
+		if tp == 0 {
+			tp = 69
+		}
+		tconn, err = listenUDPOnDevice(ctx, s.o.Interface, tp)
+		if err != nil {
+			dconn.Close()
+			ln.Close()
+			if pconn != nil {
+				pconn.Close()
+			}
+			return fmt.Errorf("listening for TFTP on %s port %d: %w", s.o.Interface, tp, err)
+		}
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics, promhttp.HandlerOpts{}))
+	mux.Handle("/", s.http.Handler())
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+
+	s.log.Info("netboot server running", "interface", s.o.Interface, "mode", s.o.Mode, "server", s.serverIP,
+		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown)
+	if s.o.TFTP == nil {
+		s.log.Warn("TFTP is off (--no-tftp, or not in this build): firmware PXE clients cannot load iPXE from dodai (iPXE ROMs and UEFI HTTP boot still work)")
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := srv.Serve(ctx, dconn, pconn); err != nil {
+			errc <- fmt.Errorf("DHCP: %w", err)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("HTTP: %w", err)
+		}
+	}()
+	if tconn != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := s.o.TFTP.Serve(ctx, tconn); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("TFTP: %w", err)
+			}
+		}()
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for n := 1; ; n++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := s.reg.Save(); err != nil {
+					s.log.Error("saving machine registry", "err", err)
+				}
+				if l := s.dhcpCfg.Leases; l != nil {
+					if err := l.Sync(); err != nil {
+						s.log.Error("syncing lease journal", "err", err)
+					}
+					if n%60 == 0 {
+						if err := l.Compact(); err != nil {
+							s.log.Error("compacting leases", "err", err)
+						}
+					}
+				}
+				s.view.redraw(s.reg.List())
+			}
+		}
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-errc:
+	}
+	cancel()
+	shutdownCtx, done := context.WithTimeout(context.Background(), 5*time.Second)
+	defer done()
+	_ = hs.Shutdown(shutdownCtx)
+	if tconn != nil {
+		tconn.Close()
+	}
+	wg.Wait()
+	if err := s.reg.Save(); err != nil && runErr == nil {
+		runErr = err
+	}
+	if l := s.dhcpCfg.Leases; l != nil {
+		if err := l.Close(); err != nil && runErr == nil {
+			runErr = err
+		}
+	}
+	s.log.Info("netboot server stopped")
+	return runErr
+}
+
+// interfaceIPv4 returns the address to announce: spec.boot.serverAddress
+// if set (it must be on the interface), else the interface's first IPv4.
+func interfaceIPv4(name, want string) (netip.Addr, error) {
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("boot interface %q not found (see `ip link`)", name)
+	}
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("boot interface %q: %w", name, err)
+	}
+	var first netip.Addr
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil || !pfx.Addr().Is4() {
+			continue
+		}
+		if want != "" && pfx.Addr().String() == want {
+			return pfx.Addr(), nil
+		}
+		if !first.IsValid() {
+			first = pfx.Addr()
+		}
+	}
+	if want != "" {
+		return netip.Addr{}, fmt.Errorf("spec.boot.serverAddress %s is not an address of interface %s", want, name)
+	}
+	if !first.IsValid() {
+		return netip.Addr{}, fmt.Errorf("boot interface %s has no IPv4 address: give it one (e.g. ip addr add 192.168.100.1/24 dev %s)", name, name)
+	}
+	return first, nil
+}
+
+// findAssets locates the Talos kernel and initramfs of arch (required) and
+// of the other architecture (optional). Accepted layouts: DIR/<arch>/vmlinuz
+// + initramfs.xz, or the imager's DIR/kernel-<arch> (or vmlinuz-<arch>) +
+// DIR/initramfs-<arch>.xz.
+func findAssets(dir, arch string) (map[string]httpboot.Assets, error) {
+	out := map[string]httpboot.Assets{}
+	for _, a := range []string{"amd64", "arm64"} {
+		k := firstFile(filepath.Join(dir, a, "vmlinuz"), filepath.Join(dir, "kernel-"+a), filepath.Join(dir, "vmlinuz-"+a))
+		i := firstFile(filepath.Join(dir, a, "initramfs.xz"), filepath.Join(dir, "initramfs-"+a+".xz"))
+		switch {
+		case k != "" && i != "":
+			out[a] = httpboot.Assets{Kernel: k, Initramfs: i}
+		case a != arch:
+		case k == "":
+			return nil, fmt.Errorf("no Talos kernel for %s in %s: looked for %s/vmlinuz, kernel-%s and vmlinuz-%s (build them with the Talos imager's kernel output, or pass --assets)", a, dir, a, a, a)
+		default:
+			return nil, fmt.Errorf("no Talos initramfs for %s in %s: looked for %s/initramfs.xz and initramfs-%s.xz (the imager's initramfs output; or pass --assets)", a, dir, a, a)
+		}
+	}
+	return out, nil
+}
+
+// findIPXE checks the iPXE binaries needed for arch and returns every
+// servable one found.
+func findIPXE(dir, arch, efi string) ([]string, error) {
+	var found, missing []string
+	need := map[string]bool{}
+	if arch == "amd64" {
+		need[dhcp.FileUndionly], need[efi] = true, true
+	} else {
+		need[dhcp.FileARM64SNP] = true
+	}
+	for _, f := range []string{dhcp.FileUndionly, dhcp.FileSNPOnly, dhcp.FileIPXEEFI, dhcp.FileARM64SNP} {
+		if firstFile(filepath.Join(dir, filepath.FromSlash(f))) != "" {
+			found = append(found, f)
+		} else if need[f] {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		hint := "install the Debian package ipxe (apt-get install ipxe) or pass --ipxe-dir"
+		if arch == "arm64" {
+			hint = "Debian's ipxe package has no arm64 build: put an arm64 snp.efi (https://boot.ipxe.org/arm64-efi/snp.efi) at " + filepath.Join(dir, "arm64", "snp.efi")
+		}
+		return nil, fmt.Errorf("missing iPXE binaries in %s: %v: %s", dir, missing, hint)
+	}
+	return found, nil
+}
+
+func firstFile(paths ...string) string {
+	for _, p := range paths {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return ""
+}
+
+// listenUDPOnDevice opens a UDP socket on port, bound to the interface.
+func listenUDPOnDevice(ctx context.Context, ifname string, port int) (net.PacketConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, ifname)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(port))
+}
+
+type stageCollector struct {
+	reg  *registry.Registry
+	desc *prometheus.Desc
+}
+
+func (c *stageCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *stageCollector) Collect(ch chan<- prometheus.Metric) {
+	counts := c.reg.CountByStage()
+	for _, st := range registry.Stages {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[st]), string(st))
+	}
+}
+
+// IPXEDirOrDefault is the iPXE directory these options use.
+func (o Options) IPXEDirOrDefault() string {
+	if o.IPXEDir != "" {
+		return o.IPXEDir
+	}
+	return DefaultIPXEDir
+}

@@ -1,0 +1,59 @@
+package netboot_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestStartupErrors: bad inputs stop `dodai netboot` at once with a message
+// naming what is wrong and how to fix it.
+func TestStartupErrors(t *testing.T) {
+	need(t, "ip")
+	ns := newNS(t)
+	ns.run(t, "ip", "link", "add", "noaddr", "type", "veth", "peer", "name", "noaddr-p")
+	ns.run(t, "ip", "link", "add", "withaddr", "type", "veth", "peer", "name", "withaddr-p")
+	ns.run(t, "ip", "addr", "add", "10.99.0.1/24", "dev", "withaddr")
+	dir := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
+	assets := fakeAssets(t, 16)
+	noInitrd := t.TempDir()
+	write(t, filepath.Join(noInitrd, "kernel-amd64"), "k")
+	noSecrets := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
+	os.Remove(filepath.Join(noSecrets, "secrets.yaml"))
+	self, _ := os.Executable()
+	// A second server on the same interface: port 67 is taken.
+	startDodai(t, ns, filepath.Join(t.TempDir(), "first.log"), "-C", dir, "--interface", "withaddr", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown interface", []string{"--interface", "nope0"}, `boot interface "nope0" not found`},
+		{"no IPv4", []string{"--interface", "noaddr"}, "boot interface noaddr has no IPv4 address"},
+		{"no kernel", []string{"--interface", "withaddr", "--assets", t.TempDir()}, "no Talos kernel for amd64"},
+		{"no initramfs", []string{"--interface", "withaddr", "--assets", noInitrd}, "no Talos initramfs for amd64"},
+		{"no iPXE", []string{"--interface", "withaddr", "--assets", assets, "--ipxe-dir", t.TempDir()}, "install the Debian package ipxe"},
+		{"bad mode", []string{"--interface", "withaddr", "--assets", assets, "--mode", "bootp"}, "--mode must be proxy or dhcp"},
+		{"bad efi binary", []string{"--interface", "withaddr", "--assets", assets, "--efi-binary", "x.efi"}, "--efi-binary must be"},
+		{"no interface", []string{"--assets", assets}, "no boot interface"},
+		{"port 67 taken", []string{"--interface", "withaddr", "--assets", assets}, "opening DHCP socket on withaddr port 67"},
+		{"no secrets", []string{"-C", noSecrets, "--interface", "withaddr", "--assets", assets}, "run `dodai init` first"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			c := ns.cmd(ctx, self, append([]string{"netboot", "-C", dir, "--ipxe-dir", "/usr/lib/ipxe"}, tc.args...)...)
+			c.Env = append(os.Environ(), envMain+"=1")
+			out, err := c.CombinedOutput()
+			if err == nil || c.ProcessState.ExitCode() != 1 {
+				t.Fatalf("want exit 1, got %v\n%s", err, out)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Fatalf("want %q in:\n%s", tc.want, out)
+			}
+		})
+	}
+}
