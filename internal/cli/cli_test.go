@@ -245,3 +245,10 @@ func TestPlatformRender(t *testing.T) {
 		t.Errorf("dropDependents: exit %d, %s", code, errOut)
 	}
 }
+
+func TestStatusUnknownSection(t *testing.T) {
+	_, errOut, code := run(t, "status", "no-such-section")
+	if code == 0 || !strings.Contains(errOut, `unknown status section "no-such-section" (known: `) || !strings.Contains(errOut, "components") {
+		t.Errorf("exit %d: %s", code, errOut)
+	}
+}

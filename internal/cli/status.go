@@ -3,6 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -31,14 +33,19 @@ func init() {
 	register(func(g *Globals) *cobra.Command {
 		var opts StatusOptions
 		cmd := &cobra.Command{
-			Use:   "status",
+			Use:   "status [SECTION...]",
 			Short: "Show the cluster: nodes, then platform components with root causes",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
+			Long: `status shows every section (netboot machines, nodes, components) or only the
+named ones (e.g. "dodai status components"); spaces in names may be written as "-".`,
+			Args: cobra.ArbitraryArgs,
+			RunE: func(cmd *cobra.Command, args []string) error {
 				if len(statusSections) == 0 {
 					return fmt.Errorf("no status sections available")
 				}
-				sections := append([]StatusSection(nil), statusSections...)
+				sections, err := selectSections(statusSections, args)
+				if err != nil {
+					return err
+				}
 				sortSections(sections)
 				healthy := true
 				for i, s := range sections {
@@ -69,4 +76,31 @@ func sortSections(s []StatusSection) {
 			s[j], s[j-1] = s[j-1], s[j]
 		}
 	}
+}
+
+// selectSections returns the sections named in names (all when empty).
+func selectSections(all []StatusSection, names []string) ([]StatusSection, error) {
+	if len(names) == 0 {
+		return append([]StatusSection(nil), all...), nil
+	}
+	var out []StatusSection
+	for _, n := range names {
+		found := false
+		for _, s := range all {
+			if s.Name == n || strings.ReplaceAll(s.Name, " ", "-") == n {
+				out = append(out, s)
+				found = true
+				break
+			}
+		}
+		if !found {
+			var known []string
+			for _, s := range all {
+				known = append(known, strings.ReplaceAll(s.Name, " ", "-"))
+			}
+			sort.Strings(known)
+			return nil, fmt.Errorf("unknown status section %q (known: %s)", n, strings.Join(known, ", "))
+		}
+	}
+	return out, nil
 }

@@ -308,7 +308,7 @@ func TestPlatformInstall(t *testing.T) {
 	t.Run("dodai status", func(t *testing.T) {
 		// (helm-controller's own later reconciles can flip Ready for a moment.)
 		waitAllReady(t, ctx, env, 24)
-		out, errOut, code := dodai(t, ctx, "status", "--kubeconfig", env.Kubeconfig, "--tree")
+		out, errOut, code := dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig, "--tree")
 		if code != 0 {
 			t.Fatalf("status: %d %s\n%s", code, errOut, out)
 		}
@@ -388,7 +388,7 @@ func TestPlatformInstall(t *testing.T) {
 			time.Sleep(500 * time.Millisecond)
 		}
 		waitAllReady(t, ctx, env, 21)
-		out, _, code = dodai(t, ctx, "status", "--kubeconfig", env.Kubeconfig)
+		out, _, code = dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig)
 		if code != 0 || strings.Count(out, " True ") != 21 {
 			t.Errorf("status after pruning (%d):\n%s", code, out)
 		}
@@ -410,7 +410,7 @@ func TestPlatformInstall(t *testing.T) {
 			!strings.Contains(errOut, "app-base chart is broken") {
 			t.Errorf("install error does not name the root cause:\n%s", errOut)
 		}
-		out, _, code = dodai(t, ctx, "status", "--kubeconfig", env.Kubeconfig)
+		out, _, code = dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig)
 		if code == 0 {
 			t.Error("status exit 0 with a failing release")
 		}
