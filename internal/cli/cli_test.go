@@ -238,6 +238,11 @@ func TestPlatformRender(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, `spec.platform.components.cert-manager-issuers: depends on "cert-manager"`) {
 		t.Errorf("disabled dependency: exit %d, %s", code, errOut)
 	}
+	// dodai validate reports it too, located in the file.
+	out, _, code = run(t, "-C", dir, "validate")
+	if code == 0 || !strings.Contains(out, `cluster.yaml:`) || !strings.Contains(out, `spec.platform.components.kamaji: depends on "cert-manager"`) {
+		t.Errorf("validate: exit %d, %s", code, out)
+	}
 	b = append(b, []byte("    dropDependents: true\n")...)
 	_ = os.WriteFile(cfg, b, 0o644)
 	out, errOut, code = run(t, "-C", dir, "platform", "render")

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -54,6 +55,30 @@ func (g *Globals) kubeconfig(flag string) string {
 }
 
 func init() {
+	// `dodai validate` also checks the platform graph: unknown or disabled
+	// dependencies, cycles, duplicate releases, mirrors.
+	registerValidator(func(src *cluster.Source) cluster.Problems {
+		cat, err := catalog.Load()
+		if err != nil {
+			return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
+		}
+		_, err = graph.Resolve(cat, src.Cluster.Spec.Platform)
+		var ges graph.Errors
+		if !errors.As(err, &ges) {
+			if err != nil {
+				return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
+			}
+			return nil
+		}
+		var probs cluster.Problems
+		for _, e := range ges {
+			if e.Path == "spec.platform.bundle" {
+				continue // the cluster file's own validation reports it
+			}
+			probs = append(probs, src.Problem(cluster.Error, e.Path, "%s", e.Msg))
+		}
+		return probs
+	})
 	registerRender(RenderStep{Name: "platform", Order: 30, Run: func(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
 		cat, err := catalog.Load()
 		if err != nil {
