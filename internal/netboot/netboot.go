@@ -515,8 +515,17 @@ func findIPXE(dir, arch, efi string) ([]string, error) {
 	} else {
 		need[dhcp.FileARM64SNP] = true
 	}
+	// Check with the rules TFTP serves by (os.Root: no escape from dir), so a
+	// binary that is an absolute symlink out of the directory, like Debian's
+	// /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi, counts as missing here
+	// instead of failing a machine's TFTP transfer later.
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, fmt.Errorf("opening iPXE directory: %w (install the Debian package ipxe or pass --ipxe-dir)", err)
+	}
+	defer root.Close()
 	for _, f := range []string{dhcp.FileUndionly, dhcp.FileSNPOnly, dhcp.FileIPXEEFI, dhcp.FileARM64SNP} {
-		if firstFile(filepath.Join(dir, filepath.FromSlash(f))) != "" {
+		if st, err := root.Stat(f); err == nil && st.Mode().IsRegular() {
 			found = append(found, f)
 		} else if need[f] {
 			missing = append(missing, f)
@@ -527,7 +536,7 @@ func findIPXE(dir, arch, efi string) ([]string, error) {
 		if arch == "arm64" {
 			hint = "Debian's ipxe package has no arm64 build: put an arm64 snp.efi (https://boot.ipxe.org/arm64-efi/snp.efi) at " + filepath.Join(dir, "arm64", "snp.efi")
 		}
-		return nil, fmt.Errorf("missing iPXE binaries in %s: %v: %s", dir, missing, hint)
+		return nil, fmt.Errorf("missing iPXE binaries in %s: %v (a symlink out of the directory counts as missing: TFTP never follows one): %s", dir, missing, hint)
 	}
 	return found, nil
 }

@@ -74,6 +74,30 @@ func TestFindIPXE(t *testing.T) {
 	}
 }
 
+// TestFindIPXESymlinkOutOfDir: Debian's /usr/lib/ipxe/ipxe.efi is an
+// absolute symlink to /boot/ipxe.efi, which TFTP refuses to follow; the
+// startup check must refuse it too instead of passing it on to machines.
+func TestFindIPXESymlinkOutOfDir(t *testing.T) {
+	outside := t.TempDir()
+	touch(t, filepath.Join(outside, "ipxe.efi"))
+	d := t.TempDir()
+	touch(t, filepath.Join(d, "undionly.kpxe"))
+	touch(t, filepath.Join(d, "real-snponly.efi"))
+	if err := os.Symlink(filepath.Join(outside, "ipxe.efi"), filepath.Join(d, "ipxe.efi")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("real-snponly.efi", filepath.Join(d, "snponly.efi")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := findIPXE(d, "amd64", "ipxe.efi"); err == nil || !strings.Contains(err.Error(), "[ipxe.efi]") || !strings.Contains(err.Error(), "symlink out of the directory") {
+		t.Fatalf("escaping symlink accepted: %v", err)
+	}
+	files, err := findIPXE(d, "amd64", "snponly.efi")
+	if err != nil || strings.Join(files, ",") != "undionly.kpxe,snponly.efi" {
+		t.Fatalf("a symlink inside the directory must be served: %v %v", files, err)
+	}
+}
+
 func TestTable(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	out := Table([]state.Machine{
