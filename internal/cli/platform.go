@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -205,7 +206,13 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 	})
 
 	registerStatus(StatusSection{Name: "components", Order: 20, Run: func(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
-		cfg, err := restConfig(g.kubeconfig(opts.Kubeconfig))
+		kc := g.kubeconfig(opts.Kubeconfig)
+		if _, err := os.Stat(kc); errors.Is(err, os.ErrNotExist) {
+			// Not an error of the command: the cluster isn't bootstrapped yet.
+			fmt.Fprintf(g.Out, "Components: no kubeconfig at %s yet (run `dodai bootstrap` or `dodai kubeconfig`).\n", kc)
+			return false, nil
+		}
+		cfg, err := restConfig(kc)
 		if err != nil {
 			return false, err
 		}
@@ -214,6 +221,10 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 			return false, err
 		}
 		rep, err := status.Collect(ctx, dyn, time.Now())
+		if errors.Is(err, status.ErrNoFlux) {
+			fmt.Fprintf(g.Out, "Components: %v.\n", err)
+			return false, nil
+		}
 		if err != nil {
 			return false, err
 		}

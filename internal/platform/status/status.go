@@ -4,9 +4,12 @@
 package status
 
 import (
+	"errors"
+
 	"context"
 	"fmt"
 	"io"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sort"
 	"strings"
 	"time"
@@ -58,9 +61,16 @@ type Report struct {
 	byKey    map[string]*Release
 }
 
-// Collect lists every HelmRelease in the cluster.
+// ErrNoFlux means the cluster has no HelmRelease API: Flux is not installed.
+var ErrNoFlux = errors.New("Flux is not installed on the cluster (no HelmRelease API): run `dodai platform install`")
+
+// Collect lists every HelmRelease in the cluster. It returns ErrNoFlux when
+// the HelmRelease API does not exist.
 func Collect(ctx context.Context, dyn dynamic.Interface, now time.Time) (*Report, error) {
 	list, err := dyn.Resource(HelmReleaseGVR).List(ctx, metav1.ListOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, ErrNoFlux
+	}
 	if err != nil {
 		return nil, fmt.Errorf("listing HelmReleases: %w", err)
 	}
