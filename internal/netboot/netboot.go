@@ -252,11 +252,7 @@ func (s *Server) setupDHCPMode(known map[string]string) error {
 		if err != nil || !subnet.Contains(p.Addr()) {
 			continue // static address on another network: no reservation here
 		}
-		mac := n.MACs[0]
-		if n.Interface != nil && n.Interface.MAC != "" {
-			mac = n.Interface.MAC
-		}
-		if m, err := cluster.ParseMAC(mac); err == nil {
+		if m, err := cluster.ParseMAC(AddressMAC(n)); err == nil {
 			res[m] = p.Addr()
 		}
 	}
