@@ -17,7 +17,7 @@ import (
 
 func init() {
 	// `dodai status`: the machines netboot has seen (state/machines.json).
-	registerStatus(StatusSection{Name: "netboot machines", Order: 5, Run: func(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
+	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
 		var ms state.Machines
 		if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
 			return false, err

@@ -35,8 +35,9 @@ func init() {
 		cmd := &cobra.Command{
 			Use:   "status [SECTION...]",
 			Short: "Show the cluster: nodes, then platform components with root causes",
-			Long: `status shows every section (netboot machines, nodes, components) or only the
-named ones (e.g. "dodai status components"); spaces in names may be written as "-".`,
+			Long: `status shows every section (netboot: the machines netboot saw; nodes; components:
+the platform's HelmReleases with root causes) or only the named ones, e.g.
+"dodai status components". It exits 1 when anything is not ready.`,
 			Args: cobra.ArbitraryArgs,
 			RunE: func(cmd *cobra.Command, args []string) error {
 				if len(statusSections) == 0 {
