@@ -314,7 +314,7 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 	}
 	var stage registry.Stage
 	if ev.Boot.File != "" {
-		stage = registry.Stage(ev.Boot.Stage)
+		stage = ev.Boot.Stage
 	}
 	ip := ev.IP
 	if s.o.Mode == dhcp.ModeDHCP && ev.Reply == dhcpv4.MessageTypeOffer {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/dodai-dev/dodai/internal/netboot/registry"
 )
 
 // Modes.
@@ -36,19 +38,6 @@ const (
 	ipxeNoPXEDHCP  = 176
 	optUserClass   = dhcpv4.OptionUserClassInformation
 	optVendorClass = dhcpv4.OptionClassIdentifier
-)
-
-// Stage is how far a machine got; DHCP decisions produce the first two.
-type Stage string
-
-// Stages, in boot order.
-const (
-	StageDHCP      Stage = "dhcp"
-	StageIPXE      Stage = "ipxe"
-	StageKernel    Stage = "kernel"
-	StageInitramfs Stage = "initramfs"
-	StageConfig    Stage = "config"
-	StageInstalled Stage = "installed"
 )
 
 // Config is what the decision functions need to know.
@@ -139,7 +128,7 @@ type Boot struct {
 	// HTTP is true for UEFI HTTP boot (option 60 HTTPClient in the reply).
 	HTTP bool
 	// Stage this reply moves the machine to.
-	Stage Stage
+	Stage registry.Stage
 }
 
 // ErrUnsupportedArch is returned for client architectures dodai has no
@@ -156,7 +145,7 @@ func (cfg *Config) BootFor(c Client) (Boot, error) {
 		if arch == "" {
 			arch = "amd64"
 		}
-		return Boot{File: fmt.Sprintf("%s/boot.ipxe?mac=%s&arch=%s", cfg.HTTPURL, c.MAC, arch), Stage: StageIPXE}, nil
+		return Boot{File: fmt.Sprintf("%s/boot.ipxe?mac=%s&arch=%s", cfg.HTTPURL, c.MAC, arch), Stage: registry.StageIPXE}, nil
 	}
 	if cfg.NoARM64 && c.ArchName() == "arm64" {
 		return Boot{}, fmt.Errorf("%w %d: no arm64 iPXE binary (%s) in the iPXE directory", ErrUnsupportedArch, uint16(c.Arch), FileARM64SNP)
@@ -166,19 +155,19 @@ func (cfg *Config) BootFor(c Client) (Boot, error) {
 		efi = FileSNPOnly
 	}
 	if !c.HasArch {
-		return Boot{File: FileUndionly, Stage: StageDHCP}, nil
+		return Boot{File: FileUndionly, Stage: registry.StageDHCP}, nil
 	}
 	switch c.Arch {
 	case iana.INTEL_X86PC:
-		return Boot{File: FileUndionly, Stage: StageDHCP}, nil
+		return Boot{File: FileUndionly, Stage: registry.StageDHCP}, nil
 	case iana.EFI_IA32, iana.EFI_X86_64, iana.EFI_BC:
-		return Boot{File: efi, Stage: StageDHCP}, nil
+		return Boot{File: efi, Stage: registry.StageDHCP}, nil
 	case iana.EFI_ARM64, iana.UBOOT_ARM64:
-		return Boot{File: FileARM64SNP, Stage: StageDHCP}, nil
+		return Boot{File: FileARM64SNP, Stage: registry.StageDHCP}, nil
 	case iana.EFI_X86_HTTP, iana.EFI_X86_64_HTTP:
-		return Boot{File: cfg.HTTPURL + "/ipxe/" + efi, HTTP: true, Stage: StageDHCP}, nil
+		return Boot{File: cfg.HTTPURL + "/ipxe/" + efi, HTTP: true, Stage: registry.StageDHCP}, nil
 	case iana.EFI_ARM64_HTTP, iana.UBOOT_ARM64_HTTP:
-		return Boot{File: cfg.HTTPURL + "/ipxe/" + FileARM64SNP, HTTP: true, Stage: StageDHCP}, nil
+		return Boot{File: cfg.HTTPURL + "/ipxe/" + FileARM64SNP, HTTP: true, Stage: registry.StageDHCP}, nil
 	}
 	return Boot{}, fmt.Errorf("%w %d (%s)", ErrUnsupportedArch, uint16(c.Arch), c.Arch)
 }
