@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -261,9 +260,6 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 	}
 	r, err := render.New(src)
 	if err != nil {
-		if errors.Is(err, render.ErrNoSecrets) {
-			return false, err
-		}
 		return false, err
 	}
 	tc, err := r.Talosconfig()
