@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -46,6 +47,10 @@ func restConfig(path string) (*rest.Config, error) {
 	}
 	cfg.QPS, cfg.Burst = 50, 100
 	return cfg, nil
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://")
 }
 
 func (g *Globals) kubeconfig(flag string) string {
@@ -171,11 +176,20 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 					return err
 				}
 				fm := fluxManifests
-				if fm == "" && src.Cluster.Spec.Platform.Flux != nil && src.Cluster.Spec.Platform.Flux.Manifests != "" {
-					fm = src.Cluster.Spec.Platform.Flux.Manifests
-					if !filepath.IsAbs(fm) {
+				fs := src.Cluster.Spec.Platform.Flux
+				if fm == "" && fs != nil && fs.Manifests != "" {
+					fm = fs.Manifests
+					if !isURL(fm) && !filepath.IsAbs(fm) {
 						fm = g.Path(fm)
 					}
+				}
+				if fm == "" {
+					// Flux's own release asset for the pinned version.
+					version := install.FluxVersion
+					if fs != nil && fs.Version != "" {
+						version = fs.Version
+					}
+					fm = install.FluxReleaseURL(version)
 				}
 				res, err := install.Install(cmd.Context(), gr, install.Options{
 					Kubeconfig: kc, RESTConfig: cfg, FluxManifests: fm, SkipFlux: skipFlux, SkipCNI: skipCNI,
@@ -197,7 +211,7 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 		f := installCmd.Flags()
 		f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
 		f.DurationVar(&timeout, "timeout", 20*time.Minute, "wait this long for all releases to be Ready (0: don't wait)")
-		f.StringVar(&fluxManifests, "flux-manifests", "", "Flux install manifests: install.yaml or a directory (default: spec.platform.flux.manifests)")
+		f.StringVar(&fluxManifests, "flux-manifests", "", "Flux install manifests: URL, install.yaml or a directory (default: spec.platform.flux.manifests, else Flux's release install.yaml)")
 		f.BoolVar(&skipFlux, "skip-flux", false, "don't install Flux (it is already running)")
 		f.BoolVar(&skipCNI, "skip-cni", false, "don't pre-install the CNI releases with Helm")
 		f.BoolVar(&noKick, "no-kick", false, "don't ask Flux to reconcile dependents when a release becomes Ready")

@@ -2,13 +2,12 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/runtime"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -16,7 +15,10 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
@@ -70,10 +72,26 @@ var Controllers = map[string]hostPorts{
 
 type hostPorts struct{ storage, metrics, health int }
 
-// LoadFluxManifests reads Flux's install manifests: a file (Flux's release
-// asset install.yaml, or a mirror copy), or a directory, built with
-// kustomize when it holds a kustomization.yaml, else every *.yaml in it.
-func LoadFluxManifests(path string) ([]*unstructured.Unstructured, error) {
+// FluxReleaseURL is where Flux publishes a release's install manifests.
+func FluxReleaseURL(version string) string {
+	return "https://github.com/fluxcd/flux2/releases/download/" + version + "/install.yaml"
+}
+
+// maxManifestBytes bounds a downloaded install.yaml (Flux's is ~800 KB).
+const maxManifestBytes = 64 << 20
+
+// LoadFluxManifests reads Flux's install manifests: an http(s) URL (Flux's
+// release asset install.yaml or a mirror of it), a file, or a directory,
+// built with kustomize when it holds a kustomization.yaml, else every *.yaml
+// in it.
+func LoadFluxManifests(ctx context.Context, path string) ([]*unstructured.Unstructured, error) {
+	if strings.HasPrefix(path, "https://") || strings.HasPrefix(path, "http://") {
+		b, err := fetchManifests(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		return DecodeYAML(b, path)
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading Flux manifests: %w", err)
@@ -363,4 +381,29 @@ func env(c corev1.Container, name string) *corev1.EnvVar {
 		}
 	}
 	return nil
+}
+
+func fetchManifests(ctx context.Context, url string) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, fmt.Errorf("downloading Flux manifests: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("downloading Flux manifests (air-gapped? point spec.platform.flux.manifests or --flux-manifests at a local copy): %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("downloading Flux manifests from %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxManifestBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("downloading Flux manifests from %s: %w", url, err)
+	}
+	if len(b) > maxManifestBytes {
+		return nil, fmt.Errorf("downloading Flux manifests from %s: larger than %d MiB", url, maxManifestBytes>>20)
+	}
+	return b, nil
 }

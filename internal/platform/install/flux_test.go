@@ -2,6 +2,9 @@ package install
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -27,7 +30,7 @@ func deployment(t *testing.T, objs []*unstructured.Unstructured, name string) *a
 }
 
 func TestPatchFlux(t *testing.T) {
-	raw, err := LoadFluxManifests("testdata/flux-install.yaml")
+	raw, err := LoadFluxManifests(t.Context(), "testdata/flux-install.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +87,7 @@ func TestDecodeYAMLErrors(t *testing.T) {
 	if err != nil || len(objs) != 1 {
 		t.Errorf("empty documents: %v %d", err, len(objs))
 	}
-	if _, err := LoadFluxManifests("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+	if _, err := LoadFluxManifests(t.Context(), "testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
 		t.Errorf("missing file: %v", err)
 	}
 }
@@ -138,5 +141,39 @@ func TestInventoryObjectIsStable(t *testing.T) {
 	}
 	if a[1].String() != "HelmRelease.helm.toolkit.fluxcd.io n/a" || a[0].String() != "Namespace b" {
 		t.Errorf("ref strings %q %q", a[1], a[0])
+	}
+}
+
+// TestLoadFluxManifestsFromURL serves install.yaml from loopback, as a
+// mirror would, and checks the failure messages of a download.
+func TestLoadFluxManifestsFromURL(t *testing.T) {
+	body, err := os.ReadFile("testdata/flux-install.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v2.7.3/install.yaml", func(w http.ResponseWriter, _ *http.Request) { w.Write(body) })
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	fromURL, err := LoadFluxManifests(t.Context(), srv.URL+"/v2.7.3/install.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromFile, err := LoadFluxManifests(t.Context(), "testdata/flux-install.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fromURL) != len(fromFile) || len(fromURL) == 0 {
+		t.Fatalf("URL gave %d objects, file %d", len(fromURL), len(fromFile))
+	}
+	if _, err := LoadFluxManifests(t.Context(), srv.URL+"/v9.9.9/install.yaml"); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Fatalf("missing release: %v", err)
+	}
+	srv.Close()
+	if _, err := LoadFluxManifests(t.Context(), srv.URL+"/v2.7.3/install.yaml"); err == nil || !strings.Contains(err.Error(), "air-gapped?") {
+		t.Fatalf("unreachable: %v", err)
+	}
+	if got := FluxReleaseURL("v2.7.3"); got != "https://github.com/fluxcd/flux2/releases/download/v2.7.3/install.yaml" {
+		t.Fatalf("release URL %s", got)
 	}
 }

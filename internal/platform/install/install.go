@@ -114,9 +114,9 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	// 1. Flux.
 	if !o.SkipFlux {
 		if o.FluxManifests == "" {
-			return nil, fmt.Errorf("no Flux manifests: set spec.platform.flux.manifests or --flux-manifests to Flux %s's install.yaml (or use --skip-flux when Flux is already installed)", FluxVersion)
+			return nil, fmt.Errorf("no Flux manifests: set spec.platform.flux.manifests or --flux-manifests to Flux %s's install.yaml, a URL or a local copy (or use --skip-flux when Flux is already installed)", FluxVersion)
 		}
-		raw, err := LoadFluxManifests(o.FluxManifests)
+		raw, err := LoadFluxManifests(ctx, o.FluxManifests)
 		if err != nil {
 			return nil, err
 		}
