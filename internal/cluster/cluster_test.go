@@ -91,6 +91,8 @@ func TestBrokenFiles(t *testing.T) {
 			`cluster.yaml:13:1: invalid YAML: did not find expected node content`, false},
 		{"interface MAC not node's", `      gateway: 10.0.0.1`, "      gateway: 10.0.0.1\n      interface: {mac: \"52:54:00:aa:bb:cc\"}",
 			`cluster.yaml:20:24: warning: spec.nodes[0].interface.mac: 52:54:00:aa:bb:cc is not one of the node's macs`, true},
+		{"bad flux version", `  nodes:`, "  platform:\n    flux: {version: latest}\n  nodes:",
+			`cluster.yaml:14:21: spec.platform.flux.version: "latest" is not a Flux release like v2.7.3`, false},
 		{"bad patch", `  nodes:`, "  patches:\n    all: [\"no-at-sign\"]\n  nodes:",
 			`cluster.yaml:14:11: spec.patches.all[0]: a string patch must name a file as "@path", got "no-at-sign"`, false},
 	}

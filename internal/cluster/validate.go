@@ -535,6 +535,9 @@ func (v *validator) platform() {
 	if !ok {
 		v.errf("spec.platform.bundle", "must be one of %s, got %q", strings.Join(Bundles, ", "), pl.Bundle)
 	}
+	if f := pl.Flux; f != nil && f.Version != "" && !versionRe.MatchString(f.Version) {
+		v.errf("spec.platform.flux.version", "%q is not a Flux release like v2.7.3", f.Version)
+	}
 	for i, e := range pl.Extra {
 		p := fmt.Sprintf("spec.platform.extra[%d]", i)
 		if !dnsLabelRe.MatchString(e.Name) {
