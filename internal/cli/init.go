@@ -61,7 +61,7 @@ func runInit(g *Globals, dir, name, endpoint string, example bool) error {
 			name = "dodai"
 		}
 	}
-	if !regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`).MatchString(name) {
+	if !cluster.ValidName(name) {
 		return fmt.Errorf("--name %q is not a valid cluster name (lowercase letters, digits and '-')", name)
 	}
 	if endpoint == "" {

@@ -16,7 +16,9 @@ const (
 	MaxTalosMinor = 11
 )
 
-func checkTalosVersion(v string) error {
+// CheckTalosVersion returns an error unless dodai can render configs for
+// Talos version v.
+func CheckTalosVersion(v string) error {
 	major, minor, err := TalosMinor(v)
 	if err != nil {
 		return err

@@ -76,6 +76,9 @@ var (
 	diskSizeRe = regexp.MustCompile(`^(>=|<=|>|<|==)?\s*(\d+(\.\d+)?)\s*([kKMGTP]i?B|B)?$`)
 )
 
+// ValidName reports whether s is a valid cluster or node name (a DNS label).
+func ValidName(s string) bool { return dnsLabelRe.MatchString(s) }
+
 // Validate checks the semantics of a parsed cluster file and returns every
 // problem found, errors and warnings, in file order.
 func Validate(src *Source) Problems {
@@ -115,7 +118,7 @@ func (v *validator) run() {
 	s := &c.Spec
 	if !versionRe.MatchString(s.TalosVersion) {
 		v.errf("spec.talosVersion", "%q is not a version like v1.11.5", s.TalosVersion)
-	} else if err := checkTalosVersion(s.TalosVersion); err != nil {
+	} else if err := CheckTalosVersion(s.TalosVersion); err != nil {
 		v.errf("spec.talosVersion", "%v", err)
 	}
 	if !versionRe.MatchString(s.KubernetesVersion) {

@@ -158,12 +158,8 @@ func (r *Renderer) contract(version string) (*config.VersionContract, error) {
 	if version == "" {
 		version = r.spec.TalosVersion
 	}
-	major, minor, err := cluster.TalosMinor(version)
-	if err != nil {
+	if err := cluster.CheckTalosVersion(version); err != nil {
 		return nil, err
-	}
-	if major != 1 || minor < cluster.MinTalosMinor || minor > cluster.MaxTalosMinor {
-		return nil, fmt.Errorf("Talos %s is not supported: dodai renders configs for v1.%d.x to v1.%d.x", version, cluster.MinTalosMinor, cluster.MaxTalosMinor)
 	}
 	return config.ParseContractFromVersion(version)
 }
