@@ -176,10 +176,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if r.store, err = loadStore(r.dir); err != nil {
 		return res, err
 	}
-	if r.tc, err = opts.Renderer.Talosconfig(); err != nil {
-		return res, err
-	}
-	if err := r.writeTalosconfig(); err != nil {
+	if r.tc, _, err = opts.Renderer.EnsureTalosconfig(filepath.Join(r.dir, cluster.TalosconfigFile)); err != nil {
 		return res, err
 	}
 	for i := range r.spec.Nodes {
@@ -346,22 +343,6 @@ func (r *runner) markUp(name string) {
 	default:
 		close(r.up[name])
 	}
-}
-
-// writeTalosconfig writes DIR/talosconfig (0600) unless it already fits.
-func (r *runner) writeTalosconfig() error {
-	path := filepath.Join(r.dir, cluster.TalosconfigFile)
-	if b, err := os.ReadFile(path); err == nil && r.opts.Renderer.TalosconfigCurrent(b) {
-		if cfg, err := clientconfig.FromBytes(b); err == nil {
-			r.tc = cfg
-		}
-		return nil
-	}
-	b, err := r.tc.Bytes()
-	if err != nil {
-		return fmt.Errorf("encoding talosconfig: %w", err)
-	}
-	return fsutil.WriteFileAtomic(path, b, 0o600)
 }
 
 // authClient returns a client for a configured node.

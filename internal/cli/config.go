@@ -75,20 +75,13 @@ func renderConfigs(g *Globals, src *cluster.Source, only []string, out string) (
 		written = append(written, path)
 	}
 	tcPath := g.Path(cluster.TalosconfigFile)
-	if old, err := os.ReadFile(tcPath); err == nil && r.TalosconfigCurrent(old) {
+	_, wrote, err := r.EnsureTalosconfig(tcPath)
+	if err != nil {
+		return written, err
+	}
+	if !wrote {
 		fmt.Fprintf(g.Out, "kept %s (up to date)\n", tcPath)
 		return written, nil
-	}
-	tc, err := r.Talosconfig()
-	if err != nil {
-		return written, err
-	}
-	body, err := tc.Bytes()
-	if err != nil {
-		return written, fmt.Errorf("encoding talosconfig: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(tcPath, body, 0o600); err != nil {
-		return written, err
 	}
 	fmt.Fprintf(g.Out, "wrote %s\n", tcPath)
 	return append(written, tcPath), nil

@@ -420,6 +420,28 @@ func (r *Renderer) TalosconfigCurrent(existing []byte) bool {
 	return strings.Join(ctx.Endpoints, ",") == strings.Join(r.endpoints(), ",")
 }
 
+// EnsureTalosconfig returns the talosconfig at path when it already fits
+// the cluster (TalosconfigCurrent), else issues a new one and writes it
+// there atomically with mode 0600. written reports whether it wrote.
+func (r *Renderer) EnsureTalosconfig(path string) (cfg *clientconfig.Config, written bool, err error) {
+	if b, err := os.ReadFile(path); err == nil && r.TalosconfigCurrent(b) {
+		if cfg, err := clientconfig.FromBytes(b); err == nil {
+			return cfg, false, nil
+		}
+	}
+	if cfg, err = r.Talosconfig(); err != nil {
+		return nil, false, err
+	}
+	b, err := cfg.Bytes()
+	if err != nil {
+		return nil, false, fmt.Errorf("encoding talosconfig: %w", err)
+	}
+	if err := fsutil.WriteFileAtomic(path, b, 0o600); err != nil {
+		return nil, false, err
+	}
+	return cfg, true, nil
+}
+
 // metalMode is machinery's validation mode for bare metal: installs to disk,
 // not in a container.
 type metalMode struct{}

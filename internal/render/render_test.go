@@ -272,3 +272,31 @@ func TestTalosVersionContract(t *testing.T) {
 		t.Fatal("resolved install disk must replace the selector")
 	}
 }
+
+func TestEnsureTalosconfig(t *testing.T) {
+	dir := exampleDir(t, nil)
+	r := renderer(t, dir)
+	path := filepath.Join(dir, cluster.TalosconfigFile)
+	cfg, written, err := r.EnsureTalosconfig(path)
+	if err != nil || !written || cfg.Context != "demo" {
+		t.Fatalf("first: %v %v %v", cfg, written, err)
+	}
+	st, _ := os.Stat(path)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", st.Mode().Perm())
+	}
+	before, _ := os.ReadFile(path)
+	if _, written, err = r.EnsureTalosconfig(path); err != nil || written {
+		t.Fatalf("second: written=%v err=%v", written, err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(before, after) {
+		t.Fatal("a current talosconfig was rewritten")
+	}
+	if err := os.WriteFile(path, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, written, err = r.EnsureTalosconfig(path); err != nil || !written {
+		t.Fatalf("garbage must be replaced: written=%v err=%v", written, err)
+	}
+}
