@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -292,6 +293,9 @@ func (s *Server) TFTPDone(client netip.AddrPort, file string, n int64, aborted b
 		result = "aborted"
 	case err != nil:
 		result = "error"
+	}
+	if !slices.Contains(s.ipxe, file) {
+		file = "other" // client-chosen names must not create metric series
 	}
 	s.tftpReqs.WithLabelValues(file, result).Inc()
 	s.tftpSent.Add(float64(n))

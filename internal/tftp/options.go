@@ -29,6 +29,10 @@ type negotiated struct {
 // A known option with a malformed or out-of-range value is refused with
 // ERROR 8, naming it; unknown options are ignored (not in the OACK); a
 // repeated option counts once (the first).
+// MaxNegotiatedTimeout is the longest per-packet timeout a client may
+// negotiate (RFC 2349 "timeout"); larger requests are declined.
+const MaxNegotiatedTimeout = 10 * time.Second
+
 func (s *Server) negotiate(req *Request) (negotiated, *Error) {
 	n := negotiated{blksize: DefaultBlockSize, window: 1}
 	seen := map[string]bool{}
@@ -57,6 +61,12 @@ func (s *Server) negotiate(req *Request) (negotiated, *Error) {
 			v, ok := parseDecimal(o.Value)
 			if !ok || v < 1 || v > 255 {
 				return n, optionError(o, "an integer 1..255 (seconds)")
+			}
+			if time.Duration(v)*time.Second > MaxNegotiatedTimeout {
+				// RFC 2349 lets the server decline the option by leaving it out
+				// of the OACK. Accepting 255 s would let a client that never
+				// ACKs hold a transfer slot for 255 s × retries (~25 min).
+				continue
 			}
 			n.timeout = time.Duration(v) * time.Second
 			n.oack = append(n.oack, Option{Name: o.Name, Value: strconv.FormatInt(v, 10)})

@@ -109,6 +109,7 @@ func TestNegotiation(t *testing.T) {
 		{"windowsize capped", Server{MaxWindowSize: 16}, []string{"windowsize", "64"}, options("windowsize", "16"), 512, 16, time.Second},
 		{"timeout", Server{Timeout: 3 * time.Second}, []string{"timeout", "7"}, options("timeout", "7"), 512, 1, 7 * time.Second},
 		{"server timeout default", Server{Timeout: 3 * time.Second}, nil, nil, 512, 1, 3 * time.Second},
+		{"long timeout declined (slot-holding DoS)", Server{Timeout: 3 * time.Second}, []string{"timeout", "255", "blksize", "1024"}, options("blksize", "1024"), 1024, 1, 3 * time.Second},
 		{"case-insensitive, client spelling kept", Server{}, []string{"BLKSIZE", "1024", "TSize", "0"}, options("BLKSIZE", "1024", "TSize", "123456"), 1024, 1, time.Second},
 		{"repeated option: first wins", Server{}, []string{"blksize", "1024", "blksize", "2048"}, options("blksize", "1024"), 1024, 1, time.Second},
 		{"unknown ignored among known", Server{}, []string{"foo", "bar", "windowsize", "8"}, options("windowsize", "8"), 512, 8, time.Second},

@@ -371,6 +371,10 @@ func (cfg *Config) handleDHCP(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Eve
 		}
 		return cfg.addressReply(req, ev, dhcpv4.MessageTypeAck, ip)
 	case dhcpv4.MessageTypeDecline:
+		if !sid.IsValid() || sid != cfg.ServerIP {
+			ev.Ignored = "DECLINE for another server"
+			return nil, ev
+		}
 		if err := cfg.Leases.Decline(mac, reqIP); err != nil {
 			ev.Ignored = err.Error()
 		} else {

@@ -352,7 +352,20 @@ func TestDHCPModeReservationAndDecline(t *testing.T) {
 	// DECLINE takes an address out of the pool.
 	other := net.HardwareAddr{2, 0, 0, 0, 0, 7}
 	ip2, _ := handshake(t, cfg, other)
-	dec := request(t, dhcpv4.MessageTypeDecline, hw(other), reqIP(ip2.String()))
+	// Without our server identifier (RFC 2131 requires it) or from another
+	// MAC, a DECLINE changes nothing.
+	noSID := request(t, dhcpv4.MessageTypeDecline, hw(other), reqIP(ip2.String()))
+	if _, ev := cfg.Handle(noSID, PortDHCP); ev.Ignored != "DECLINE for another server" {
+		t.Fatalf("decline without server id: %q", ev.Ignored)
+	}
+	spoof := request(t, dhcpv4.MessageTypeDecline, hw(net.HardwareAddr{2, 0, 0, 0, 0, 6}), reqIP(ip2.String()), serverID(serverIP.String()))
+	if _, ev := cfg.Handle(spoof, PortDHCP); ev.Ignored != ErrNotOwner.Error() {
+		t.Fatalf("spoofed decline: %q", ev.Ignored)
+	}
+	if le, ok := cfg.Leases.Lookup(other.String()); !ok || le.IP != ip2 {
+		t.Fatalf("spoofed DECLINE took the lease: %+v %v", le, ok)
+	}
+	dec := request(t, dhcpv4.MessageTypeDecline, hw(other), reqIP(ip2.String()), serverID(serverIP.String()))
 	if x, ev := cfg.Handle(dec, PortDHCP); x != nil || ev.Ignored != "DECLINE recorded" {
 		t.Fatalf("decline: %q", ev.Ignored)
 	}

@@ -152,7 +152,7 @@ func (l *Leases) apply(le Lease) {
 	if !le.IP.Is4() {
 		return
 	}
-	if old := l.byIP[le.IP]; old != nil && old.MAC != "" && old.MAC != le.MAC {
+	if old := l.byIP[le.IP]; old != nil && old.MAC != "" && old.MAC != le.MAC && l.byMAC[old.MAC] == old {
 		delete(l.byMAC, old.MAC)
 	}
 	if le.Declined || le.MAC == "" {
@@ -161,7 +161,9 @@ func (l *Leases) apply(le Lease) {
 		l.byIP[le.IP] = &le
 		return
 	}
-	if old := l.byMAC[le.MAC]; old != nil {
+	// Drop mac's previous address only if it is still mac's: after its lease
+	// expired another client may hold it now.
+	if old := l.byMAC[le.MAC]; old != nil && l.byIP[old.IP] == old {
 		delete(l.byIP, old.IP)
 	}
 	l.byMAC[le.MAC] = &le
@@ -270,6 +272,11 @@ func (l *Leases) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
 	if old, had := l.offers[mac]; had && old.IP != ip {
 		delete(l.offerIP, old.IP)
 	}
+	// ip may carry another client's expired offer: forget that one, so the
+	// offers map never grows past the pool (spoofed MACs can't bloat it).
+	if prev, had := l.offerIP[ip]; had && prev != mac {
+		delete(l.offers, prev)
+	}
 	l.offers[mac] = Lease{MAC: mac, IP: ip, Expiry: now.Add(offerHold)}
 	l.offerIP[ip] = mac
 	return ip, true
@@ -340,17 +347,14 @@ func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
 		l.mu.Unlock()
 		return fmt.Errorf("%s is in use by another client", ip)
 	}
-	if old := l.byMAC[mac]; old != nil && old.IP != ip {
-		delete(l.byIP, old.IP)
-	}
 	if o, ok := l.offers[mac]; ok {
 		delete(l.offerIP, o.IP)
 		delete(l.offers, mac)
 	}
-	le := &Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
-	l.byMAC[mac] = le
-	l.byIP[ip] = le
-	err := l.record(*le)
+	// The same state change as replaying the journal does.
+	le := Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
+	l.apply(le)
+	err := l.record(le)
 	l.mu.Unlock()
 	return err
 }
@@ -370,18 +374,32 @@ func (l *Leases) Release(mac string, ip netip.Addr) error {
 	return err
 }
 
+// ErrNotOwner is returned by Decline for an address that is not the
+// declining client's lease or offer.
+var ErrNotOwner = errors.New("DECLINE of an address that is not this client's: ignored")
+
 // Decline takes ip out of the pool for a while (DHCPDECLINE: the client
-// found it in use) and drops mac's lease on it.
+// found it in use) and drops mac's lease on it. Only the client that holds
+// or was offered ip may decline it; anyone else's DECLINE (a spoofed one
+// would take a live lease away) returns ErrNotOwner and changes nothing.
 func (l *Leases) Decline(mac string, ip netip.Addr) error {
 	l.mu.Lock()
 	if !l.inRange(ip) {
 		l.mu.Unlock()
 		return nil
 	}
-	if le := l.byMAC[mac]; le != nil && le.IP == ip {
+	le := l.byMAC[mac]
+	leased := le != nil && le.IP == ip && l.byIP[ip] == le
+	o, offered := l.offers[mac]
+	offered = offered && o.IP == ip
+	if !leased && !offered {
+		l.mu.Unlock()
+		return ErrNotOwner
+	}
+	if leased {
 		delete(l.byMAC, mac)
 	}
-	if o, ok := l.offers[mac]; ok && o.IP == ip {
+	if offered {
 		delete(l.offers, mac)
 		delete(l.offerIP, ip)
 	}

@@ -140,12 +140,7 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 	r.mu.Lock()
 	m := r.machines[mac]
 	if m == nil {
-		m = &state.Machine{MAC: mac, Node: r.known[mac]}
-		if m.Node == "" {
-			r.evictUnknownLocked()
-			r.unknown++
-		}
-		r.machines[mac] = m
+		m = r.addLocked(mac)
 	}
 	before := *m
 	if arch != "" {
@@ -188,6 +183,17 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 }
 
 // evictUnknownLocked makes room for one more unknown machine.
+// addLocked adds a new machine, counting (and bounding) unknown ones.
+func (r *Registry) addLocked(mac string) *state.Machine {
+	m := &state.Machine{MAC: mac, Node: r.known[mac]}
+	if m.Node == "" {
+		r.evictUnknownLocked()
+		r.unknown++
+	}
+	r.machines[mac] = m
+	return m
+}
+
 func (r *Registry) evictUnknownLocked() {
 	for r.unknown >= r.maxUnknown {
 		var oldest *state.Machine
@@ -246,8 +252,8 @@ func (r *Registry) SetInstalled(mac string, installed bool) state.Machine {
 	r.mu.Lock()
 	m := r.machines[mac]
 	if m == nil {
-		m = &state.Machine{MAC: mac, Node: r.known[mac], LastSeen: r.now().UTC()}
-		r.machines[mac] = m
+		m = r.addLocked(mac)
+		m.LastSeen = r.now().UTC()
 	}
 	if installed {
 		m.Stage = string(StageInstalled)
