@@ -305,6 +305,9 @@ func (r *runner) selectNodes() ([]*cluster.Node, error) {
 		return out, nil
 	}
 	for _, name := range r.opts.Nodes {
+		if slices.ContainsFunc(out, func(n *cluster.Node) bool { return n.Name == name }) {
+			continue // --node w1 --node w1: one worker per node
+		}
 		i := slices.IndexFunc(r.spec.Nodes, func(n cluster.Node) bool { return n.Name == name })
 		if i < 0 {
 			return nil, fmt.Errorf("--node %s: no such node in %s", name, r.opts.Source.File)
@@ -594,7 +597,16 @@ func etcdRunning(ctx context.Context, c *client.Client) (bool, string, error) {
 // retryable bootstrap refusals (talos v1alpha1_server.go).
 func retryableBootstrap(err error) bool {
 	s, ok := status.FromError(err)
-	if !ok || s.Code() != codes.FailedPrecondition {
+	if !ok {
+		return false
+	}
+	switch s.Code() {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		// Transient (connection reset, slow node). Retrying cannot bootstrap
+		// twice: a Bootstrap that did arrive makes the next one AlreadyExists.
+		return true
+	case codes.FailedPrecondition:
+	default:
 		return false
 	}
 	return strings.Contains(s.Message(), "bootstrap is not available yet") || strings.Contains(s.Message(), "time is not in sync")
@@ -698,7 +710,20 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 }
 
 // kubeconfig fetches the admin kubeconfig, waits for /readyz and writes it.
+// A kubeconfig already in the cluster directory that reaches a ready API is
+// kept: Talos issues a new client certificate on every Kubeconfig call, so
+// fetching again would rewrite the file on every run.
 func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) (string, error) {
+	if old, err := os.ReadFile(filepath.Join(r.dir, cluster.KubeconfigFile)); err == nil {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := Readyz(rctx, old)
+		cancel()
+		if err == nil {
+			r.log.Info("kubeconfig is current: the Kubernetes API is ready with it", "node", node)
+			return "", nil
+		}
+		r.log.Info("fetching a new kubeconfig", "node", node, "reason", shortErr(err))
+	}
 	var kc []byte
 	var err error
 	for {

@@ -74,6 +74,12 @@ func DefaultNetworks() ([]netip.Prefix, error) {
 				continue
 			}
 			ones, _ := ipn.Mask.Size()
+			if ones < 16 {
+				// A /8 can't be scanned (and Scan refuses it): take the /16
+				// around the host's own address, where its neighbours most
+				// likely are. --network scans elsewhere.
+				ones = 16
+			}
 			ip, _ := netip.AddrFromSlice(ipn.IP.To4())
 			p := netip.PrefixFrom(ip, ones).Masked()
 			if !slices.Contains(out, p) {

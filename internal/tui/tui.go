@@ -205,7 +205,13 @@ func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bo
 	if node != nil {
 		a.Name, a.Role, a.Address, a.Gateway, a.DNS = node.Name, node.Role, node.Address, node.Gateway, node.Nameservers
 		if node.Interface != nil {
+			// The menu offers canonical MACs; a prefill in another notation
+			// (upper case, dashes) would match no choice and silently become
+			// the first link.
 			a.InterfaceMAC = node.Interface.MAC
+			if mac, err := cluster.ParseMAC(node.Interface.MAC); err == nil {
+				a.InterfaceMAC = mac
+			}
 		}
 		if d, err := bootstrap.ResolveDisk(node, m.Disks); err == nil {
 			a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
