@@ -198,6 +198,11 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 				if res != nil {
 					fmt.Fprintf(g.Out, "applied %d objects (%d changed), pruned %d, pre-installed CNI %v, kicks %d\n",
 						len(res.Applied), res.Changed(), len(res.Pruned), res.PreinstalledCNI, res.Kicks)
+					for _, a := range res.Applied {
+						if a.Changed {
+							g.Log.Debug("changed", "object", a.Object)
+						}
+					}
 				}
 				if err != nil {
 					return err

@@ -93,6 +93,8 @@ func TestBrokenFiles(t *testing.T) {
 			`cluster.yaml:20:24: warning: spec.nodes[0].interface.mac: 52:54:00:aa:bb:cc is not one of the node's macs`, true},
 		{"bad flux version", `  nodes:`, "  platform:\n    flux: {version: latest}\n  nodes:",
 			`cluster.yaml:14:21: spec.platform.flux.version: "latest" is not a Flux release like v2.7.3`, false},
+		{"extra component in kube-system", `  nodes:`, "  platform:\n    extra: [{name: app, namespace: kube-system, repo: \"https://charts.example\", chart: app, version: 1.0.0}]\n  nodes:",
+			`cluster.yaml:14:36: spec.platform.extra[0].namespace: "kube-system" belongs to Kubernetes or Flux: dodai labels a component's namespace for Pod Security and owns its lifetime; use a namespace of its own`, false},
 		{"bad patch", `  nodes:`, "  patches:\n    all: [\"no-at-sign\"]\n  nodes:",
 			`cluster.yaml:14:11: spec.patches.all[0]: a string patch must name a file as "@path", got "no-at-sign"`, false},
 	}

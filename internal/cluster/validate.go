@@ -76,6 +76,9 @@ var (
 	diskSizeRe = regexp.MustCompile(`^(>=|<=|>|<|==)?\s*(\d+(\.\d+)?)\s*([kKMGTP]i?B|B)?$`)
 )
 
+// reservedNamespaces can't hold platform components (see platform()).
+var reservedNamespaces = map[string]bool{"default": true, "kube-system": true, "kube-public": true, "kube-node-lease": true, "flux-system": true}
+
 // ValidName reports whether s is a valid cluster or node name (a DNS label).
 func ValidName(s string) bool { return dnsLabelRe.MatchString(s) }
 
@@ -546,8 +549,11 @@ func (v *validator) platform() {
 		if !dnsLabelRe.MatchString(e.Name) {
 			v.errf(p+".name", "%q is not a valid name", e.Name)
 		}
-		if !dnsLabelRe.MatchString(e.Namespace) {
+		switch {
+		case !dnsLabelRe.MatchString(e.Namespace):
 			v.errf(p+".namespace", "%q is not a valid namespace", e.Namespace)
+		case reservedNamespaces[e.Namespace]:
+			v.errf(p+".namespace", "%q belongs to Kubernetes or Flux: dodai labels a component's namespace for Pod Security and owns its lifetime; use a namespace of its own", e.Namespace)
 		}
 		if u, err := url.Parse(e.Repo); err != nil || (u.Scheme != "https" && u.Scheme != "http" && u.Scheme != "oci") {
 			v.errf(p+".repo", "%q is not an http(s):// or oci:// URL", e.Repo)

@@ -161,6 +161,27 @@ func TestPlatformInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	full, err := graph.Resolve(cat, cluster.Platform{Bundle: "full"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo := testRepo(t, full)
+	// Charts of the user components of the last subtest, one of them broken
+	// (added now: source-controller caches the repository index).
+	if err := repo.Add("app-base", kubetest.ChartSpec{Version: "1.0.0", Fail: "app-base chart is broken"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []string{"app-mid", "app-top"} {
+		if err := repo.Add(c, kubetest.ChartSpec{Version: "1.0.0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "cluster")
+	disabled := "    components:\n      capi-providers: {enabled: false}\n      linstor: {enabled: false}\n      piraeus-operator: {enabled: false}\n"
+	mirror := "    bundle: full\n    mirror:\n      helm: " + repo.URL() + "\n"
+	fluxDir := fluxManifestDir(t, env)
+	installArgs := []string{"-C", dir, "platform", "install", "--kubeconfig", env.Kubeconfig, "--flux-manifests", fluxDir}
+
 	// The real full bundle (upstream sources, no mirror) validates against
 	// the real Flux CRDs: server-side dry-run of every source and release.
 	t.Run("full bundle dry-run", func(t *testing.T) {
@@ -189,6 +210,28 @@ func TestPlatformInstall(t *testing.T) {
 		if _, err := ap.Apply(ctx, nss, false); err != nil {
 			t.Fatal(err)
 		}
+		// dodai prunes only namespaces it created: remove the ones made here
+		// for the dry-run, so that the install below creates (and owns) them.
+		defer func() {
+			for _, ns := range nss[1:] {
+				if err := env.Client.CoreV1().Namespaces().Delete(ctx, ns.GetName(), metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+					t.Fatal(err)
+				}
+			}
+			deadline := time.Now().Add(90 * time.Second)
+			for _, ns := range nss[1:] {
+				for {
+					_, err := env.Client.CoreV1().Namespaces().Get(ctx, ns.GetName(), metav1.GetOptions{})
+					if apierrors.IsNotFound(err) {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("namespace %s not deleted after the dry-run: %v", ns.GetName(), err)
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		}()
 		res, err := ap.Apply(ctx, rest, true)
 		if err != nil {
 			t.Fatal(err)
@@ -203,27 +246,6 @@ func TestPlatformInstall(t *testing.T) {
 			t.Errorf("invalid HelmRelease accepted: %v", err)
 		}
 	})
-
-	full, err := graph.Resolve(cat, cluster.Platform{Bundle: "full"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	repo := testRepo(t, full)
-	// Charts of the user components of the last subtest, one of them broken
-	// (added now: source-controller caches the repository index).
-	if err := repo.Add("app-base", kubetest.ChartSpec{Version: "1.0.0", Fail: "app-base chart is broken"}); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range []string{"app-mid", "app-top"} {
-		if err := repo.Add(c, kubetest.ChartSpec{Version: "1.0.0"}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	dir := filepath.Join(t.TempDir(), "cluster")
-	disabled := "    components:\n      capi-providers: {enabled: false}\n      linstor: {enabled: false}\n      piraeus-operator: {enabled: false}\n"
-	mirror := "    bundle: full\n    mirror:\n      helm: " + repo.URL() + "\n"
-	fluxDir := fluxManifestDir(t, env)
-	installArgs := []string{"-C", dir, "platform", "install", "--kubeconfig", env.Kubeconfig, "--flux-manifests", fluxDir}
 
 	t.Run("all Ready in dependency order", func(t *testing.T) {
 		writeCluster(t, ctx, dir, mirror)
@@ -337,12 +359,18 @@ func TestPlatformInstall(t *testing.T) {
 	t.Run("re-run is a no-op", func(t *testing.T) {
 		waitStable(t, ctx, env, 24)
 		before := versions(t, ctx, env)
-		out, errOut, code := dodai(t, ctx, append(installArgs, "--timeout", "1m")...)
+		out, errOut, code := dodai(t, ctx, append(installArgs, "--timeout", "1m", "-v")...)
 		if code != 0 {
 			t.Fatalf("re-run: %d %s", code, errOut)
 		}
 		if !strings.Contains(out, " (0 changed), pruned 0, pre-installed CNI []") {
-			t.Errorf("re-run output: %s", out)
+			var changed []string
+			for _, l := range strings.Split(errOut, "\n") {
+				if strings.Contains(l, "msg=changed") {
+					changed = append(changed, l)
+				}
+			}
+			t.Errorf("re-run output: %s\nchanged:\n%s\nstderr:\n%s", out, strings.Join(changed, "\n"), errOut)
 		}
 		after := versions(t, ctx, env)
 		for k, v := range before {

@@ -64,6 +64,8 @@ func (a *Applier) resource(u *unstructured.Unstructured) (dynamic.ResourceInterf
 type ApplyResult struct {
 	Ref     Ref
 	Changed bool
+	// Created: the object did not exist before this apply.
+	Created bool
 }
 
 // Apply server-side applies objects in order (force: dodai owns what it
@@ -88,7 +90,7 @@ func (a *Applier) Apply(ctx context.Context, objs []*unstructured.Unstructured, 
 		if err != nil {
 			return res, fmt.Errorf("applying %s: %w", RefOf(u), err)
 		}
-		res = append(res, ApplyResult{Ref: RefOf(u), Changed: !dryRun && changed(before, out)})
+		res = append(res, ApplyResult{Ref: RefOf(u), Changed: !dryRun && changed(before, out), Created: !dryRun && before == nil})
 	}
 	return res, nil
 }

@@ -160,6 +160,12 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
+	createdNS := map[Ref]bool{}
+	for _, r := range rs {
+		if r.Created {
+			createdNS[r.Ref] = true
+		}
+	}
 
 	// 3. CNI pre-install with the Helm SDK.
 	if !o.SkipCNI {
@@ -187,26 +193,40 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	if err != nil {
 		return res, err
 	}
-	var refs []Ref
-	for _, u := range objs {
-		refs = append(refs, RefOf(u))
-	}
 	old, err := ap.ReadInventory(ctx, render.FluxNamespace)
 	if err != nil {
 		return res, err
 	}
-	inv, err := InventoryObject(render.FluxNamespace, refs)
-	if err != nil {
+	inOld := map[Ref]bool{}
+	for _, r := range old {
+		inOld[r] = true
+	}
+	// The inventory lists what dodai may prune later. A Namespace counts only
+	// when dodai created it (now or in an earlier run): one that existed
+	// before (kube-system, a user's own) must never be deleted with its
+	// contents when a component leaves the file.
+	var refs []Ref
+	for _, u := range objs {
+		r := RefOf(u)
+		if u.GetKind() == "Namespace" && !createdNS[r] && !inOld[r] {
+			continue
+		}
+		refs = append(refs, r)
+	}
+	// Record old ∪ new before pruning, and only the new set after the prune
+	// succeeded: a prune that fails or is interrupted is retried next run
+	// instead of leaving its objects behind unlisted.
+	if err := writeInventory(ctx, ap, append(append([]Ref(nil), old...), refs...), record); err != nil {
 		return res, err
 	}
-	rs, err = ap.Apply(ctx, []*unstructured.Unstructured{inv}, false)
-	record(rs)
-	if err != nil {
-		return res, err
-	}
-	pruned, err := ap.Prune(ctx, old, refs, logf)
+	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
+	pruned, err := ap.Prune(pctx, old, refs, logf)
+	cancel()
 	res.Pruned = pruned
 	if err != nil {
+		return res, err
+	}
+	if err := writeInventory(ctx, ap, refs, record); err != nil {
 		return res, err
 	}
 
@@ -228,6 +248,32 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 
 var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
 
+// Bounds of the steps that wait on controllers, so a stuck uninstall or a
+// CRD that never becomes Established fails the command instead of hanging.
+const (
+	pruneTimeout = 10 * time.Minute
+	crdTimeout   = 2 * time.Minute
+)
+
+// writeInventory applies the inventory ConfigMap listing refs (deduplicated).
+func writeInventory(ctx context.Context, ap *Applier, refs []Ref, record func([]ApplyResult)) error {
+	seen := map[Ref]bool{}
+	var uniq []Ref
+	for _, r := range refs {
+		if !seen[r] {
+			seen[r] = true
+			uniq = append(uniq, r)
+		}
+	}
+	inv, err := InventoryObject(render.FluxNamespace, uniq)
+	if err != nil {
+		return err
+	}
+	rs, err := ap.Apply(ctx, []*unstructured.Unstructured{inv}, false)
+	record(rs)
+	return err
+}
+
 // ApplyFlux applies CRDs and Namespaces first, waits for the CRDs to be
 // Established, then applies the rest.
 func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructured) ([]ApplyResult, error) {
@@ -243,10 +289,13 @@ func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructur
 	if err != nil {
 		return rs, err
 	}
+	cctx, cancel := context.WithTimeout(ctx, crdTimeout)
+	defer cancel()
 	for _, u := range first {
 		if u.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
+		ctx := cctx
 		for {
 			c, err := ap.Dyn.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
 			if err == nil && crdEstablished(c) {
