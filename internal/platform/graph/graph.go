@@ -426,16 +426,3 @@ func (g *Graph) Layers() [][]string {
 	}
 	return out
 }
-
-// Dependents returns the releases that list name in DependsOn.
-func (g *Graph) Dependents(name string) []string {
-	var out []string
-	for _, r := range g.Releases {
-		for _, d := range r.DependsOn {
-			if d == name {
-				out = append(out, r.Name)
-			}
-		}
-	}
-	return out
-}

@@ -31,8 +31,6 @@ const FluxVersion = "v2.7.3"
 
 // FluxOptions say how the Flux manifests are patched.
 type FluxOptions struct {
-	// Namespace Flux runs in (default flux-system).
-	Namespace string
 	// APIHost and APIPort reach the API server without a Service (Talos
 	// KubePrism: localhost:7445), because there is no CNI or kube-proxy yet.
 	APIHost string
@@ -44,9 +42,6 @@ type FluxOptions struct {
 }
 
 func (o *FluxOptions) defaults() {
-	if o.Namespace == "" {
-		o.Namespace = "flux-system"
-	}
 	if o.APIHost == "" {
 		o.APIHost = "localhost"
 	}

@@ -308,7 +308,10 @@ func WriteDir(dir string, objs []*unstructured.Unstructured) ([]string, error) {
 	old, _ := filepath.Glob(filepath.Join(dir, "releases", "*.yaml"))
 	for _, p := range old {
 		rel, _ := filepath.Rel(dir, p)
-		if !keep[rel] {
+		if keep[rel] || !writtenByDodai(p) {
+			continue // a file of the user's own stays
+		}
+		{
 			if err := os.Remove(p); err != nil {
 				return nil, fmt.Errorf("removing stale %s: %w", rel, err)
 			}
@@ -327,4 +330,12 @@ func WriteDir(dir string, objs []*unstructured.Unstructured) ([]string, error) {
 		return nil, fmt.Errorf("writing kustomization.yaml: %w", err)
 	}
 	return append(order, "kustomization.yaml"), nil
+}
+
+// writtenByDodai reports whether a release file was rendered by dodai (its
+// objects carry app.kubernetes.io/managed-by: dodai), so that stale ones can
+// be removed without touching files the user added to the directory.
+func writtenByDodai(path string) bool {
+	b, err := os.ReadFile(path)
+	return err == nil && bytes.Contains(b, []byte("app.kubernetes.io/managed-by: dodai"))
 }

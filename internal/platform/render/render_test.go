@@ -169,6 +169,11 @@ func TestWriteDir(t *testing.T) {
 	if _, err := WriteDir(dir, objs); err != nil {
 		t.Fatal(err)
 	}
+	// A file of the user's own in releases/ must survive re-rendering.
+	mine := filepath.Join(dir, "releases", "my-app.yaml")
+	if err := os.WriteFile(mine, []byte("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: mine}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// Re-render with a smaller bundle: stale release files go away.
 	objs, _ = Objects(resolve(t, cluster.Platform{Bundle: "hosted"}))
 	files, err := WriteDir(dir, objs)
@@ -176,8 +181,11 @@ func TestWriteDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel, _ := filepath.Glob(filepath.Join(dir, "releases", "*.yaml"))
-	if len(rel) != 13 {
-		t.Errorf("%d release files, want 13", len(rel))
+	if len(rel) != 13+1 {
+		t.Errorf("%d release files, want 13 rendered + the user's", len(rel))
+	}
+	if _, err := os.Stat(mine); err != nil {
+		t.Errorf("the user's file was removed: %v", err)
 	}
 	var k struct {
 		Kind      string   `json:"kind"`
