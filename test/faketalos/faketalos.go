@@ -29,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	cosiv1alpha1 "github.com/cosi-project/runtime/api/v1alpha1"
@@ -372,6 +373,10 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 		return fmt.Errorf("loading OS CA: %w", err)
 	}
 	addr := configuredAddr(cfg, n.opts.MaintenanceAddr)
+	if ip := net.ParseIP(addr); ip == nil || !ip.IsLoopback() {
+		// Tests stay on loopback: never listen on a real interface's address.
+		return fmt.Errorf("fake node: configured address %q is not a loopback address", addr)
+	}
 	kp, err := x509.NewKeyPair(authority, x509.IPAddresses([]net.IP{net.ParseIP(addr)}), x509.CommonName(addr),
 		x509.ExtKeyUsage([]stdx509.ExtKeyUsage{stdx509.ExtKeyUsageServerAuth}))
 	if err != nil {
@@ -395,6 +400,9 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 		lis, err = n.listen(addr)
 		if err == nil {
 			break
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			return fmt.Errorf("fake node: listening on %s: %w", addr, err)
 		}
 		select {
 		case <-time.After(5 * time.Millisecond):
