@@ -20,7 +20,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -350,7 +349,7 @@ func (s *Server) Run(ctx context.Context) error {
 		if tp == 0 {
 			tp = 69
 		}
-		tconn, err = listenUDPOnDevice(ctx, s.o.Interface, tp)
+		tconn, err = dhcp.ListenUDPOnDevice(ctx, s.o.Interface, tp, false)
 		if err != nil {
 			dconn.Close()
 			ln.Close()
@@ -548,21 +547,6 @@ func firstFile(paths ...string) string {
 		}
 	}
 	return ""
-}
-
-// listenUDPOnDevice opens a UDP socket on port, bound to the interface.
-func listenUDPOnDevice(ctx context.Context, ifname string, port int) (net.PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, ifname)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(port))
 }
 
 type stageCollector struct {

@@ -13,17 +13,19 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
-// listenUDP opens a broadcast-capable UDP socket on port, bound to the
-// interface (SO_BINDTODEVICE). Unlike server4.NewIPv4UDPConn it sets
-// neither SO_REUSEADDR nor SO_REUSEPORT, so a second DHCP server on the
-// same port (another dodai, a dnsmasq) is an error instead of silently
-// splitting the requests between them.
-func listenUDP(ifname string, port int) (net.PacketConn, error) {
+// ListenUDPOnDevice opens a UDP socket on port, bound to the interface
+// (SO_BINDTODEVICE), broadcast-capable when asked (DHCP). Unlike
+// server4.NewIPv4UDPConn it sets neither SO_REUSEADDR nor SO_REUSEPORT, so
+// a second server on the same port (another dodai, a dnsmasq) is an error
+// instead of silently splitting the requests between them.
+func ListenUDPOnDevice(ctx context.Context, ifname string, port int, broadcast bool) (net.PacketConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
-				return
+			if broadcast {
+				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
+					return
+				}
 			}
 			serr = dhcpv4.BindToInterface(int(fd), ifname)
 		})
@@ -32,7 +34,7 @@ func listenUDP(ifname string, port int) (net.PacketConn, error) {
 		}
 		return serr
 	}}
-	return lc.ListenPacket(context.Background(), "udp4", ":"+strconv.Itoa(port))
+	return lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(port))
 }
 
 // Server runs the decision function on real sockets: UDP 67 (DHCP and
@@ -61,14 +63,14 @@ func (s *Server) Listen() (dhcpConn, pxeConn net.PacketConn, err error) {
 	if pp == 0 {
 		pp = int(PortPXE)
 	}
-	c, err := listenUDP(s.Interface, dp)
+	c, err := ListenUDPOnDevice(context.Background(), s.Interface, dp, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening DHCP socket on %s port %d: %w", s.Interface, dp, err)
 	}
 	if pp < 0 {
 		return c, nil, nil
 	}
-	p, err := listenUDP(s.Interface, pp)
+	p, err := ListenUDPOnDevice(context.Background(), s.Interface, pp, true)
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("opening PXE boot server socket on %s port %d: %w", s.Interface, pp, err)
