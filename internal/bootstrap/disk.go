@@ -13,8 +13,9 @@ import (
 // ("500GB" matches a 512 GB disk: vendors' sizes are never round).
 const sizeTolerance = 0.05
 
-// unsafeReason says why a disk must never be an install target.
-func unsafeReason(d talos.Disk) string {
+// UnsafeReason says why a disk must never be an install disk (CD-ROM,
+// read-only, USB: likely the boot stick), or "" when it may be.
+func UnsafeReason(d talos.Disk) string {
 	switch {
 	case d.CDROM:
 		return "it is a CD-ROM"
@@ -128,7 +129,7 @@ func ResolveDisk(node *cluster.Node, disks []talos.Disk) (talos.Disk, error) {
 	if spec.Path != "" {
 		for _, d := range disks {
 			if d.DevPath == spec.Path || "/dev/"+d.Name == spec.Path {
-				if r := unsafeReason(d); r != "" {
+				if r := UnsafeReason(d); r != "" {
 					return talos.Disk{}, fmt.Errorf("node %s: install disk %s is refused: %s", node.Name, spec.Path, r)
 				}
 				return d, nil
@@ -152,7 +153,7 @@ func ResolveDisk(node *cluster.Node, disks []talos.Disk) (talos.Disk, error) {
 		// Without a selector, unsafe disks are simply not candidates.
 		var safe []talos.Disk
 		for _, d := range matched {
-			if unsafeReason(d) == "" {
+			if UnsafeReason(d) == "" {
 				safe = append(safe, d)
 			}
 		}
@@ -162,7 +163,7 @@ func ResolveDisk(node *cluster.Node, disks []talos.Disk) (talos.Disk, error) {
 	case 0:
 		return talos.Disk{}, fmt.Errorf("node %s: %s matches no disk; its disks: %s", node.Name, what, describeDisks(disks))
 	case 1:
-		if r := unsafeReason(matched[0]); r != "" {
+		if r := UnsafeReason(matched[0]); r != "" {
 			return talos.Disk{}, fmt.Errorf("node %s: %s matches only %s, which is refused: %s", node.Name, what, describeDisk(matched[0]), r)
 		}
 		return matched[0], nil

@@ -101,7 +101,7 @@ func FuzzResolveDisk(f *testing.F) {
 			}
 			return
 		}
-		if unsafeReason(got) != "" {
+		if UnsafeReason(got) != "" {
 			t.Fatalf("picked unsafe disk %+v", got)
 		}
 		if node.InstallDisk.Selector != nil {

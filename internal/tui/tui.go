@@ -260,9 +260,7 @@ func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bo
 	return a, &dns
 }
 
-func safeDisk(d talos.Disk) bool {
-	return !d.CDROM && !d.Readonly && !strings.EqualFold(d.Transport, "usb")
-}
+func safeDisk(d talos.Disk) bool { return bootstrap.UnsafeReason(d) == "" }
 
 // nodeGroup is the screen for one machine: talos-bootstrap's questions.
 func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[string]bool) []*huh.Group {
