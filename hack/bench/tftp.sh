@@ -46,7 +46,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 echo "==> building tftpbench"
-go build -o "$WORK/tftpbench" ./internal/tftp/tftpbench
+go build -o "$WORK/tftpbench" ./hack/bench/tftpbench
 
 mkdir -p "$WORK/root" "$WORK/out"
 head -c $((1<<20)) /dev/urandom > "$WORK/root/f1m.bin"

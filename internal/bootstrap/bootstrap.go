@@ -38,7 +38,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/fsutil"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -47,7 +47,7 @@ type Options struct {
 	// Source is the loaded cluster file.
 	Source *cluster.Source
 	// Renderer renders node configs (with the cluster's stored secrets).
-	Renderer *render.Renderer
+	Renderer *machineconfig.Renderer
 	// Nodes restricts the run to these node names (default: all).
 	Nodes []string
 	// Networks to search for maintenance-mode machines (default: the
@@ -446,7 +446,7 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	if err := CheckConfirmed(n.Name, prev.Disk, disk); err != nil {
 		return "", err
 	}
-	cfg, err := r.opts.Renderer.NodeConfigFor(n.Name, render.NodeOptions{InstallDisk: disk.DevPath, TalosVersion: m.TalosVersion})
+	cfg, err := r.opts.Renderer.NodeConfigFor(n.Name, machineconfig.NodeOptions{InstallDisk: disk.DevPath, TalosVersion: m.TalosVersion})
 	if err != nil {
 		return "", err
 	}

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -103,7 +103,7 @@ spec:
 	if err := os.WriteFile(filepath.Join(tc.Dir, cluster.FileName), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := render.InitSecrets(tc.Dir, "v1.11.5"); err != nil {
+	if _, err := machineconfig.InitSecrets(tc.Dir, "v1.11.5"); err != nil {
 		t.Fatal(err)
 	}
 	for i, name := range tc.Names {
@@ -129,13 +129,13 @@ spec:
 	return tc
 }
 
-func (tc *testCluster) load(t testing.TB) (*cluster.Source, *render.Renderer) {
+func (tc *testCluster) load(t testing.TB) (*cluster.Source, *machineconfig.Renderer) {
 	t.Helper()
 	src, err := cluster.LoadDir(tc.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := render.New(src)
+	r, err := machineconfig.New(src)
 	if err != nil {
 		t.Fatal(err)
 	}

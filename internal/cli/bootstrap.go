@@ -14,7 +14,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/talos"
 	"github.com/dodai-dev/dodai/internal/tui"
 )
@@ -177,7 +177,7 @@ cluster.yaml, and then runs the same declarative path.`,
 			if err != nil {
 				return err
 			}
-			r, err := render.New(src)
+			r, err := machineconfig.New(src)
 			if err != nil {
 				return err
 			}
@@ -226,7 +226,7 @@ func newKubeconfigCmd(g *Globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := render.New(src)
+			r, err := machineconfig.New(src)
 			if err != nil {
 				return err
 			}
@@ -258,7 +258,7 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	r, err := render.New(src)
+	r, err := machineconfig.New(src)
 	if err != nil {
 		return false, err
 	}

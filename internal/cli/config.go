@@ -10,7 +10,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/fsutil"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
 
 func init() {
@@ -47,7 +47,7 @@ gives byte-identical files; an existing talosconfig that matches is kept.`,
 // renderConfigs writes the node configs and the talosconfig and returns the
 // paths written.
 func renderConfigs(g *Globals, src *cluster.Source, only []string, out string) ([]string, error) {
-	r, err := render.New(src)
+	r, err := machineconfig.New(src)
 	if err != nil {
 		return nil, err
 	}

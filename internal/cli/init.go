@@ -13,7 +13,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/fsutil"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
 
 var nameCleanRe = regexp.MustCompile(`[^a-z0-9-]+`)
@@ -94,7 +94,7 @@ func runInit(g *Globals, dir, name, endpoint string, example bool) error {
 	} else if len(probs) > 0 {
 		fmt.Fprintf(g.Err, "warning: %s does not parse yet; secrets use Talos %s\n", file, talosVersion)
 	}
-	created, err := render.InitSecrets(dir, talosVersion)
+	created, err := machineconfig.InitSecrets(dir, talosVersion)
 	if err != nil {
 		return err
 	}

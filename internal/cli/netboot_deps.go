@@ -7,8 +7,8 @@ import (
 	"net/netip"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/netboot"
-	"github.com/dodai-dev/dodai/internal/render"
 	"github.com/dodai-dev/dodai/internal/tftp"
 )
 
@@ -21,9 +21,9 @@ func newTFTPServer(root string, log *slog.Logger, done func(client netip.AddrPor
 }
 
 // nodeConfigFunc returns a node's machine config, rendered from the
-// cluster file and secrets.yaml (render.New never generates secrets).
+// cluster file and secrets.yaml (machineconfig.New never generates secrets).
 func nodeConfigFunc(src *cluster.Source) (func(node string) ([]byte, error), error) {
-	r, err := render.New(src)
+	r, err := machineconfig.New(src)
 	if err != nil {
 		return nil, fmt.Errorf("preparing machine configs for netboot: %w", err)
 	}

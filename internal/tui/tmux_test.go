@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -145,7 +145,7 @@ func TestInteractive(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(cdir, cluster.FileName), fmt.Appendf(nil, clusterTmpl, cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := render.InitSecrets(cdir, "v1.11.5"); err != nil {
+	if _, err := machineconfig.InitSecrets(cdir, "v1.11.5"); err != nil {
 		t.Fatal(err)
 	}
 	port := freePort(t)

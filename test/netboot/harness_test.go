@@ -28,7 +28,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/render"
+	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
 
 const (
@@ -223,7 +223,7 @@ spec:
 	secretsOnce.Do(func() {
 		secretsDir, secretsErr = os.MkdirTemp("", "dodai-nb-secrets-")
 		if secretsErr == nil {
-			_, secretsErr = render.InitSecrets(secretsDir, cluster.DefaultTalosVersion)
+			_, secretsErr = machineconfig.InitSecrets(secretsDir, cluster.DefaultTalosVersion)
 		}
 	})
 	if secretsErr != nil {

@@ -1,9 +1,9 @@
-// Package render turns a cluster file and its secrets bundle into Talos
+// Package machineconfig turns a cluster file and its secrets bundle into Talos
 // machine configs (one per node) and a talosconfig, with Talos' own
 // pkg/machinery: generate.NewInput for the base config, machinery's typed
 // v1alpha1 structs for dodai's per-node settings, configpatcher for the
 // user's patches (all < role < node), and machinery's validator for metal.
-package render
+package machineconfig
 
 import (
 	"encoding/base64"
