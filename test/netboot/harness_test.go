@@ -53,6 +53,9 @@ func TestMain(m *testing.M) {
 // need fails the test when a tool is missing (hack/test.sh installs them).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("network namespaces, real DHCP clients and QEMU: full tier only (-short skips them)")
+	}
 	if os.Geteuid() != 0 {
 		t.Fatal("netboot integration tests need root (ip netns, tap devices); run them via hack/test.sh as root")
 	}
