@@ -1,0 +1,128 @@
+package rollout
+
+import (
+	"encoding/json"
+	"maps"
+	"reflect"
+	"sync"
+	"time"
+
+	"github.com/dodai-dev/dodai/internal/state"
+)
+
+// State is what a rollout did so far, so that the next apply resumes: the
+// nodes dodai cordoned (it uncordons them when their steps finish), an
+// operation in flight (a reboot or an upgrade the node may still be busy
+// with: the next run waits for it instead of starting another), the steps
+// done, and the failure that stopped the last run.
+type State struct {
+	Started  *time.Time            `json:"started,omitempty"`
+	Finished *time.Time            `json:"finished,omitempty"`
+	Nodes    map[string]*NodeState `json:"nodes,omitempty"`
+	Failure  *Failure              `json:"failure,omitempty"`
+}
+
+// NodeState is one node's part.
+type NodeState struct {
+	// Cordoned is set when dodai cordoned the node (and cleared when it
+	// uncordoned it).
+	Cordoned bool `json:"cordoned,omitempty"`
+	// Inflight is the reboot or upgrade started and not yet seen finished.
+	Inflight *Inflight `json:"inflight,omitempty"`
+	// Done maps finished stages (node, control-plane, kubelet) to when.
+	Done map[string]time.Time `json:"done,omitempty"`
+}
+
+// Inflight is a disruptive operation dodai started on a node.
+type Inflight struct {
+	Step string `json:"step"`
+	// BootID before the operation: the node has rebooted once it reports
+	// another one.
+	BootID string `json:"bootID"`
+	// Image and FromVersion of an upgrade.
+	Image       string    `json:"image,omitempty"`
+	FromVersion string    `json:"fromVersion,omitempty"`
+	ToVersion   string    `json:"toVersion,omitempty"`
+	At          time.Time `json:"at"`
+}
+
+// Failure is the error that stopped a run.
+type Failure struct {
+	Node  string    `json:"node,omitempty"`
+	Step  string    `json:"step"`
+	Error string    `json:"error"`
+	At    time.Time `json:"at"`
+}
+
+// store serializes updates and writes the file atomically (0600) after
+// each change.
+type store struct {
+	mu   sync.Mutex
+	path string
+	st   State
+}
+
+func loadStore(path string) (*store, error) {
+	s := &store{path: path}
+	if err := state.ReadJSON(path, &s.st); err != nil {
+		return nil, err
+	}
+	if s.st.Nodes == nil {
+		s.st.Nodes = map[string]*NodeState{}
+	}
+	return s, nil
+}
+
+func (s *store) update(f func(*State)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	before, _ := json.Marshal(s.st)
+	f(&s.st)
+	after, _ := json.Marshal(s.st)
+	if reflect.DeepEqual(before, after) {
+		return nil
+	}
+	return state.WriteJSON(s.path, s.st)
+}
+
+func (s *store) node(name string) NodeState {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.st.Nodes[name]
+	if n == nil {
+		return NodeState{}
+	}
+	c := *n
+	c.Done = maps.Clone(n.Done)
+	if n.Inflight != nil {
+		in := *n.Inflight
+		c.Inflight = &in
+	}
+	return c
+}
+
+func (s *store) updateNode(name string, f func(*NodeState)) error {
+	return s.update(func(st *State) {
+		n := st.Nodes[name]
+		if n == nil {
+			n = &NodeState{}
+			st.Nodes[name] = n
+		}
+		f(n)
+		if !n.Cordoned && n.Inflight == nil && len(n.Done) == 0 {
+			delete(st.Nodes, name)
+		}
+	})
+}
+
+func (s *store) failure() *Failure {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.Failure == nil {
+		return nil
+	}
+	f := *s.st.Failure
+	return &f
+}
+
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
