@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/charmbracelet/huh v1.0.0
 	github.com/cosi-project/runtime v1.10.7
+	github.com/distribution/reference v0.6.0
 	github.com/fluxcd/helm-controller/api v1.4.0
 	github.com/fluxcd/pkg/apis/meta v1.22.0
 	github.com/fluxcd/source-controller/api v1.7.3
