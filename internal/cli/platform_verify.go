@@ -48,7 +48,8 @@ release and dodai), custom resources whose CRD no release it depends on
 installs. With --kubeconfig, templates' lookup reads the cluster and every
 object is server-side dry-run against it, layer by layer in dependency
 order; to make that possible verify creates the platform's Namespaces and
-the charts' CRDs (what install and Flux create first anyway), nothing else.
+the charts' CRDs and Namespaces (what install and Helm create first anyway),
+nothing else.
 Exit code 1 when any release fails.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

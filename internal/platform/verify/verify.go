@@ -43,8 +43,8 @@ type Options struct {
 	KubeVersion string
 	// RESTConfig, when set, makes templates' lookup read the cluster and
 	// adds the server-side dry-run. Verify then creates dodai's Namespaces
-	// and the charts' CRDs (what `platform install` and Flux create first
-	// anyway); everything else is only dry-run.
+	// and the charts' CRDs and Namespaces (what `platform install` and Helm
+	// create first anyway); everything else is only dry-run.
 	RESTConfig *rest.Config
 	Log        *slog.Logger
 }
@@ -326,6 +326,10 @@ func transitive(g *graph.Graph) map[string][]string {
 	return out
 }
 
+func isNamespace(u *unstructured.Unstructured) bool {
+	return u.GetKind() == "Namespace" && u.GetAPIVersion() == "v1"
+}
+
 func isCRD(u *unstructured.Unstructured) bool {
 	return u.GetKind() == "CustomResourceDefinition" && strings.HasPrefix(u.GetAPIVersion(), "apiextensions.k8s.io/")
 }
@@ -494,19 +498,23 @@ var builtinGroups = map[string]bool{"": true, "apps": true, "batch": true, "auto
 
 func builtinGroup(g string) bool { return builtinGroups[g] }
 
-// dryRun: layer by layer, the releases' CRDs are applied (and awaited),
-// then every other object is server-side dry-run on its own, so each
-// rejection is reported with the API server's message.
+// dryRun: layer by layer, the releases' CRDs and Namespaces are applied
+// (CRDs awaited until Established), as Helm creates them first; then every
+// other object is server-side dry-run on its own, so each rejection is
+// reported with the API server's message.
 func dryRun(ctx context.Context, g *graph.Graph, rep *Report, byName map[string]*Release, ap *install.Applier) error {
 	for _, layer := range g.Layers() {
 		for _, name := range layer {
 			vr := byName[name]
 			for _, ro := range vr.objs {
-				if !isCRD(ro.Obj) {
+				if !isCRD(ro.Obj) && !isNamespace(ro.Obj) {
 					continue
 				}
 				if _, err := ap.Apply(ctx, []*unstructured.Unstructured{ro.Obj}, false); err != nil {
 					vr.add(CheckRejected, objRef(ro.Obj), apiMessage(err), false)
+					continue
+				}
+				if !isCRD(ro.Obj) {
 					continue
 				}
 				if err := waitEstablished(ctx, ap, ro.Obj.GetName()); err != nil {
@@ -520,7 +528,7 @@ func dryRun(ctx context.Context, g *graph.Graph, rep *Report, byName map[string]
 				continue
 			}
 			for _, ro := range vr.objs {
-				if isCRD(ro.Obj) {
+				if isCRD(ro.Obj) || isNamespace(ro.Obj) {
 					continue
 				}
 				if _, err := ap.Apply(ctx, []*unstructured.Unstructured{ro.Obj}, true); err != nil {
