@@ -57,10 +57,28 @@ func Mirror(ctx context.Context, g *graph.Graph, f *Fetcher, dir string) ([]Mirr
 			return out, fmt.Errorf("%s/%s: %w", r.Namespace, r.Name, err)
 		}
 		if r.Source.Kind == graph.SourceGit || len(a.Data) > 0 && needsVendoring(a.Data) {
-			// Vendor missing dependencies so the archive is self-contained.
+			// Vendor missing dependencies so the archive is self-contained,
+			// and mirror them as charts of their own too (for Chart.yaml
+			// dependency resolution against the mirror).
 			ch, err := f.Load(ctx, a)
 			if err != nil {
 				return out, fmt.Errorf("%s/%s: %w", r.Namespace, r.Name, err)
+			}
+			for _, d := range ch.Metadata.Dependencies {
+				da, err := f.FetchDependency(ctx, d)
+				if err != nil {
+					return out, fmt.Errorf("%s/%s: dependency %s: %w", r.Namespace, r.Name, d.Name, err)
+				}
+				file := archiveName(da.Name, da.Version)
+				if seen[file] {
+					continue
+				}
+				seen[file] = true
+				m, err := writeArchive(dir, file, da, idx)
+				if err != nil {
+					return out, err
+				}
+				out = append(out, m)
 			}
 			data, err := packageChart(ch)
 			if err != nil {
