@@ -67,6 +67,7 @@ func Default(c *Cluster) {
 	if s.Platform.Bundle == "" {
 		s.Platform.Bundle = DefaultBundle
 	}
+	defaultBMCs(s)
 }
 
 var (
@@ -132,6 +133,7 @@ func (v *validator) run() {
 	v.image()
 	v.boot()
 	v.nodes()
+	v.bmcs()
 	v.patches()
 	v.platform()
 }
