@@ -101,8 +101,8 @@ func New(ctx context.Context, o Options) (*Leases, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	l := &Leases{o: o, reservedIP: map[netip.Addr]string{},
-		size:  uint64(ipv4(o.End)-ipv4(o.Start)) + 1,
-		byIP:  map[netip.Addr]*entry{}, byMAC: map[string]netip.Addr{},
+		size: uint64(ipv4(o.End)-ipv4(o.Start)) + 1,
+		byIP: map[netip.Addr]*entry{}, byMAC: map[string]netip.Addr{},
 		offers: map[string]dhcp.Lease{}, offerIP: map[netip.Addr]string{}}
 	for mac, ip := range o.Reservations {
 		if other, dup := l.reservedIP[ip]; dup {
