@@ -17,10 +17,15 @@ import (
 
 func init() {
 	// `dodai status`: the machines netboot has seen (state/machines.json).
-	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
-		var ms state.Machines
-		if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
+	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
+		ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
+		if err != nil {
 			return false, err
+		}
+		if !pivoted {
+			if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
+				return false, err
+			}
 		}
 		return true, g.Print(ms, func(w io.Writer) error {
 			if len(ms.Machines) == 0 {
@@ -46,7 +51,7 @@ func netbootDash(s string) string {
 func init() {
 	register(func(g *Globals) *cobra.Command {
 		var o netboot.Options
-		var noTFTP bool
+		var noTFTP, force bool
 		cmd := &cobra.Command{
 			Use:   "netboot",
 			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -67,6 +72,11 @@ disk (POST /reinstall?mac=… from the netboot host undoes that).
 Flags override spec.boot of cluster.yaml.`,
 			Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				release, err := netbootHandover(g.ClusterDir, force)
+				if err != nil {
+					return err
+				}
+				defer release()
 				src, err := g.Load()
 				if err != nil {
 					return err
@@ -113,6 +123,7 @@ Flags override spec.boot of cluster.yaml.`,
 		f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
 		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
 		f.BoolVar(&noTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
+		f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
 		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))

@@ -9,7 +9,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 
 {{/* The cluster directory: cluster.yaml from the ConfigMap, secrets.yaml
-     and talosconfig from the Secret, read-only. */}}
+     from the Secret, read-only. */}}
 {{- define "dodai.clusterVolume" -}}
 - name: cluster
   projected:
@@ -19,7 +19,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
         items: [{key: cluster.yaml, path: cluster.yaml}]
     - secret:
         name: {{ .Values.clusterSecret }}
-        items: [{key: secrets.yaml, path: secrets.yaml, mode: 0400}, {key: talosconfig, path: talosconfig, mode: 0400}]
+        items: [{key: secrets.yaml, path: secrets.yaml, mode: 0400}]
 {{- end -}}
 
 {{- define "dodai.podEnv" -}}

@@ -497,28 +497,46 @@ func (l *Leases) All() []dhcp.Lease {
 	return out
 }
 
-// Import writes leases (e.g. those of a cluster directory being pivoted)
-// as DHCPLeases, keeping any newer binding already in the apiserver.
-func (l *Leases) Import(leases []dhcp.Lease) error {
+// Import writes leases (those of a cluster directory being pivoted) as
+// DHCPLeases in namespace ns, keeping any binding in the apiserver that
+// expires later. It returns how many it wrote.
+func Import(ctx context.Context, c client.Client, ns, server string, leases []dhcp.Lease) (int, error) {
+	n := 0
 	for _, le := range leases {
 		if !le.IP.Is4() {
 			continue
 		}
-		err := l.write(le.IP, func(s *v1alpha1.DHCPLeaseSpec, exists bool) error {
-			if exists && !s.Expires.Time.Before(le.Expiry) {
-				return errUnchanged
+		spec := v1alpha1.DHCPLeaseSpec{Address: le.IP.String(), MAC: le.MAC, Declined: le.Declined, Expires: metav1.NewMicroTime(le.Expiry), Server: server}
+		if le.Declined {
+			spec.MAC = ""
+		}
+		key := client.ObjectKey{Namespace: ns, Name: v1alpha1.DHCPLeaseName(le.IP)}
+		for try := 0; ; try++ {
+			cur := &v1alpha1.DHCPLease{}
+			err := c.Get(ctx, key, cur)
+			switch {
+			case apierrors.IsNotFound(err):
+				err = c.Create(ctx, &v1alpha1.DHCPLease{ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: ns}, Spec: spec})
+			case err != nil:
+				return n, fmt.Errorf("reading DHCPLease %s: %w", key.Name, err)
+			case !cur.Spec.Expires.Time.Before(le.Expiry):
+				err = errUnchanged
+			default:
+				cur.Spec = spec
+				err = c.Update(ctx, cur)
 			}
-			*s = v1alpha1.DHCPLeaseSpec{Address: le.IP.String(), MAC: le.MAC, Declined: le.Declined, Expires: metav1.NewMicroTime(le.Expiry), Server: l.o.Server}
-			if le.Declined {
-				s.MAC = ""
+			if err == nil {
+				n++
 			}
-			return nil
-		})
-		if err != nil {
-			return err
+			if err == nil || errors.Is(err, errUnchanged) {
+				break
+			}
+			if try == writeTries-1 || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
+				return n, fmt.Errorf("writing DHCPLease %s: %w", key.Name, err)
+			}
 		}
 	}
-	return nil
+	return n, nil
 }
 
 // Sync, Compact and Close exist for the lease store interface of the

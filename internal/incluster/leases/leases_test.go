@@ -10,43 +10,20 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dodai-dev/dodai/api/v1alpha1"
-	"github.com/dodai-dev/dodai/internal/incluster/crds"
+	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 	"github.com/dodai-dev/dodai/internal/incluster/kube"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
-	"github.com/dodai-dev/dodai/test/kubetest"
 )
 
-// apiserver starts a real kube-apiserver with dodai's CRDs and returns a
-// REST config and a fresh namespace.
 func apiserver(t *testing.T) (*rest.Config, string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("needs the test Kubernetes (kube-apiserver + etcd)")
-	}
-	env := kubetest.StartT(t, kubetest.Options{})
-	cfg := env.RESTConfig()
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := kube.Client(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
-	defer cancel()
-	if err := crds.Install(ctx, c); err != nil {
-		t.Fatal(err)
-	}
-	ns := "dodai-test"
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	return cfg, ns
+	c := incltest.Start(t)
+	return c.REST, incltest.Namespace
 }
 
 // replica is one boot server's allocator with its own client and watch.
@@ -279,8 +256,9 @@ func TestDecisions(t *testing.T) {
 		t.Errorf("All: %v", all)
 	}
 	// Importing an older copy of a binding keeps the newer one.
-	if err := b.Import([]dhcp.Lease{{MAC: mac(7), IP: other, Expiry: now.Add(time.Minute)}}); err != nil {
-		t.Fatal(err)
+	c, _ := kube.Client(cfg)
+	if n, err := Import(t.Context(), c, ns, "pivot", []dhcp.Lease{{MAC: mac(7), IP: other, Expiry: now.Add(time.Minute)}}); err != nil || n != 0 {
+		t.Fatalf("import: %d written, %v", n, err)
 	}
 	if le, ok := b.Lookup(mac(1)); !ok || le.IP != other {
 		t.Errorf("import replaced a newer lease: %v %v", le, ok)
