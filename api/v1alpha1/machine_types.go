@@ -67,6 +67,11 @@ type MachineStatus struct {
 	// +optional
 	// +kubebuilder:validation:Enum=dhcp;ipxe;kernel;initramfs;config;installed
 	Stage string `json:"stage,omitempty"`
+	// BootStarted is when its latest netboot began (its first DHCP of that
+	// boot); compared with when its config was applied to tell a reboot
+	// after the install.
+	// +optional
+	BootStarted *metav1.Time `json:"bootStarted,omitempty"`
 	// LastSeen is when a boot server last heard from it.
 	// +optional
 	LastSeen *metav1.Time `json:"lastSeen,omitempty"`

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -72,11 +73,9 @@ disk (POST /reinstall?mac=… from the netboot host undoes that).
 Flags override spec.boot of cluster.yaml.`,
 			Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
-				release, err := netbootHandover(g.ClusterDir, force)
-				if err != nil {
+				if err := refusePivoted(g.ClusterDir, force); err != nil {
 					return err
 				}
-				defer release()
 				src, err := g.Load()
 				if err != nil {
 					return err
@@ -112,6 +111,11 @@ Flags override spec.boot of cluster.yaml.`,
 				if err != nil {
 					return err
 				}
+				release, err := handover.Lock(g.ClusterDir, "dodai netboot")
+				if err != nil {
+					return err
+				}
+				defer release()
 				return srv.Run(cmd.Context())
 			},
 		}

@@ -82,15 +82,15 @@ func pivotedMachines(ctx context.Context, g *Globals, kubeconfig string) (state.
 	return state.Machines{Machines: list}, true, err
 }
 
-// netbootHandover takes the cluster directory's netboot lock for a local
-// `dodai netboot` and refuses to start for a pivoted cluster unless forced.
-func netbootHandover(dir string, force bool) (release func(), err error) {
+// refusePivoted refuses a local `dodai netboot` for a pivoted cluster
+// unless forced.
+func refusePivoted(dir string, force bool) error {
 	rec, err := handover.Pivoted(dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if rec != nil && !force {
-		return nil, handover.RefuseLocal(rec)
+		return handover.RefuseLocal(rec)
 	}
-	return handover.Lock(dir, "dodai netboot")
+	return nil
 }
