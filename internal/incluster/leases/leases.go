@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dodai-dev/dodai/api/v1alpha1"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 )
 
@@ -58,7 +59,7 @@ type Options struct {
 	// Start and End bound the dynamic range (inclusive).
 	Start, End netip.Addr
 	// Reservations map canonical MACs to fixed addresses.
-	Reservations map[string]netip.Addr
+	Reservations map[macaddr.MAC]netip.Addr
 	// Server names this replica in the objects it writes.
 	Server string
 	// Now overrides the clock (tests).
@@ -67,7 +68,7 @@ type Options struct {
 }
 
 type entry struct {
-	mac      string
+	mac      macaddr.MAC // zero: declined
 	expires  time.Time
 	declined bool
 	rv       string
@@ -76,14 +77,14 @@ type entry struct {
 // Leases is the allocator; safe for concurrent use.
 type Leases struct {
 	o          Options
-	reservedIP map[netip.Addr]string
+	reservedIP map[netip.Addr]macaddr.MAC
 	size       uint64
 
 	mu      sync.Mutex
 	byIP    map[netip.Addr]*entry
-	byMAC   map[string]netip.Addr // the MAC's current binding (latest expiry)
-	offers  map[string]dhcp.Lease // MAC → offered, not yet bound
-	offerIP map[netip.Addr]string
+	byMAC   map[macaddr.MAC]netip.Addr // the MAC's current binding (latest expiry)
+	offers  map[macaddr.MAC]dhcp.Lease // MAC → offered, not yet bound
+	offerIP map[netip.Addr]macaddr.MAC
 
 	writes int64 // apiserver writes sent (metrics, benchmarks)
 }
@@ -100,10 +101,10 @@ func New(ctx context.Context, o Options) (*Leases, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	l := &Leases{o: o, reservedIP: map[netip.Addr]string{},
+	l := &Leases{o: o, reservedIP: map[netip.Addr]macaddr.MAC{},
 		size: uint64(ipv4(o.End)-ipv4(o.Start)) + 1,
-		byIP: map[netip.Addr]*entry{}, byMAC: map[string]netip.Addr{},
-		offers: map[string]dhcp.Lease{}, offerIP: map[netip.Addr]string{}}
+		byIP: map[netip.Addr]*entry{}, byMAC: map[macaddr.MAC]netip.Addr{},
+		offers: map[macaddr.MAC]dhcp.Lease{}, offerIP: map[netip.Addr]macaddr.MAC{}}
 	for mac, ip := range o.Reservations {
 		if other, dup := l.reservedIP[ip]; dup {
 			return nil, fmt.Errorf("address %s is reserved for both %s and %s", ip, other, mac)
@@ -179,9 +180,15 @@ func (l *Leases) observe(obj any) {
 	if err != nil || !ip.Is4() {
 		return
 	}
+	var mac macaddr.MAC
+	if le.Spec.MAC != "" {
+		if mac, err = macaddr.Parse(le.Spec.MAC); err != nil {
+			return // the CRD's pattern keeps this from happening
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.setLocked(ip, &entry{mac: le.Spec.MAC, expires: le.Spec.Expires.Time, declined: le.Spec.Declined, rv: le.ResourceVersion})
+	l.setLocked(ip, &entry{mac: mac, expires: le.Spec.Expires.Time, declined: le.Spec.Declined, rv: le.ResourceVersion})
 }
 
 func (l *Leases) setLocked(ip netip.Addr, e *entry) {
@@ -189,14 +196,14 @@ func (l *Leases) setLocked(ip netip.Addr, e *entry) {
 	if old != nil && !newer(e.rv, old.rv) {
 		return
 	}
-	if old != nil && old.mac != "" && old.mac != e.mac && l.byMAC[old.mac] == ip {
+	if old != nil && !old.mac.IsZero() && old.mac != e.mac && l.byMAC[old.mac] == ip {
 		delete(l.byMAC, old.mac)
 	}
 	if e.declined {
-		e.mac = ""
+		e.mac = macaddr.MAC{}
 	}
 	l.byIP[ip] = e
-	if e.mac == "" {
+	if e.mac.IsZero() {
 		return
 	}
 	if cur, ok := l.byMAC[e.mac]; ok && cur != ip {
@@ -215,7 +222,7 @@ func (l *Leases) forget(le *v1alpha1.DHCPLease) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if e := l.byIP[ip]; e != nil {
-		if e.mac != "" && l.byMAC[e.mac] == ip {
+		if !e.mac.IsZero() && l.byMAC[e.mac] == ip {
 			delete(l.byMAC, e.mac)
 		}
 		delete(l.byIP, ip)
@@ -229,7 +236,7 @@ func (l *Leases) inRange(ip netip.Addr) bool {
 // taken reports whether ip is bound to a client other than mac right now:
 // an unexpired declined address, or another MAC's current binding (a
 // binding its MAC has since replaced with one elsewhere is free).
-func (l *Leases) takenLocked(ip netip.Addr, mac string, now time.Time) bool {
+func (l *Leases) takenLocked(ip netip.Addr, mac macaddr.MAC, now time.Time) bool {
 	e := l.byIP[ip]
 	if e == nil || e.mac == mac || !now.Before(e.expires) {
 		return false
@@ -238,7 +245,7 @@ func (l *Leases) takenLocked(ip netip.Addr, mac string, now time.Time) bool {
 }
 
 // usableLocked reports whether ip may be given to mac right now.
-func (l *Leases) usableLocked(ip netip.Addr, mac string, now time.Time) bool {
+func (l *Leases) usableLocked(ip netip.Addr, mac macaddr.MAC, now time.Time) bool {
 	if owner, ok := l.reservedIP[ip]; ok && owner != mac {
 		return false
 	}
@@ -258,7 +265,7 @@ func (l *Leases) usableLocked(ip netip.Addr, mac string, now time.Time) bool {
 // by scanning from a MAC-derived point) and holds it for the client for a
 // minute. It returns false when the pool is exhausted. Offers are not
 // written to the apiserver.
-func (l *Leases) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
+func (l *Leases) Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.o.Now()
@@ -277,7 +284,7 @@ func (l *Leases) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
 	return ip, true
 }
 
-func (l *Leases) pickLocked(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+func (l *Leases) pickLocked(mac macaddr.MAC, requested netip.Addr, now time.Time) (netip.Addr, bool) {
 	if ip, ok := l.o.Reservations[mac]; ok {
 		return ip, true
 	}
@@ -291,7 +298,7 @@ func (l *Leases) pickLocked(mac string, requested netip.Addr, now time.Time) (ne
 		return requested, true
 	}
 	h := fnv.New64a()
-	h.Write([]byte(mac))
+	h.Write(mac[:])
 	first := h.Sum64() % l.size
 	base := ipv4(l.o.Start)
 	// First pass skips addresses another client held before (keeping
@@ -319,7 +326,7 @@ var ErrInUse = errors.New("in use by another client")
 // returns. It fails when ip is reserved for someone else, outside the pool
 // (and not mac's reservation), or bound to another client — also when
 // another replica bound it first.
-func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
+func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
 	l.mu.Lock()
 	now := l.o.Now()
 	if res, ok := l.o.Reservations[mac]; ok && res != ip {
@@ -336,10 +343,10 @@ func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
 	}
 	l.mu.Unlock()
 	err := l.write(ip, func(cur *v1alpha1.DHCPLeaseSpec, exists bool) error {
-		if exists && cur.MAC != mac && now.Before(cur.Expires.Time) {
+		if exists && cur.MAC != mac.String() && now.Before(cur.Expires.Time) {
 			return fmt.Errorf("%s is %w", ip, ErrInUse)
 		}
-		*cur = v1alpha1.DHCPLeaseSpec{Address: ip.String(), MAC: mac, Expires: metav1.NewMicroTime(now.Add(d)), Server: l.o.Server}
+		*cur = v1alpha1.DHCPLeaseSpec{Address: ip.String(), MAC: mac.String(), Expires: metav1.NewMicroTime(now.Add(d)), Server: l.o.Server}
 		return nil
 	})
 	if err != nil {
@@ -370,7 +377,10 @@ func (l *Leases) write(ip netip.Addr, change func(cur *v1alpha1.DHCPLeaseSpec, e
 	var obj *v1alpha1.DHCPLease
 	if e := l.byIP[ip]; e != nil {
 		obj = &v1alpha1.DHCPLease{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: l.o.Namespace, ResourceVersion: e.rv},
-			Spec: v1alpha1.DHCPLeaseSpec{Address: ip.String(), MAC: e.mac, Expires: metav1.NewMicroTime(e.expires), Declined: e.declined}}
+			Spec: v1alpha1.DHCPLeaseSpec{Address: ip.String(), Expires: metav1.NewMicroTime(e.expires), Declined: e.declined}}
+		if !e.mac.IsZero() {
+			obj.Spec.MAC = e.mac.String()
+		}
 	}
 	l.mu.Unlock()
 	var last error
@@ -419,7 +429,7 @@ func (l *Leases) write(ip netip.Addr, change func(cur *v1alpha1.DHCPLeaseSpec, e
 
 // Release ends mac's lease on ip (DHCPRELEASE): it expires now, and the
 // address stays associated with mac (offered again to it first).
-func (l *Leases) Release(mac string, ip netip.Addr) error {
+func (l *Leases) Release(mac macaddr.MAC, ip netip.Addr) error {
 	l.mu.Lock()
 	cur, ok := l.byMAC[mac]
 	l.mu.Unlock()
@@ -428,7 +438,7 @@ func (l *Leases) Release(mac string, ip netip.Addr) error {
 	}
 	now := l.o.Now()
 	return l.write(ip, func(s *v1alpha1.DHCPLeaseSpec, exists bool) error {
-		if !exists || s.MAC != mac || !now.Before(s.Expires.Time) {
+		if !exists || s.MAC != mac.String() || !now.Before(s.Expires.Time) {
 			return errUnchanged
 		}
 		s.Expires, s.Server = metav1.NewMicroTime(now), l.o.Server
@@ -439,7 +449,7 @@ func (l *Leases) Release(mac string, ip netip.Addr) error {
 // Decline takes ip out of the pool for ten minutes (DHCPDECLINE). Only the
 // client that holds or was offered ip may decline it; anyone else gets
 // dhcp.ErrNotOwner and nothing changes.
-func (l *Leases) Decline(mac string, ip netip.Addr) error {
+func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	if !l.inRange(ip) {
 		return nil
 	}
@@ -458,7 +468,7 @@ func (l *Leases) Decline(mac string, ip netip.Addr) error {
 	}
 	now := l.o.Now()
 	return l.write(ip, func(s *v1alpha1.DHCPLeaseSpec, exists bool) error {
-		if exists && s.MAC != mac && s.MAC != "" && now.Before(s.Expires.Time) {
+		if exists && s.MAC != mac.String() && s.MAC != "" && now.Before(s.Expires.Time) {
 			return dhcp.ErrNotOwner // another client bound it meanwhile
 		}
 		*s = v1alpha1.DHCPLeaseSpec{Address: ip.String(), Declined: true, Expires: metav1.NewMicroTime(now.Add(declineHold)), Server: l.o.Server}
@@ -467,7 +477,7 @@ func (l *Leases) Decline(mac string, ip netip.Addr) error {
 }
 
 // Lookup returns mac's bound, unexpired lease.
-func (l *Leases) Lookup(mac string) (dhcp.Lease, bool) {
+func (l *Leases) Lookup(mac macaddr.MAC) (dhcp.Lease, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	ip, ok := l.byMAC[mac]
@@ -488,7 +498,7 @@ func (l *Leases) All() []dhcp.Lease {
 	defer l.mu.Unlock()
 	out := make([]dhcp.Lease, 0, len(l.byIP))
 	for ip, e := range l.byIP {
-		if e.mac != "" && l.byMAC[e.mac] != ip {
+		if !e.mac.IsZero() && l.byMAC[e.mac] != ip {
 			continue
 		}
 		out = append(out, dhcp.Lease{MAC: e.mac, IP: ip, Expiry: e.expires, Declined: e.declined})
@@ -506,9 +516,9 @@ func Import(ctx context.Context, c client.Client, ns, server string, leases []dh
 		if !le.IP.Is4() {
 			continue
 		}
-		spec := v1alpha1.DHCPLeaseSpec{Address: le.IP.String(), MAC: le.MAC, Declined: le.Declined, Expires: metav1.NewMicroTime(le.Expiry), Server: server}
-		if le.Declined {
-			spec.MAC = ""
+		spec := v1alpha1.DHCPLeaseSpec{Address: le.IP.String(), Declined: le.Declined, Expires: metav1.NewMicroTime(le.Expiry), Server: server}
+		if !le.Declined && !le.MAC.IsZero() {
+			spec.MAC = le.MAC.String()
 		}
 		key := client.ObjectKey{Namespace: ns, Name: v1alpha1.DHCPLeaseName(le.IP)}
 		for try := 0; ; try++ {
@@ -549,3 +559,5 @@ func (l *Leases) Compact() error { return nil }
 
 // Close does nothing (see Compact); the cache stops with its context.
 func (l *Leases) Close() error { return nil }
+
+var _ dhcp.LeaseStore = (*Leases)(nil)

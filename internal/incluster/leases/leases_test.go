@@ -17,6 +17,7 @@ import (
 	"github.com/dodai-dev/dodai/api/v1alpha1"
 	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 	"github.com/dodai-dev/dodai/internal/incluster/kube"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 )
 
@@ -56,7 +57,7 @@ func replica(t *testing.T, cfg *rest.Config, ns, name string, o Options) *Leases
 	return l
 }
 
-func mac(i int) string { return fmt.Sprintf("52:54:00:aa:%02x:%02x", i>>8, i&0xff) }
+func mac(i int) macaddr.MAC { return macaddr.MAC{0x52, 0x54, 0, 0xaa, byte(i >> 8), byte(i)} }
 
 // Two replicas (own clients, own watches) bind the same address for
 // different MACs at the same instant, 40 times over: every time exactly one
@@ -92,7 +93,7 @@ func TestTwoWritersOneAddress(t *testing.T) {
 		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: ip.String()}, got); err != nil {
 			t.Fatal(err)
 		}
-		if got.Spec.MAC != winner || got.Spec.Address != ip.String() {
+		if got.Spec.MAC != winner.String() || got.Spec.Address != ip.String() {
 			t.Errorf("%s: object holds %q, winner was %s", ip, got.Spec.MAC, winner)
 		}
 	}
@@ -158,7 +159,7 @@ func TestReplicasHandOutDistinctAddresses(t *testing.T) {
 	}
 	for _, le := range list.Items {
 		i, ok := seen[netip.MustParseAddr(le.Spec.Address)]
-		if !ok || mac(i) != le.Spec.MAC {
+		if !ok || mac(i).String() != le.Spec.MAC {
 			t.Errorf("DHCPLease %s holds %s, not the client that got it", le.Name, le.Spec.MAC)
 		}
 	}
@@ -186,19 +187,20 @@ func TestDecisions(t *testing.T) {
 	res := netip.MustParseAddr("10.99.0.11")
 	now := time.Now()
 	clock := func() time.Time { return now }
-	o := Options{Reservations: map[string]netip.Addr{"52:54:00:00:00:11": res}, Now: clock}
+	resMAC := macaddr.MustParse("52:54:00:00:00:11")
+	o := Options{Reservations: map[macaddr.MAC]netip.Addr{resMAC: res}, Now: clock}
 	a := replica(t, cfg, ns, "a", o)
 
-	if ip, _ := a.Offer("52:54:00:00:00:11", netip.Addr{}); ip != res {
+	if ip, _ := a.Offer(resMAC, netip.Addr{}); ip != res {
 		t.Errorf("reserved MAC offered %s", ip)
 	}
-	if err := a.Bind("52:54:00:00:00:11", res, time.Hour); err != nil {
+	if err := a.Bind(resMAC, res, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Bind("52:54:00:00:00:99", res, time.Hour); err == nil {
+	if err := a.Bind(mac(99), res, time.Hour); err == nil {
 		t.Error("another MAC bound a reservation")
 	}
-	if err := a.Bind("52:54:00:00:00:11", netip.MustParseAddr("10.99.0.150"), time.Hour); err == nil {
+	if err := a.Bind(resMAC, netip.MustParseAddr("10.99.0.150"), time.Hour); err == nil {
 		t.Error("a reserved MAC bound another address")
 	}
 	if err := a.Bind(mac(1), netip.MustParseAddr("10.99.1.1"), time.Hour); err == nil {

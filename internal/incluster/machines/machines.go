@@ -42,6 +42,9 @@ func FromObject(m *v1alpha1.Machine) state.Machine {
 	if m.Status.LastSeen != nil {
 		out.LastSeen = m.Status.LastSeen.UTC()
 	}
+	if m.Status.BootStarted != nil {
+		out.BootStarted = m.Status.BootStarted.UTC()
+	}
 	return out
 }
 
@@ -125,6 +128,10 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 			t := metav1.NewTime(rec.LastSeen.Truncate(time.Second))
 			st.LastSeen = &t
 		}
+		if !rec.BootStarted.IsZero() {
+			t := metav1.NewTime(rec.BootStarted.Truncate(time.Second))
+			st.BootStarted = &t
+		}
 		if s.Server != "" {
 			st.BootServer = s.Server
 		}
@@ -151,7 +158,8 @@ func equalStatus(a, b *v1alpha1.MachineStatus) bool {
 		}
 		return x.Equal(y)
 	}
-	return a.Arch == b.Arch && a.IP == b.IP && a.Stage == b.Stage && a.BootServer == b.BootServer && same(a.LastSeen, b.LastSeen)
+	return a.Arch == b.Arch && a.IP == b.IP && a.Stage == b.Stage && a.BootServer == b.BootServer &&
+		same(a.LastSeen, b.LastSeen) && same(a.BootStarted, b.BootStarted)
 }
 
 func (s *Store) spec(rec state.Machine) v1alpha1.MachineSpec {

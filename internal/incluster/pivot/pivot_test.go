@@ -22,6 +22,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
@@ -67,7 +68,7 @@ func clusterDir(t *testing.T) (string, time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind("52:54:00:00:00:99", netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
+	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:99"), netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil { // into the snapshot
@@ -77,7 +78,7 @@ func clusterDir(t *testing.T) (string, time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind("52:54:00:00:00:42", netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
+	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:42"), netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
 		t.Fatal(err)
 	}
 	if err := l.Sync(); err != nil {
