@@ -99,7 +99,9 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 		case err != nil:
 			return writes, fmt.Errorf("reading Machine %s: %w", name, err)
 		default:
-			if keepNewer && m.Status.LastSeen != nil && m.Status.LastSeen.After(rec.LastSeen) {
+			// Seen in the cluster at or after the record (a tie at
+			// second precision included): the cluster's view wins.
+			if keepNewer && m.Status.LastSeen != nil && !m.Status.LastSeen.Time.Before(rec.LastSeen.Truncate(time.Second)) {
 				return writes, nil
 			}
 			if want := s.spec(rec); !slices.Equal(m.Spec.MACs, want.MACs) || m.Spec.Node != want.Node {
