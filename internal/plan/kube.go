@@ -45,7 +45,11 @@ func CheckKubernetesStep(from, to string) error {
 	case tb < fb:
 		return fmt.Errorf("Kubernetes %s → %s is a downgrade, which Kubernetes does not support", from, to)
 	case tb > fb+1:
-		return fmt.Errorf("Kubernetes %s → %s skips %d minor versions; Kubernetes upgrades one minor version at a time: set kubernetesVersion to the newest v%d.%d.x first", from, to, tb-fb-1, fa, fb+1)
+		skipped := make([]string, 0, tb-fb-1)
+		for m := fb + 1; m < tb; m++ {
+			skipped = append(skipped, fmt.Sprintf("v%d.%d", fa, m))
+		}
+		return fmt.Errorf("Kubernetes %s → %s skips %s; Kubernetes upgrades one minor version at a time: set kubernetesVersion to the newest v%d.%d.x first", from, to, strings.Join(skipped, ", "), fa, fb+1)
 	}
 	return nil
 }

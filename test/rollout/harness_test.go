@@ -51,6 +51,9 @@ func TestMain(m *testing.M) {
 
 func startKube(t testing.TB) *kubetest.Env {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a real kube-apiserver and fake Talos nodes (skipped under -short)")
+	}
 	kubeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -69,6 +72,8 @@ type spec struct {
 	Installer         string
 	// Patches is YAML under spec.patches.all, e.g. "- machine: {...}".
 	Patches string
+	// Extra lists workers of the file that have no machine (yet).
+	Extra []string
 }
 
 type clusterOpts struct {
@@ -213,6 +218,9 @@ spec:
 		}
 		fmt.Fprintf(&b, "    - name: %s\n      role: %s\n      macs: [\"%s\"]\n      address: %s.%d/8\n      installDisk:\n        selector: {type: nvme}\n",
 			name, role, tc.mac(i+1), tc.cfgBase, i+1)
+	}
+	for i, name := range s.Extra {
+		fmt.Fprintf(&b, "    - name: %s\n      role: worker\n      macs: [\"%s\"]\n      installDisk:\n        selector: {type: nvme}\n", name, tc.mac(200+i))
 	}
 	if err := os.WriteFile(filepath.Join(tc.Dir, cluster.FileName), []byte(b.String()), 0o644); err != nil {
 		tc.t.Fatal(err)
