@@ -2,8 +2,8 @@ package rollout_test
 
 import (
 	"bytes"
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"os"
