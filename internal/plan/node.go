@@ -213,6 +213,9 @@ func RedactedDiff(running, want config.Provider) (diff string, secretsChanged bo
 	if err != nil {
 		return "", false, fmt.Errorf("diffing configs: %w", err)
 	}
+	if rest, ok := strings.CutPrefix(diff, "--- a\n+++ b\n"); ok {
+		diff = "--- running\n+++ cluster.yaml\n" + rest
+	}
 	eq, err := Equal(running, want)
 	if err != nil {
 		return "", false, err

@@ -23,6 +23,9 @@ const (
 	StateChanges      = "changes"
 	StateNotInstalled = "not installed"
 	StateUnreachable  = "unreachable"
+	// StateResume is an unreachable node an earlier apply left rebooting
+	// (see rollout.Adopt): apply waits for it.
+	StateResume = "resume"
 )
 
 // Plan is the difference between the cluster file and the running cluster.
@@ -183,7 +186,7 @@ func (p *Plan) Changes() bool {
 
 // Changes reports whether the node would be changed (installing it too).
 func (n *NodePlan) Changes() bool {
-	return n.State == StateChanges || n.State == StateNotInstalled
+	return n.State == StateChanges || n.State == StateNotInstalled || n.State == StateResume
 }
 
 // Refused reports whether the plan (or one of its nodes) is refused.
@@ -228,6 +231,8 @@ func (n *NodePlan) Summary() string {
 		return "install (dodai bootstrap --node " + n.Name + ")"
 	case StateUnreachable:
 		return "unreachable: " + n.Error
+	case StateResume:
+		return "resume: " + n.Error
 	case StateUnchanged:
 		return "-"
 	}

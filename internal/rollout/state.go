@@ -2,11 +2,13 @@ package rollout
 
 import (
 	"encoding/json"
+	"fmt"
 	"maps"
 	"reflect"
 	"sync"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/plan"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -126,3 +128,40 @@ func (s *store) failure() *Failure {
 }
 
 func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+// ReadState reads the state file an earlier apply left (empty when none).
+func ReadState(path string) (*State, error) {
+	s, err := loadStore(path)
+	if err != nil {
+		return nil, err
+	}
+	return &s.st, nil
+}
+
+// Pending reports whether an earlier apply left work behind: a node it
+// cordoned or an operation (reboot, upgrade) it did not see finish.
+func (s *State) Pending() bool {
+	for _, n := range s.Nodes {
+		if n.Cordoned || n.Inflight != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// Adopt turns the plan's unreachable nodes that an earlier apply left in
+// the middle of a reboot or an upgrade into nodes to resume: apply waits
+// for them (within its node timeout) and checks what they run, instead of
+// refusing a node that is simply still booting.
+func Adopt(p *plan.Plan, s *State) {
+	for _, n := range p.Nodes {
+		ns := s.Nodes[n.Name]
+		if n.State != plan.StateUnreachable || ns == nil || ns.Inflight == nil {
+			continue
+		}
+		n.State = plan.StateResume
+		n.Refusals = nil
+		n.Error = fmt.Sprintf("the last apply's %s started %s; waiting for the node (now: %s)",
+			ns.Inflight.Step, ns.Inflight.At.Format(time.RFC3339), n.Error)
+	}
+}

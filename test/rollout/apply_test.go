@@ -118,6 +118,7 @@ func (tc *testCluster) workload(ctx context.Context, ns string, workers []string
 	if err != nil {
 		tc.t.Fatal(err)
 	}
+	tc.removeNamespace(ns)
 	var seq atomic.Int32
 	create := func(node string) error {
 		p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("web-%d", seq.Add(1)), Labels: map[string]string{"app": "web"},
@@ -189,6 +190,20 @@ func (tc *testCluster) workload(ctx context.Context, ns string, workers []string
 	}
 }
 
+// removeNamespace deletes the namespace's pods at once when the test ends
+// (no kubelet is left to finish them: node names repeat across tests, and a
+// pod left on "w1" would be drained by the next test), then the namespace.
+func (tc *testCluster) removeNamespace(ns string) {
+	tc.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cs := tc.kube.Client
+		_ = cs.CoreV1().Pods(ns).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: ptr.To[int64](0)}, metav1.ListOptions{})
+		_ = cs.PolicyV1().PodDisruptionBudgets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+		_ = cs.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	})
+}
+
 // podsOn counts the pods of the namespace on a node (-1 when the list
 // fails).
 func (tc *testCluster) podsOn(ctx context.Context, ns, node string) int {
@@ -235,6 +250,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 		t.Fatalf("plan of a patch: exit %d\n%s", code, out)
 	}
 	tc.noSecrets(out)
+	t.Logf("plan of a patch:\n%s", out)
 	since := time.Now()
 	code, out, errOut = tc.apply(ctx)
 	if code != 0 {
@@ -259,6 +275,8 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if code != 2 {
 		t.Fatalf("plan of an upgrade: exit %d", code)
 	}
+	_, out, _ = tc.dodai(ctx, "plan")
+	t.Logf("plan of the upgrade:\n%s", out)
 	for _, n := range p.Nodes {
 		if n.Upgrade == nil || n.Upgrade.FromVersion != "v1.11.5" || n.Upgrade.ToVersion != "v1.11.6" ||
 			!strings.HasPrefix(n.Upgrade.Image, "factory.talos.dev/metal-installer/") || !strings.HasSuffix(n.Upgrade.Image, ":v1.11.6") || n.Config == nil {
@@ -301,7 +319,7 @@ func TestRolloutEndToEnd(t *testing.T) {
 			t.Fatalf("pods removed per node during the upgrade: %v", r)
 		}
 	}
-	t.Logf("upgrade apply:\n%s", errOut)
+	t.Logf("apply of the upgrade:\n%s\n%s", out, errOut)
 
 	// 3. An extension change: the same version, a new image.
 	s.Extensions = []string{"siderolabs/drbd", "siderolabs/zfs"}
@@ -327,10 +345,13 @@ func TestRolloutEndToEnd(t *testing.T) {
 	if code != 2 || p.Kubernetes == nil || p.Kubernetes.From != "v1.33.5" || p.Kubernetes.To != "v1.34.1" {
 		t.Fatalf("plan of a Kubernetes upgrade: exit %d %+v", code, p.Kubernetes)
 	}
+	_, out, _ = tc.dodai(ctx, "plan")
+	t.Logf("plan of the Kubernetes upgrade:\n%s", out)
 	since = time.Now()
 	if code, out, errOut = tc.apply(ctx); code != 0 {
 		t.Fatalf("apply Kubernetes: exit %d\n%s\n%s", code, out, errOut)
 	}
+	t.Logf("apply of the Kubernetes upgrade:\n%s\n%s", out, errOut)
 	var lastCP, firstKubelet time.Time
 	for _, n := range tc.Names {
 		var applies []faketalos.Call

@@ -35,6 +35,7 @@ func (tc *testCluster) blockingBudget(ctx context.Context, ns, node string) {
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		tc.t.Fatal(err)
 	}
+	tc.removeNamespace(ns)
 	labels := map[string]string{"app": "db"}
 	rs, err := cs.AppsV1().ReplicaSets(ns).Create(ctx, &appsv1.ReplicaSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "db"},

@@ -254,7 +254,7 @@ func (tc *testCluster) bootstrap(ctx context.Context) {
 // apply runs `dodai apply --yes` with short test bounds.
 func (tc *testCluster) apply(ctx context.Context, extra ...string) (int, string, string) {
 	tc.t.Helper()
-	args := append([]string{"apply", "--yes", "--poll-interval", "20ms", "--network", tc.Net}, extra...)
+	args := append([]string{"apply", "--yes", "--poll-interval", "20ms", "--drain-timeout", "60s", "--network", tc.Net}, extra...)
 	return tc.dodai(ctx, args...)
 }
 
