@@ -18,10 +18,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +39,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/fsutil"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -54,7 +55,7 @@ type Options struct {
 	// host's directly connected networks), in addition to the netboot
 	// registry's addresses and those remembered in the state file.
 	Networks []netip.Prefix
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// PollInterval between retries of waits (default 1s).
 	PollInterval time.Duration
@@ -84,8 +85,6 @@ type Result struct {
 	BootstrapCalled bool `json:"bootstrapCalled"`
 	// Kubeconfig is the path written (empty if unchanged or not reached).
 	Kubeconfig string `json:"kubeconfig,omitempty"`
-	// Warnings about traps in the cluster file.
-	Warnings []string `json:"warnings,omitempty"`
 }
 
 // NodeError is a failure of one node.
@@ -106,7 +105,7 @@ type runner struct {
 	port   int
 	poll   time.Duration
 	prog   time.Duration
-	dir    string
+	paths  cluster.Layout
 	found  map[string]*talos.Machine // by node name
 	mu     sync.Mutex
 	up     map[string]chan struct{} // closed when a node answers the authenticated API
@@ -146,14 +145,14 @@ func FirstControlPlane(spec *cluster.Spec) *cluster.Node {
 // Run bootstraps the cluster. The returned error joins every node's error
 // (each a *NodeError) and cluster-level failures.
 func Run(ctx context.Context, opts Options) (*Result, error) {
-	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, dir: opts.Source.Dir,
+	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, paths: opts.Source.Layout(),
 		port: opts.Port, poll: opts.PollInterval, prog: opts.ProgressInterval,
 		up: map[string]chan struct{}{}, failed: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.port == 0 {
-		r.port = talos.Port()
+		r.port = talos.DefaultPort
 	}
 	if r.poll == 0 {
 		r.poll = time.Second
@@ -161,10 +160,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if r.prog == 0 {
 		r.prog = 10 * time.Second
 	}
-	res := &Result{Warnings: Warnings(opts.Source)}
-	for _, w := range res.Warnings {
-		r.log.Warn(w)
-	}
+	res := &Result{}
 	selected, err := r.selectNodes()
 	if err != nil {
 		return res, err
@@ -173,10 +169,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if first == nil {
 		return res, errors.New("the cluster has no control-plane node")
 	}
-	if r.store, err = loadStore(r.dir); err != nil {
+	if r.store, err = loadStore(r.paths); err != nil {
 		return res, err
 	}
-	if r.tc, _, err = opts.Renderer.EnsureTalosconfig(filepath.Join(r.dir, cluster.TalosconfigFile)); err != nil {
+	if r.tc, _, err = opts.Renderer.EnsureTalosconfig(r.paths.Talosconfig()); err != nil {
 		return res, err
 	}
 	for i := range r.spec.Nodes {
@@ -274,14 +270,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	r.mu.Unlock()
 
 	// One write for every node that answered the authenticated API.
-	if err := r.store.update(func(s *State) {
+	if err := r.store.update(func(s *state.Bootstrap) {
 		for _, n := range selected {
 			if !r.isUp(n.Name) {
 				continue
 			}
 			ns := s.Nodes[n.Name]
 			if ns == nil {
-				ns = &NodeState{}
+				ns = &state.Node{}
 				s.Nodes[n.Name] = ns
 			}
 			ns.Address = r.addr(n.Name)
@@ -375,7 +371,7 @@ func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
 			return err
 		}
 	}
-	hosts, err := discover.RegistryHosts(r.dir)
+	hosts, err := discover.RegistryHosts(r.paths)
 	if err != nil {
 		return err
 	}
@@ -472,7 +468,7 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 	// Recorded before the call: if dodai dies while the node takes the
 	// config, the next run knows to wait for it instead of searching.
 	// The disk is confirmed from here on.
-	if err := r.store.updateNode(n.Name, func(s *NodeState) {
+	if err := r.store.updateNode(n.Name, func(s *state.Node) {
 		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
 		if s.Disk == nil {
 			s.Disk = recordOf(disk)
@@ -482,7 +478,7 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		return "", err
 	}
 	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
-		_ = r.store.updateNode(n.Name, func(s *NodeState) { s.Applied = nil })
+		_ = r.store.updateNode(n.Name, func(s *state.Node) { s.Applied = nil })
 		return "", fmt.Errorf("applying config on %s: %w", m.Address, grpcErr(err))
 	}
 	r.setAddr(n.Name, addr)
@@ -623,11 +619,13 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 	// A previous run may have sent it and died before recording it.
 	if ok, _, err := etcdRunning(ctx, c); err == nil && ok {
 		r.log.Info("etcd already running; recording bootstrap as done", "node", node)
-		return r.store.update(func(s *State) { s.Bootstrap = &EtcdBootstrap{Node: node, Requested: bs.Requested, Done: now()} })
+		return r.store.update(func(s *state.Bootstrap) {
+			s.Bootstrap = &state.EtcdBootstrap{Node: node, Requested: bs.Requested, Done: now()}
+		})
 	}
-	if err := r.store.update(func(s *State) {
+	if err := r.store.update(func(s *state.Bootstrap) {
 		if s.Bootstrap == nil || s.Bootstrap.Requested == nil {
-			s.Bootstrap = &EtcdBootstrap{Node: node, Requested: now()}
+			s.Bootstrap = &state.EtcdBootstrap{Node: node, Requested: now()}
 		}
 	}); err != nil {
 		return err
@@ -671,7 +669,7 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 		default:
 			return fmt.Errorf("bootstrapping etcd: %w", grpcErr(err))
 		}
-		return r.store.update(func(s *State) { s.Bootstrap.Done = now() })
+		return r.store.update(func(s *state.Bootstrap) { s.Bootstrap.Done = now() })
 	}
 }
 
@@ -714,7 +712,7 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 // kept: Talos issues a new client certificate on every Kubeconfig call, so
 // fetching again would rewrite the file on every run.
 func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) (string, error) {
-	if old, err := os.ReadFile(filepath.Join(r.dir, cluster.KubeconfigFile)); err == nil {
+	if old, err := os.ReadFile(r.paths.Kubeconfig()); err == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := Readyz(rctx, old)
 		cancel()
@@ -742,20 +740,24 @@ func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) 
 	if err := r.waitReadyz(ctx, kc); err != nil {
 		return "", err
 	}
-	return WriteKubeconfig(r.dir, kc)
-}
-
-// WriteKubeconfig writes DIR/kubeconfig (0600, atomically) when its content
-// changed; it returns the path when written.
-func WriteKubeconfig(dir string, kc []byte) (string, error) {
-	path := filepath.Join(dir, cluster.KubeconfigFile)
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, kc) {
-		return "", nil
-	}
-	if err := fsutil.WriteFileAtomic(path, kc, 0o600); err != nil {
+	written, err := WriteKubeconfig(r.paths, kc)
+	if err != nil || !written {
 		return "", err
 	}
-	return path, nil
+	return r.paths.Kubeconfig(), nil
+}
+
+// WriteKubeconfig writes the cluster directory's kubeconfig (0600,
+// atomically) when its content changed, and says whether it did.
+func WriteKubeconfig(l cluster.Layout, kc []byte) (bool, error) {
+	path := l.Kubeconfig()
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, kc) {
+		return false, nil
+	}
+	if err := fsutil.WriteFileAtomic(path, kc, 0o600); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Readyz checks the Kubernetes API's /readyz with the kubeconfig.
@@ -773,7 +775,7 @@ func Readyz(ctx context.Context, kc []byte) error {
 	if err != nil {
 		return err
 	}
-	req, err := httpGet(ctx, u)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}

@@ -14,10 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
@@ -39,8 +37,9 @@ func bootstrapArgs(tc *testCluster, extra ...string) []string {
 func snapshot(t testing.TB, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, f := range []string{cluster.SecretsFile, cluster.TalosconfigFile, cluster.KubeconfigFile, cluster.FileName, filepath.Join(state.Dir, bootstrap.StateFile)} {
-		b, err := os.ReadFile(filepath.Join(dir, f))
+	l := cluster.At(dir)
+	for _, f := range []string{l.Secrets(), l.Talosconfig(), l.Kubeconfig(), l.ClusterFile(), l.BootstrapState()} {
+		b, err := os.ReadFile(f)
 		if err == nil {
 			out[f] = string(b)
 		}
@@ -129,23 +128,23 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// status and kubeconfig.
-	t.Setenv(talos.PortEnv, strconv.Itoa(tc.Port))
-	code, out, errOut = dodai(ctx, t, tc, "status", "nodes")
+	port := "--talos-port=" + strconv.Itoa(tc.Port)
+	code, out, errOut = dodai(ctx, t, tc, "status", "nodes", port)
 	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, "v1.11.5") {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
 	// The whole status: nodes are fine, but the platform isn't installed yet,
 	// which is "not all ready" (exit 1), said plainly, not an error.
-	code, out, errOut = dodai(ctx, t, tc, "status")
+	code, out, errOut = dodai(ctx, t, tc, "status", port)
 	if code != 1 || strings.Count(out, "running") != 5 || !strings.Contains(out, "Flux is not installed") || strings.Contains(errOut, "error") {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
-	code, out, _ = dodai(ctx, t, tc, "kubeconfig")
+	code, out, _ = dodai(ctx, t, tc, "kubeconfig", port)
 	if code != 0 || !strings.Contains(out, "up to date") {
 		t.Fatalf("kubeconfig: %d %s", code, out)
 	}
 	os.Remove(kcPath)
-	code, out, _ = dodai(ctx, t, tc, "kubeconfig")
+	code, out, _ = dodai(ctx, t, tc, "kubeconfig", port)
 	if code != 0 || !strings.Contains(out, "written") {
 		t.Fatalf("kubeconfig: %d %s", code, out)
 	}
@@ -213,9 +212,9 @@ func TestFaultTimeNotInSync(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "node cp1: etcd bootstrap not accepted within the timeout") || !strings.Contains(errOut, "time is not in sync yet") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	st, err := bootstrap.ReadState(tc.Dir)
-	if err != nil || st.Bootstrap == nil || st.Bootstrap.Requested == nil || st.Bootstrap.Done != nil {
-		t.Fatalf("state %+v %v", st, err)
+	st := tc.readState(t)
+	if st.Bootstrap == nil || st.Bootstrap.Requested == nil || st.Bootstrap.Done != nil {
+		t.Fatalf("state %+v", st)
 	}
 }
 
@@ -245,7 +244,7 @@ func TestDiskConfirmed(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "disk busy") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	st, _ := bootstrap.ReadState(tc.Dir)
+	st := tc.readState(t)
 	if st.Nodes["w1"] == nil || st.Nodes["w1"].Disk == nil || st.Nodes["w1"].Disk.DevPath != "/dev/nvme0n1" {
 		t.Fatalf("state %+v", st.Nodes["w1"])
 	}

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -131,10 +133,14 @@ spec:
 
 func (tc *testCluster) load(t testing.TB) (*cluster.Source, *machineconfig.Renderer) {
 	t.Helper()
-	src, err := cluster.LoadDir(tc.Dir)
+	d, err := clusterdir.Open(tc.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	r, err := machineconfig.New(src)
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +163,16 @@ func readFile(t testing.TB, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// readState reads the cluster's state/bootstrap.json.
+func (tc *testCluster) readState(t testing.TB) *state.Bootstrap {
+	t.Helper()
+	st, err := state.ReadBootstrap(cluster.At(tc.Dir).BootstrapState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 func testCtx(t testing.TB, d time.Duration) context.Context {

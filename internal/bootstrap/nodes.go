@@ -10,6 +10,7 @@ import (
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -25,7 +26,7 @@ type NodeStatus struct {
 }
 
 // nodeAddress is the configured address, else the one bootstrap recorded.
-func nodeAddress(n *cluster.Node, st *State) string {
+func nodeAddress(n *cluster.Node, st *state.Bootstrap) string {
 	if ip := NodeIP(n); ip != "" {
 		return ip
 	}
@@ -38,7 +39,7 @@ func nodeAddress(n *cluster.Node, st *State) string {
 // Statuses asks every node for its Talos version and stage over the
 // authenticated API, in parallel.
 func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) ([]NodeStatus, error) {
-	st, err := ReadState(src.Dir)
+	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +87,7 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 // admin kubeconfig and writes DIR/kubeconfig (0600) when it changed. It
 // returns the path and whether the file was (re)written.
 func FetchKubeconfig(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) (string, bool, error) {
-	st, err := ReadState(src.Dir)
+	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
 		return "", false, err
 	}
@@ -115,14 +116,11 @@ func FetchKubeconfig(ctx context.Context, src *cluster.Source, tc *clientconfig.
 			errs = append(errs, fmt.Errorf("node %s (%s): %s", n.Name, addr, shortErr(err)))
 			continue
 		}
-		path, err := WriteKubeconfig(src.Dir, kc)
+		written, err := WriteKubeconfig(src.Layout(), kc)
 		if err != nil {
 			return "", false, err
 		}
-		if path == "" {
-			return src.Dir + "/" + cluster.KubeconfigFile, false, nil
-		}
-		return path, true, nil
+		return src.Layout().Kubeconfig(), written, nil
 	}
 	if len(errs) == 0 {
 		return "", false, errors.New("the cluster has no control-plane node")

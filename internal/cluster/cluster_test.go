@@ -174,10 +174,9 @@ func TestPatchFileRelativeToClusterDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadDir(dir)
-	probs, ok := err.(Problems)
-	if !ok || len(probs) != 1 || !strings.Contains(probs[0].String(), "spec.patches.all[1]: reading patch file:") {
-		t.Fatalf("want one error for the missing patch file, got %v", err)
+	probs := dirErrors(t, dir)
+	if len(probs) != 1 || !strings.Contains(probs[0].String(), "spec.patches.all[1]: reading patch file:") {
+		t.Fatalf("want one error for the missing patch file, got %v", probs)
 	}
 }
 
@@ -290,12 +289,27 @@ func TestUnknownFieldDoesNotHideOtherProblems(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadDir(dir)
-	probs, ok := err.(Problems)
-	if !ok || len(probs) != 2 {
-		t.Fatalf("want the unknown field and the bad role, got %v", err)
+	probs := dirErrors(t, dir)
+	if len(probs) != 2 {
+		t.Fatalf("want the unknown field and the bad role, got %v", probs)
 	}
 	if !strings.Contains(probs[0].String(), `spec.vpi: unknown field (did you mean "vip"?)`) || !strings.Contains(probs[1].String(), `spec.nodes[1].role: must be controlplane or worker`) {
 		t.Fatalf("got %v", probs)
 	}
+}
+
+// dirErrors parses and validates DIR/cluster.yaml and returns its errors.
+func dirErrors(t *testing.T, dir string) Problems {
+	t.Helper()
+	file := At(dir).ClusterFile()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, probs := Parse(file, raw)
+	if src != nil {
+		probs = append(probs, Validate(src)...)
+	}
+	probs.Sort()
+	return probs.Errors()
 }

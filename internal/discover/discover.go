@@ -31,7 +31,7 @@ type Options struct {
 	Networks []netip.Prefix
 	// Hosts are extra single addresses (e.g. from the netboot registry).
 	Hosts []netip.Addr
-	// Port of the Talos API (talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// DialTimeout per TCP probe, default 500ms.
 	DialTimeout time.Duration
@@ -112,9 +112,9 @@ func ParseNetworks(values []string) ([]netip.Prefix, error) {
 }
 
 // RegistryHosts returns the IPs netboot recorded in state/machines.json.
-func RegistryHosts(clusterDir string) ([]netip.Addr, error) {
-	var reg state.Machines
-	if err := state.ReadJSON(state.Path(clusterDir, state.MachinesFile), &reg); err != nil {
+func RegistryHosts(l cluster.Layout) ([]netip.Addr, error) {
+	reg, err := state.ReadMachines(l.MachinesState())
+	if err != nil {
 		return nil, err
 	}
 	var out []netip.Addr
@@ -163,6 +163,9 @@ func Probe(ctx context.Context, opts Options) ([]netip.Addr, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.Port == 0 {
+		opts.Port = talos.DefaultPort
+	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 500 * time.Millisecond
 	}
@@ -208,6 +211,9 @@ func Scan(ctx context.Context, opts Options) ([]*talos.Machine, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Port == 0 {
+		opts.Port = talos.DefaultPort
 	}
 	open, err := Probe(ctx, opts)
 	if err != nil {

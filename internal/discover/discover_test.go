@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -129,7 +130,7 @@ func FuzzParseNetworks(f *testing.F) {
 }
 
 func TestRegistryHosts(t *testing.T) {
-	dir := t.TempDir()
+	dir := cluster.At(t.TempDir())
 	if hs, err := RegistryHosts(dir); err != nil || len(hs) != 0 {
 		t.Fatalf("no registry: %v %v", hs, err)
 	}
@@ -139,14 +140,14 @@ func TestRegistryHosts(t *testing.T) {
 		{MAC: "52:54:00:00:00:03", Stage: "dhcp"},
 		{MAC: "52:54:00:00:00:04", IP: "192.168.100.50", Stage: "booted"},
 	}}
-	if err := state.WriteJSON(state.Path(dir, state.MachinesFile), reg); err != nil {
+	if err := state.WriteJSON(dir.MachinesState(), reg); err != nil {
 		t.Fatal(err)
 	}
 	hs, err := RegistryHosts(dir)
 	if err != nil || len(hs) != 2 || hs[0].String() != "192.168.100.50" || hs[1].String() != "192.168.100.51" {
 		t.Fatalf("got %v %v", hs, err)
 	}
-	if err := os.WriteFile(state.Path(dir, state.MachinesFile), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(dir.MachinesState(), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := RegistryHosts(dir); err == nil || !strings.Contains(err.Error(), "machines.json") {

@@ -10,6 +10,7 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/config/configloader"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 )
 
 // exampleDir writes the built-in example cluster with the committed test
@@ -40,10 +41,14 @@ func exampleDir(t *testing.T, edit func(string) string) string {
 
 func renderer(t *testing.T, dir string) *Renderer {
 	t.Helper()
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	r, err := New(src)
 	if err != nil {
 		t.Fatal(err)
@@ -227,10 +232,14 @@ func TestSecretsNeverRegenerated(t *testing.T) {
 func TestMissingSecrets(t *testing.T) {
 	dir := exampleDir(t, nil)
 	os.Remove(filepath.Join(dir, cluster.SecretsFile))
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	if _, err := New(src); err != ErrNoSecrets {
 		t.Fatalf("got %v", err)
 	}

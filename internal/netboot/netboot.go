@@ -37,9 +37,6 @@ import (
 // DefaultIPXEDir is where Debian's `ipxe` package installs the binaries.
 const DefaultIPXEDir = "/usr/lib/ipxe"
 
-// LeasesFile is the dhcp-mode lease file inside the state directory.
-const LeasesFile = "leases.json"
-
 // TFTPServer serves the iPXE directory over TFTP (internal/tftp.Server has
 // this shape).
 type TFTPServer interface {
@@ -119,7 +116,7 @@ func New(o Options) (*Server, error) {
 		o.IPXEDir = DefaultIPXEDir
 	}
 	if o.AssetsDir == "" {
-		o.AssetsDir = filepath.Join(o.ClusterDir, "assets")
+		o.AssetsDir = cluster.At(o.ClusterDir).Assets()
 	}
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = ":8080"
@@ -193,7 +190,7 @@ func New(o Options) (*Server, error) {
 
 	s.view = newView(o.View, o.ViewTTY)
 	s.reg, err = registry.New(registry.Options{
-		Path: state.Path(o.ClusterDir, state.MachinesFile), Known: known,
+		Path: cluster.At(o.ClusterDir).MachinesState(), Known: known,
 		OnChange: func(m state.Machine) {
 			s.log.Info("machine", "mac", m.MAC, "node", m.Node, "arch", m.Arch, "ip", m.IP, "stage", m.Stage)
 			s.view.changed(m)
@@ -256,7 +253,7 @@ func (s *Server) setupDHCPMode(known map[string]string) error {
 			res[m] = p.Addr()
 		}
 	}
-	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: state.Path(s.o.ClusterDir, LeasesFile), Start: start, End: end, Reservations: res})
+	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: cluster.At(s.o.ClusterDir).Leases(), Start: start, End: end, Reservations: res})
 	if err != nil {
 		return err
 	}

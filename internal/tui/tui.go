@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -21,42 +20,37 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/discover"
-	"github.com/dodai-dev/dodai/internal/fsutil"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // Options of the interactive session.
 type Options struct {
-	ClusterDir string
-	Networks   []netip.Prefix
-	Port       int
-	In         io.Reader
-	Out        io.Writer
-	Log        *slog.Logger
+	// Dir is the opened cluster directory; its cluster file is changed.
+	Dir      *clusterdir.Dir
+	Networks []netip.Prefix
+	Port     int
+	In       io.Reader
+	Out      io.Writer
+	Log      *slog.Logger
 }
 
 var labelRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
 
 // Run discovers machines, asks about them and writes cluster.yaml.
 func Run(ctx context.Context, opts Options) ([]string, error) {
-	file := cluster.FileName
-	path := opts.ClusterDir + "/" + file
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster file (create it with `dodai init`): %w", err)
-	}
-	src, probs := cluster.Parse(path, raw)
-	if src == nil {
-		return nil, probs
-	}
+	d := opts.Dir
+	src, path := d.Source, d.ClusterFile()
 	nets := opts.Networks
 	if len(nets) == 0 {
+		var err error
 		if nets, err = discover.DefaultNetworks(); err != nil {
 			return nil, err
 		}
 	}
-	hosts, err := discover.RegistryHosts(opts.ClusterDir)
+	hosts, err := discover.RegistryHosts(d.Layout)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +85,7 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	// Names and control-plane slots are taken by nodes that are real: they
 	// match a discovered machine or bootstrap knows them. The others (like
 	// the placeholder node of `dodai init`) may be taken over.
-	st, err := bootstrap.ReadState(opts.ClusterDir)
+	st, err := state.ReadBootstrap(d.BootstrapState())
 	if err != nil {
 		return nil, err
 	}
@@ -114,11 +108,11 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 			cps++
 		}
 	}
-	var answers Answers
+	var answers clusterdir.Edit
 	var groups []*huh.Group
 	type pending struct {
 		m   *talos.Machine
-		a   *NodeAnswers
+		a   *clusterdir.NodeEdit
 		dns *string
 	}
 	var all []pending
@@ -141,9 +135,9 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 		names = append(names, p.a.Name)
 		p.a.DNS = splitList(*p.dns)
 		p.a.DiskSerial = ""
-		for _, d := range p.m.Disks {
-			if d.DevPath == p.a.DiskPath {
-				p.a.DiskSerial = d.Serial
+		for _, disk := range p.m.Disks {
+			if disk.DevPath == p.a.DiskPath {
+				p.a.DiskSerial = disk.Serial
 			}
 		}
 		answers.Nodes = append(answers.Nodes, *p.a)
@@ -151,7 +145,7 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	answers.VIP = strings.TrimSpace(vip)
 	answers.Protected = real
 
-	out, err := ApplyAnswers(src, answers)
+	out, err := d.Apply(answers)
 	if err != nil {
 		return nil, err
 	}
@@ -165,18 +159,14 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	if !confirm {
 		return nil, errors.New("cancelled: cluster.yaml not changed")
 	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if err := fsutil.WriteFileAtomic(path, out, mode); err != nil {
+	if err := d.WriteClusterFile(out); err != nil {
 		return nil, err
 	}
 	// The disks the user picked are the confirmed ones.
 	for _, p := range all {
-		for _, d := range p.m.Disks {
-			if (p.a.DiskSerial != "" && d.Serial == p.a.DiskSerial) || (p.a.DiskSerial == "" && d.DevPath == p.a.DiskPath) {
-				if err := bootstrap.ConfirmDisk(opts.ClusterDir, p.a.Name, d); err != nil {
+		for _, disk := range p.m.Disks {
+			if (p.a.DiskSerial != "" && disk.Serial == p.a.DiskSerial) || (p.a.DiskSerial == "" && disk.DevPath == p.a.DiskPath) {
+				if err := bootstrap.ConfirmDisk(d.Layout, p.a.Name, disk); err != nil {
 					return nil, err
 				}
 			}
@@ -199,8 +189,8 @@ func form(opts Options, groups ...*huh.Group) *huh.Form {
 
 // prefill answers from the cluster file (when the machine is a known node)
 // and the machine's inventory.
-func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bool) (*NodeAnswers, *string) {
-	a := &NodeAnswers{MAC: m.MAC}
+func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bool) (*clusterdir.NodeEdit, *string) {
+	a := &clusterdir.NodeEdit{MAC: m.MAC}
 	node := discover.NodeFor(m, c)
 	if node != nil {
 		a.Name, a.Role, a.Address, a.Gateway, a.DNS = node.Name, node.Role, node.Address, node.Gateway, node.Nameservers
@@ -263,7 +253,7 @@ func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bo
 func safeDisk(d talos.Disk) bool { return bootstrap.UnsafeReason(d) == "" }
 
 // nodeGroup is the screen for one machine: talos-bootstrap's questions.
-func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[string]bool) []*huh.Group {
+func nodeGroup(m *talos.Machine, a *clusterdir.NodeEdit, dns *string, protected map[string]bool) []*huh.Group {
 	own := m.Node // the node this machine already is, if any
 	title := fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)
 	var diskOpts []huh.Option[string]
@@ -339,7 +329,7 @@ func orDash(s string) string {
 }
 
 // summary is one line per configured machine for the confirmation screen.
-func summary(a Answers) string {
+func summary(a clusterdir.Edit) string {
 	var b strings.Builder
 	for _, n := range a.Nodes {
 		disk := n.DiskPath
