@@ -9,8 +9,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/platform/catalog"
-	"github.com/dodai-dev/dodai/internal/platform/graph"
+	"github.com/dodai-dev/dodai/internal/platform"
 )
 
 // checks are every check Open runs after the cluster file's own validation,
@@ -18,34 +17,8 @@ import (
 // directory is added: the owning package keeps the logic and exports a
 // cluster.Check; it is listed here, so internal/cluster never imports it.
 var checks = []cluster.Check{
-	platformGraph,    // spec.platform against the catalog: dependencies, cycles, releases, mirrors
-	talosconfigTraps, // the directory's talosconfig
-}
-
-// platformGraph reports the platform graph's problems (internal/platform/graph)
-// at their place in the cluster file. spec.platform.bundle itself is left to
-// the cluster file's own validation, which reports it already.
-func platformGraph(src *cluster.Source) cluster.Problems {
-	cat, err := catalog.Load()
-	if err != nil {
-		return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
-	}
-	_, err = graph.Resolve(cat, src.Cluster.Spec.Platform)
-	if err == nil {
-		return nil
-	}
-	var ges graph.Errors
-	if !errors.As(err, &ges) {
-		return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
-	}
-	var probs cluster.Problems
-	for _, e := range ges {
-		if e.Path == "spec.platform.bundle" {
-			continue
-		}
-		probs = append(probs, src.Problem(cluster.Error, e.Path, "%s", e.Msg))
-	}
-	return probs
+	platform.Validate, // spec.platform against the catalog: dependencies, cycles, releases, mirrors
+	talosconfigTraps,  // the directory's talosconfig
 }
 
 // talosconfigTraps warns about a talosconfig context that uses the VIP as
