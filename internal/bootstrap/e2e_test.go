@@ -16,6 +16,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
@@ -66,7 +67,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("discovered %d machines", len(machines))
 	}
 	for i, m := range machines {
-		if m.Node != tc.Names[i] || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
+		if m.Node != tc.Names[i] || m.Stage != phase.Maintenance || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
 			t.Fatalf("machine %d: %+v", i, m)
 		}
 	}

@@ -10,19 +10,20 @@ import (
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // NodeStatus is one line of `dodai status`' nodes section.
 type NodeStatus struct {
-	Name         string `json:"name"`
-	Role         string `json:"role"`
-	Address      string `json:"address,omitempty"`
-	TalosVersion string `json:"talosVersion,omitempty"`
-	Stage        string `json:"stage"`
-	Ready        bool   `json:"ready"`
-	Error        string `json:"error,omitempty"`
+	Name         string      `json:"name"`
+	Role         string      `json:"role"`
+	Address      string      `json:"address,omitempty"`
+	TalosVersion string      `json:"talosVersion,omitempty"`
+	Stage        phase.Phase `json:"stage"`
+	Ready        bool        `json:"ready"`
+	Error        string      `json:"error,omitempty"`
 }
 
 // nodeAddress is the configured address, else the one bootstrap recorded.
@@ -37,7 +38,8 @@ func nodeAddress(n *cluster.Node, st *state.Bootstrap) string {
 }
 
 // Statuses asks every node for its Talos version and stage over the
-// authenticated API, in parallel.
+// authenticated API, in parallel. A node is healthy when
+// phase.Healthy(Stage, Ready).
 func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) ([]NodeStatus, error) {
 	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
@@ -48,9 +50,9 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 	var wg sync.WaitGroup
 	for i := range nodes {
 		n := &nodes[i]
-		out[i] = NodeStatus{Name: n.Name, Role: n.Role, Address: nodeAddress(n, st), Stage: "unknown"}
+		out[i] = NodeStatus{Name: n.Name, Role: n.Role, Address: nodeAddress(n, st), Stage: phase.Unknown}
 		if out[i].Address == "" {
-			out[i].Stage = "not installed"
+			out[i].Stage = phase.NotInstalled
 			continue
 		}
 		wg.Add(1)
@@ -66,9 +68,9 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 			defer c.Close()
 			stage, ready, err := talos.MachineStatus(ctx, c.COSI)
 			if err != nil {
-				out[i].Stage = "unreachable"
+				out[i].Stage = phase.Unreachable
 				if s := st.Nodes[n.Name]; s == nil || s.Applied == nil {
-					out[i].Stage = "not installed"
+					out[i].Stage = phase.NotInstalled
 				}
 				out[i].Error = shortErr(err)
 				return

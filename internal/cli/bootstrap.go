@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
 	"github.com/dodai-dev/dodai/internal/tui"
 )
@@ -66,16 +68,10 @@ Machines are matched to the cluster file's nodes by MAC.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nets, err := discover.ParseNetworks(networks)
 			if err != nil {
-				return err
-			}
-			if len(nets) == 0 {
-				if nets, err = discover.DefaultNetworks(); err != nil {
-					return err
-				}
+				return fmt.Errorf("--network: %w", err)
 			}
 			// The cluster file is optional here: without it nothing matches.
 			var c *cluster.Cluster
-			var hosts = []string{}
 			if _, err := os.Stat(g.Paths().ClusterFile()); err == nil {
 				src, err := g.Load()
 				if err != nil {
@@ -83,24 +79,18 @@ Machines are matched to the cluster file's nodes by MAC.`,
 				}
 				c = src.Cluster
 			}
-			reg, err := discover.RegistryHosts(g.Paths())
+			tg, err := discover.TargetsFor(g.Paths(), nets)
 			if err != nil {
-				return err
+				return networkHint(err)
 			}
-			for _, h := range reg {
-				hosts = append(hosts, h.String())
-			}
-			if len(nets) == 0 && len(reg) == 0 {
-				return discover.ErrNoNetworks
-			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			g.Log.Debug("scanning", "networks", fmt.Sprint(nets), "registry", strings.Join(hosts, ","))
 			port, err := g.TalosPort()
 			if err != nil {
 				return err
 			}
-			ms, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: reg, Port: port, Log: g.Log})
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			g.Log.Debug("scanning", "networks", fmt.Sprint(tg.Networks), "hosts", fmt.Sprint(tg.Hosts))
+			ms, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: port, Log: g.Log})
 			if err != nil {
 				return err
 			}
@@ -110,7 +100,7 @@ Machines are matched to the cluster file's nodes by MAC.`,
 			}
 			return g.Print(ms, func(w io.Writer) error {
 				if len(ms) == 0 {
-					fmt.Fprintf(g.Err, "no machines in maintenance mode found on %v\n", nets)
+					fmt.Fprintf(g.Err, "no machines in maintenance mode found on %v %v\n", tg.Networks, tg.Hosts)
 				}
 				rows := make([][]string, 0, len(ms))
 				for _, m := range ms {
@@ -129,6 +119,14 @@ Machines are matched to the cluster file's nodes by MAC.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
 	g.talosPortFlag(cmd)
 	return cmd
+}
+
+// networkHint says which flag helps when the libraries found nothing to scan.
+func networkHint(err error) error {
+	if errors.Is(err, discover.ErrNoNetworks) {
+		return fmt.Errorf("%w; pass --network CIDR", err)
+	}
+	return err
 }
 
 func orDash(s string) string {
@@ -169,7 +167,7 @@ cluster.yaml, and then runs the same declarative path.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nets, err := discover.ParseNetworks(networks)
 			if err != nil {
-				return err
+				return fmt.Errorf("--network: %w", err)
 			}
 			port, err := g.TalosPort()
 			if err != nil {
@@ -186,7 +184,7 @@ cluster.yaml, and then runs the same declarative path.`,
 				// reloads d from it.
 				names, err := tui.Run(ctx, tui.Options{Dir: d, Networks: nets, Port: port, In: g.In, Out: g.Out, Log: g.Log})
 				if err != nil {
-					return err
+					return networkHint(err)
 				}
 				if len(nodes) == 0 {
 					// Bootstrap the machines just configured (other nodes of
@@ -204,7 +202,7 @@ cluster.yaml, and then runs the same declarative path.`,
 				perr := g.Print(res, func(w io.Writer) error {
 					rows := make([][]string, 0, len(res.Nodes))
 					for _, n := range res.Nodes {
-						rows = append(rows, []string{n.Name, n.Role, orDash(n.Address), n.Action, orDash(n.Error)})
+						rows = append(rows, []string{n.Name, n.Role, orDash(n.Address), string(n.Action), orDash(n.Error)})
 					}
 					return Table(w, []string{"NODE", "ROLE", "ADDRESS", "RESULT", "ERROR"}, rows)
 				})
@@ -213,7 +211,7 @@ cluster.yaml, and then runs the same declarative path.`,
 				}
 			}
 			if err != nil {
-				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", err)}
+				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", networkHint(err))}
 			}
 			if res.Kubeconfig != "" {
 				fmt.Fprintf(g.Err, "kubeconfig written to %s\n", res.Kubeconfig)
@@ -297,7 +295,7 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 	}
 	healthy := true
 	for _, s := range sts {
-		healthy = healthy && s.Ready && s.Stage == "running"
+		healthy = healthy && phase.Healthy(s.Stage, s.Ready)
 	}
 	return healthy, g.Print(map[string]any{"nodes": sts}, func(w io.Writer) error {
 		rows := make([][]string, 0, len(sts))
@@ -306,7 +304,7 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 			if s.Ready {
 				ready = "yes"
 			}
-			rows = append(rows, []string{s.Name, s.Role, orDash(s.Address), orDash(s.TalosVersion), s.Stage, ready})
+			rows = append(rows, []string{s.Name, s.Role, orDash(s.Address), orDash(s.TalosVersion), string(s.Stage), ready})
 		}
 		return Table(w, []string{"NODE", "ROLE", "ADDRESS", "TALOS", "STAGE", "READY"}, rows)
 	})

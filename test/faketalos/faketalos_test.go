@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -112,7 +113,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.MAC != "52:54:00:00:00:01" || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 ||
+	if m.MAC != "52:54:00:00:00:01" || m.Stage != phase.Maintenance || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 ||
 		m.MemoryMiB != 32768 || m.Hostname != "talos-cp1" || len(m.Addresses) != 1 || m.Addresses[0] != maint(0)+"/8" {
 		t.Fatalf("inventory: %+v", m)
 	}
@@ -155,7 +156,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("version: %v", err)
 	}
 	stage, ready, err := talos.MachineStatus(ctx, ac.COSI)
-	if err != nil || stage != "running" || !ready {
+	if err != nil || stage != phase.Running || !ready {
 		t.Fatalf("machine status %s %v %v", stage, ready, err)
 	}
 	// The maintenance address is gone.
