@@ -18,6 +18,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -49,7 +50,7 @@ func snapshot(t testing.TB, dir string) map[string]string {
 }
 
 func TestEndToEnd(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
+	ctx := testutil.Context(t, 3*time.Minute)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, RebootDelay: 30 * time.Millisecond, Kubeconfig: kube.kubeconfig})
 	secrets := readFile(t, filepath.Join(tc.Dir, cluster.SecretsFile))
@@ -156,7 +157,7 @@ func TestEndToEnd(t *testing.T) {
 // with its own cause, the healthy ones finish, the exit is non-zero, and
 // all within the timeout.
 func TestFaults(t *testing.T) {
-	ctx := testCtx(t, 2*time.Minute)
+	ctx := testutil.Context(t, 2*time.Minute)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, Kubeconfig: kube.kubeconfig,
 		Faults: map[string]faketalos.Faults{
@@ -204,7 +205,7 @@ func TestFaults(t *testing.T) {
 }
 
 func TestFaultTimeNotInSync(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 0, Kubeconfig: []byte("unused"), Faults: map[string]faketalos.Faults{"cp1": {TimeNotInSync: -1}}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "2s")...)
 	if strings.Count(errOut, "\nnode cp1: ") != 1 {
@@ -220,7 +221,7 @@ func TestFaultTimeNotInSync(t *testing.T) {
 }
 
 func TestUnsupportedTalosVersion(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 2, Kubeconfig: []byte("unused"), Inventories: map[string]func(*faketalos.Inventory){
 		"w1": func(i *faketalos.Inventory) { i.TalosVersion = "v1.7.6" },
 		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.12.0" },
@@ -238,7 +239,7 @@ func TestUnsupportedTalosVersion(t *testing.T) {
 // TestDiskConfirmed: once a disk was confirmed for a node, a different
 // disk matching later is refused.
 func TestDiskConfirmed(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 1, Kubeconfig: []byte("unused"),
 		Faults: map[string]faketalos.Faults{"w1": {ApplyError: "disk busy"}}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--node", "w1", "--timeout", "3s")...)
@@ -273,8 +274,8 @@ func TestDiskConfirmed(t *testing.T) {
 // before bootstrap; then right after the Bootstrap call) and re-runs it:
 // it resumes, bootstraps exactly once and never touches the secrets.
 func TestKillAndResume(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	bin := buildDodai(t)
+	ctx := testutil.Context(t, 3*time.Minute)
+	bin := testutil.DodaiBinary(t)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, Kubeconfig: kube.kubeconfig, RebootDelay: 20 * time.Millisecond,
 		Delays: map[string]time.Duration{"cp1": 1500 * time.Millisecond, "w1": 4 * time.Second}})
@@ -337,22 +338,12 @@ func TestKillAndResume(t *testing.T) {
 	kube.check(ctx, t, filepath.Join(tc.Dir, cluster.KubeconfigFile))
 }
 
-func buildDodai(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "dodai")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/dodai-dev/dodai/cmd/dodai")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 var _ = fmt.Sprint
 
 // TestFirstControlPlaneFails: when the node etcd must be bootstrapped on
 // fails, the run ends right away (not at the timeout) and says why.
 func TestFirstControlPlaneFails(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 2, Workers: 0, Kubeconfig: []byte("unused"),
 		Faults: map[string]faketalos.Faults{"cp1": {ApplyError: "config rejected"}}})
 	start := time.Now()

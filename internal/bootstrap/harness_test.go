@@ -1,9 +1,7 @@
 package bootstrap_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -16,6 +14,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -51,16 +50,6 @@ func uniqueBase() string {
 	return fmt.Sprintf("127.%d.%d", 100+(os.Getpid()+n/80)%150, 10+(n%80)*3)
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func mac(i int) string { return fmt.Sprintf("52:54:00:aa:%02x:%02x", i/256, i%256) }
 
 // newCluster writes cluster.yaml and secrets.yaml and starts the fake
@@ -73,7 +62,7 @@ func newCluster(t testing.TB, o clusterOpts) *testCluster {
 	var third int
 	fmt.Sscanf(parts[2], "%d", &third)
 	cfgBase := fmt.Sprintf("%s.%s.%d", parts[0], parts[1], third+1)
-	tc := &testCluster{Dir: t.TempDir(), Port: freePort(t), Group: faketalos.NewGroup(), Nodes: map[string]*faketalos.Node{}, base: base}
+	tc := &testCluster{Dir: t.TempDir(), Port: testutil.FreePort(t), Group: faketalos.NewGroup(), Nodes: map[string]*faketalos.Node{}, base: base}
 	tc.Net = netip.MustParsePrefix(base + ".0/24")
 	var b strings.Builder
 	fmt.Fprintf(&b, `# test cluster
@@ -173,10 +162,4 @@ func (tc *testCluster) readState(t testing.TB) *state.Bootstrap {
 		t.Fatal(err)
 	}
 	return st
-}
-
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -216,21 +217,10 @@ func TestSchemaUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"cluster.schema.json", filepath.Join("..", "..", "docs", "cluster.schema.json")} {
-		if os.Getenv("UPDATE_GOLDEN") != "" {
-			if err := os.WriteFile(path, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%s is stale: run UPDATE_GOLDEN=1 go test ./internal/cluster", path)
-		}
+		testutil.Golden(t, path, got)
 	}
-	if !bytes.Equal(JSONSchema(), got) && os.Getenv("UPDATE_GOLDEN") == "" {
-		t.Fatal("embedded schema differs")
+	if !bytes.Equal(JSONSchema(), got) && !*testutil.Update {
+		t.Fatal("embedded schema differs (run go test ./internal/cluster -update)")
 	}
 	for _, field := range []string{`"macs"`, `"installDisk"`, `"extensions"`, `"patches"`, `"bundle"`, `"MACs of the machine's NICs`} {
 		if !bytes.Contains(got, []byte(field)) {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/clusterdir"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // exampleDir writes the built-in example cluster with the committed test
@@ -63,20 +64,7 @@ func TestGoldenConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", node, err)
 		}
-		golden := filepath.Join("testdata", "golden", node+".yaml")
-		if os.Getenv("UPDATE_GOLDEN") != "" {
-			_ = os.MkdirAll(filepath.Dir(golden), 0o755)
-			if err := os.WriteFile(golden, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from %s (run with UPDATE_GOLDEN=1 and review the diff)", node, golden)
-		}
+		testutil.Golden(t, filepath.Join("testdata", "golden", node+".yaml"), got)
 		// What Talos itself loads back.
 		cfg, err := configloader.NewFromBytes(got)
 		if err != nil {
