@@ -257,7 +257,8 @@ func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot", "--log-format", "json"}, args...)...)
+	// -v: the per-machine stage lines the tests look for are debug level.
+	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot", "--log-format", "json", "-v"}, args...)...)
 	waitLog(t, logPath, "netboot server running", c, 20*time.Second)
 	return c
 }
