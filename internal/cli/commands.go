@@ -1,9 +1,14 @@
 package cli
 
-import "github.com/spf13/cobra"
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+)
 
 // This file is the one list of what dodai's command line is made of: its
-// commands, the steps of `dodai render` and the sections of `dodai status`.
+// commands, the steps of `dodai render`, the sections of `dodai status` and
+// the checks only `dodai validate` runs.
 // A new command, render step or status section is added here, in the order
 // it should run or print; its code lives in a file of its own.
 
@@ -22,6 +27,10 @@ func commands(g *Globals) []*cobra.Command {
 		newKubeconfigCmd(g),
 		newPlatformCmd(g),
 		newStatusCmd(g),
+		newPowerCmd(g),
+		newLabCmd(g),
+		newPivotCmd(g),
+		newControllerCmd(g),
 	}
 }
 
@@ -38,4 +47,12 @@ var statusSections = []StatusSection{
 	{Name: "netboot", Run: statusNetboot},
 	{Name: "nodes", Run: statusNodes},
 	{Name: "components", Run: statusComponents},
+}
+
+// validateChecks run in `dodai validate` after every check of
+// clusterdir.Open: checks of files that only some commands read, which the
+// others must not fail on (e.g. BMC credentials, which netboot and
+// bootstrap never need).
+var validateChecks = []cluster.Check{
+	bmcCredentialProblems, // bmc-credentials.yaml and DODAI_BMC_* for nodes with a bmc
 }

@@ -11,16 +11,25 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
 // statusNetboot is `dodai status`' section of the machines netboot has seen
 // (state/machines.json).
-func statusNetboot(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
-	ms, err := state.ReadMachines(g.Paths().MachinesState())
+// After `dodai pivot` they are the cluster's Machines.
+func statusNetboot(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
+	ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
 	if err != nil {
 		return false, err
+	}
+	if !pivoted {
+		read, err := state.ReadMachines(g.Paths().MachinesState())
+		if err != nil {
+			return false, err
+		}
+		ms = *read
 	}
 	return true, g.Print(ms, func(w io.Writer) error {
 		if len(ms.Machines) == 0 {
@@ -44,7 +53,7 @@ func netbootDash(s string) string {
 
 func newNetbootCmd(g *Globals) *cobra.Command {
 	var o netboot.Options
-	var serveConfigs bool
+	var serveConfigs, force bool
 	cmd := &cobra.Command{
 		Use:   "netboot",
 		Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -71,6 +80,9 @@ applied it) boots from disk on its next netboot (POST /reinstall?mac=… from
 the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := refusePivoted(g.ClusterDir, force); err != nil {
+				return err
+			}
 			src, err := g.Load()
 			if err != nil {
 				return err
@@ -102,6 +114,11 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			if err != nil {
 				return err
 			}
+			release, err := handover.Lock(g.ClusterDir, "dodai netboot")
+			if err != nil {
+				return err
+			}
+			defer release()
 			return srv.Run(cmd.Context())
 		},
 	}
@@ -114,6 +131,7 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 	f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
 	f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
 	f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
+	f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
 	f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 	_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))

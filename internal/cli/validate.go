@@ -18,16 +18,20 @@ func newValidateCmd(g *Globals) *cobra.Command {
 		Long: `validate runs every check dodai has on the cluster directory: the cluster file's
 fields and values, the platform's component graph, and the traps of Talos
 clusters (a link selected by its kernel name, a talosconfig that uses the VIP).
-Every command runs the same checks; validate prints the warnings too.`,
+Every command runs the same checks; validate prints the warnings too, and also
+checks files only some commands read (the BMC credentials of dodai power).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			d, err := clusterdir.Open(g.ClusterDir)
 			if err != nil {
 				return err
 			}
-			probs := d.Problems
-			if probs == nil {
-				probs = cluster.Problems{}
+			probs := append(cluster.Problems{}, d.Problems...)
+			if d.Source != nil {
+				for _, c := range validateChecks {
+					probs = append(probs, c(d.Source)...)
+				}
+				probs.Sort()
 			}
 			type row struct {
 				cluster.Problem

@@ -18,6 +18,7 @@ const (
 //
 //	cluster.yaml            the cluster file (the user's, kept in git)
 //	secrets.yaml            the cluster's PKI and tokens (0600, never regenerated)
+//	bmc-credentials.yaml    BMC users and passwords (0600, never in git)
 //	talosconfig             the Talos client config (0600)
 //	kubeconfig              the Kubernetes admin config (0600)
 //	generated/              everything `dodai render` derives
@@ -25,6 +26,8 @@ const (
 //	state/machines.json     what netboot saw (internal/state.Machines)
 //	state/bootstrap.json    what bootstrap did (internal/state.Bootstrap)
 //	state/leases.json       dhcp-mode leases (+ .journal)
+//	state/netboot.lock      held by a running netboot or pivot (internal/incluster/handover)
+//	state/pivot.json        where a pivot moved the boot state (internal/incluster/handover)
 type Layout struct {
 	// Dir is the cluster directory as given (relative paths stay relative,
 	// so messages show what the user typed).
@@ -54,6 +57,9 @@ func (l Layout) ClusterFile() string { return l.Path(FileName) }
 // Secrets is DIR/secrets.yaml.
 func (l Layout) Secrets() string { return l.Path(SecretsFile) }
 
+// BMCCredentials is DIR/bmc-credentials.yaml.
+func (l Layout) BMCCredentials() string { return l.Path(BMCCredentialsFile) }
+
 // Talosconfig is DIR/talosconfig.
 func (l Layout) Talosconfig() string { return l.Path(TalosconfigFile) }
 
@@ -81,6 +87,13 @@ func (l Layout) BootstrapState() string { return l.Path(StateDir, "bootstrap.jso
 // Leases is state/leases.json: netboot's dhcp-mode leases (its journal is
 // this path plus ".journal").
 func (l Layout) Leases() string { return l.Path(StateDir, "leases.json") }
+
+// NetbootLock is state/netboot.lock: held while a local netboot or a pivot
+// runs for the cluster directory.
+func (l Layout) NetbootLock() string { return l.Path(StateDir, "netboot.lock") }
+
+// PivotRecord is state/pivot.json: where `dodai pivot` moved the boot state.
+func (l Layout) PivotRecord() string { return l.Path(StateDir, "pivot.json") }
 
 // Layout returns the layout of the directory the cluster file is in.
 func (s *Source) Layout() Layout { return Layout{Dir: s.Dir} }
