@@ -410,4 +410,3 @@ func (l *Leases) snapshotLocked() []Lease {
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
-
