@@ -25,7 +25,7 @@ const (
 //	assets/                 Talos kernel and initramfs served by netboot
 //	state/machines.json     what netboot saw (internal/state.Machines)
 //	state/bootstrap.json    what bootstrap did (internal/state.Bootstrap)
-//	state/leases.json       dhcp-mode leases (+ .journal)
+//	state/leases.json       dhcp-mode leases (+ .journal.N journals)
 //	state/netboot.lock      held by a running netboot or pivot (internal/incluster/handover)
 //	state/pivot.json        where a pivot moved the boot state (internal/incluster/handover)
 type Layout struct {
@@ -84,8 +84,8 @@ func (l Layout) MachinesState() string { return l.Path(StateDir, "machines.json"
 // the one etcd bootstrap.
 func (l Layout) BootstrapState() string { return l.Path(StateDir, "bootstrap.json") }
 
-// Leases is state/leases.json: netboot's dhcp-mode leases (its journal is
-// this path plus ".journal").
+// Leases is state/leases.json: netboot's dhcp-mode leases (its journals
+// are this path plus ".journal.N").
 func (l Layout) Leases() string { return l.Path(StateDir, "leases.json") }
 
 // NetbootLock is state/netboot.lock: held while a local netboot or a pivot

@@ -18,6 +18,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -140,9 +141,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // cluster directory (path is its state/leases.json); none when it never
 // ran in dhcp mode.
 func fileLeases(path string) ([]dhcp.Lease, error) {
-	_, err1 := os.Stat(path)
-	_, err2 := os.Stat(path + ".journal")
-	if errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist) {
+	_, err := os.Stat(path)
+	// Journals: path.journal (older versions) and path.journal.N.
+	journals, _ := filepath.Glob(path + ".journal*")
+	if errors.Is(err, os.ErrNotExist) && len(journals) == 0 {
 		return nil, nil
 	}
 	// The range only steers allocation, which this read never does.
