@@ -15,21 +15,14 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/plan"
 	"github.com/dodai-dev/dodai/internal/platform"
 	"github.com/dodai-dev/dodai/internal/platform/install"
 	"github.com/dodai-dev/dodai/internal/rollout"
-	"github.com/dodai-dev/dodai/internal/state"
 )
-
-// RolloutStateFile is the rollout's state file in the state directory.
-const RolloutStateFile = "rollout.json"
-
-func init() {
-	register(newApplyCmd)
-}
 
 func isTerminal(f any) bool {
 	file, ok := f.(*os.File)
@@ -43,7 +36,6 @@ func newApplyCmd(g *Globals) *cobra.Command {
 		kubeconfig      string
 		maxUnavailable  string
 		dryRun, yes     bool
-		port            int
 		timeout         time.Duration
 		nodeTimeout     time.Duration
 		drainTimeout    time.Duration
@@ -82,7 +74,7 @@ refuses otherwise; --dry-run prints the plan and the order and stops.`,
 			if err != nil {
 				return err
 			}
-			d, err := g.openRollout(kubeconfig, nodes, port)
+			d, err := g.openRollout(kubeconfig, nodes)
 			if err != nil {
 				return err
 			}
@@ -92,7 +84,7 @@ refuses otherwise; --dry-run prints the plan and the order and stops.`,
 			if err != nil {
 				return err
 			}
-			statePath := state.Path(g.ClusterDir, RolloutStateFile)
+			statePath := g.Paths().RolloutState()
 			prev, err := rollout.ReadState(statePath)
 			if err != nil {
 				return err
@@ -134,7 +126,7 @@ refuses otherwise; --dry-run prints the plan and the order and stops.`,
 			o := rollout.Options{
 				Source: d.src, Renderer: d.r, Talosconfig: d.opts.Talosconfig, Kube: d.kube, Port: d.opts.Port,
 				Nodes: nodes, MaxUnavailable: maxUnavailable, StatePath: statePath,
-				SnapshotDir: state.Path(g.ClusterDir, etcd.SnapshotDir), DrainTimeout: drainTimeout,
+				SnapshotDir: g.Paths().Path(cluster.StateDir, etcd.SnapshotDir), DrainTimeout: drainTimeout,
 				NodeTimeout: nodeTimeout, PollInterval: poll, Progress: prog, Log: g.Log,
 				Platform: d.applyPlatform(g, platformTimeout),
 				Install: func(ctx context.Context, names []string) error {
@@ -173,7 +165,7 @@ refuses otherwise; --dry-run prints the plan and the order and stops.`,
 	f.DurationVar(&platformTimeout, "platform-timeout", 30*time.Minute, "bound of the wait for the platform's releases")
 	f.DurationVar(&poll, "poll-interval", 250*time.Millisecond, "interval between checks while waiting")
 	_ = f.MarkHidden("poll-interval")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
@@ -231,4 +223,3 @@ func (d *rolloutEnv) applyPlatform(g *Globals, timeout time.Duration) func(conte
 		return err
 	}
 }
-

@@ -18,10 +18,10 @@ type day2 struct {
 	renderer *machineconfig.Renderer
 	tc       *clientconfig.Config
 	port     int
-	state    *bootstrap.State
+	state    *state.Bootstrap
 }
 
-func (g *Globals) openDay2(port int) (*day2, error) {
+func (g *Globals) openDay2() (*day2, error) {
 	src, err := g.Load()
 	if err != nil {
 		return nil, err
@@ -34,11 +34,15 @@ func (g *Globals) openDay2(port int) (*day2, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := bootstrap.ReadState(src.Dir)
+	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
 		return nil, err
 	}
-	return &day2{src: src, renderer: r, tc: tc, port: resolvePort(port), state: st}, nil
+	port, err := g.TalosPort()
+	if err != nil {
+		return nil, err
+	}
+	return &day2{src: src, renderer: r, tc: tc, port: port, state: st}, nil
 }
 
 // address is a node's configured address, else the one bootstrap recorded.
@@ -76,7 +80,9 @@ func (d *day2) etcd() *etcd.Client {
 }
 
 // snapshotDir is where rotated etcd snapshots are kept.
-func (d *day2) snapshotDir() string { return state.Path(d.src.Dir, etcd.SnapshotDir) }
+func (d *day2) snapshotDir() string { return d.src.Layout().Path(cluster.StateDir, etcd.SnapshotDir) }
 
 // restoreState is the progress file of `dodai etcd restore`.
-func (d *day2) restoreState() string { return state.Path(d.src.Dir, "etcd-restore.json") }
+func (d *day2) restoreState() string {
+	return d.src.Layout().Path(cluster.StateDir, "etcd-restore.json")
+}

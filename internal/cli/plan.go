@@ -19,10 +19,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/plan"
 )
 
-func init() {
-	register(newPlanCmd)
-}
-
 // rolloutEnv is what plan and apply share: the loaded directory and
 // clients.
 type rolloutEnv struct {
@@ -34,7 +30,7 @@ type rolloutEnv struct {
 	opts       plan.Options
 }
 
-func (g *Globals) openRollout(kubeconfig string, nodes []string, port int) (*rolloutEnv, error) {
+func (g *Globals) openRollout(kubeconfig string, nodes []string) (*rolloutEnv, error) {
 	src, err := g.Load()
 	if err != nil {
 		return nil, err
@@ -44,6 +40,10 @@ func (g *Globals) openRollout(kubeconfig string, nodes []string, port int) (*rol
 		return nil, err
 	}
 	tc, err := r.Talosconfig()
+	if err != nil {
+		return nil, err
+	}
+	port, err := g.TalosPort()
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +60,7 @@ func (g *Globals) openRollout(kubeconfig string, nodes []string, port int) (*rol
 		}
 		d.rest, d.kubeconfig = cfg, kc
 	}
-	d.opts = plan.Options{Source: src, Renderer: r, Talosconfig: tc, Kube: d.kube, Port: resolvePort(port), Nodes: nodes, Log: g.Log}
+	d.opts = plan.Options{Source: src, Renderer: r, Talosconfig: tc, Kube: d.kube, Port: port, Nodes: nodes, Log: g.Log}
 	if d.rest != nil && len(nodes) == 0 {
 		dyn, err := dynamic.NewForConfig(d.rest)
 		if err != nil {
@@ -77,7 +77,6 @@ func newPlanCmd(g *Globals) *cobra.Command {
 	var (
 		nodes      []string
 		kubeconfig string
-		port       int
 		timeout    time.Duration
 	)
 	cmd := &cobra.Command{
@@ -98,7 +97,7 @@ exit 1. Otherwise the exit status is 0 when nothing would change and 2 when
 something would. -o json|yaml prints the plan as data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := g.openRollout(kubeconfig, nodes, port)
+			d, err := g.openRollout(kubeconfig, nodes)
 			if err != nil {
 				return err
 			}
@@ -123,7 +122,7 @@ something would. -o json|yaml prints the plan as data.`,
 	cmd.Flags().StringSliceVar(&nodes, "node", nil, "only these nodes (repeatable; default: all)")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
@@ -236,4 +235,3 @@ func indent(s string) string {
 	}
 	return strings.Join(lines, "\n") + "\n"
 }
-

@@ -95,5 +95,9 @@ func (l Layout) NetbootLock() string { return l.Path(StateDir, "netboot.lock") }
 // PivotRecord is state/pivot.json: where `dodai pivot` moved the boot state.
 func (l Layout) PivotRecord() string { return l.Path(StateDir, "pivot.json") }
 
+// RolloutState is state/rollout.json: what `dodai apply` did so far (nodes
+// it cordoned, a reboot or upgrade in flight, the failure that stopped it).
+func (l Layout) RolloutState() string { return l.Path(StateDir, "rollout.json") }
+
 // Layout returns the layout of the directory the cluster file is in.
 func (s *Source) Layout() Layout { return Layout{Dir: s.Dir} }

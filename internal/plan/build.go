@@ -19,6 +19,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -31,7 +32,7 @@ type Options struct {
 	// Kube is the cluster's API (nil: no kubeconfig; Kubernetes checks are
 	// skipped with a warning).
 	Kube kubernetes.Interface
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// Nodes restricts the node part to these names (default: all).
 	Nodes []string
@@ -45,7 +46,7 @@ type Options struct {
 // Build compares the running cluster with the file.
 func Build(ctx context.Context, o Options) (*Plan, error) {
 	if o.Port == 0 {
-		o.Port = talos.Port()
+		o.Port = talos.DefaultPort
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
@@ -60,7 +61,7 @@ func Build(ctx context.Context, o Options) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	bst, err := bootstrap.ReadState(o.Source.Dir)
+	bst, err := state.ReadBootstrap(o.Source.Layout().BootstrapState())
 	if err != nil {
 		return nil, err
 	}
@@ -120,7 +121,7 @@ func Build(ctx context.Context, o Options) (*Plan, error) {
 
 // NodeAddress is where a configured node answers: its static address, or
 // the one bootstrap recorded (DHCP).
-func NodeAddress(n *cluster.Node, bst *bootstrap.State) string {
+func NodeAddress(n *cluster.Node, bst *state.Bootstrap) string {
 	if ip := bootstrap.NodeIP(n); ip != "" {
 		return ip
 	}
@@ -135,7 +136,7 @@ func Connect(ctx context.Context, tc *clientconfig.Config, addr string, port int
 	return talos.Authenticated(ctx, tc, talos.Endpoint(addr, port))
 }
 
-func (o Options) node(ctx context.Context, n *cluster.Node, target *Target, bst *bootstrap.State) (*NodePlan, *Facts) {
+func (o Options) node(ctx context.Context, n *cluster.Node, target *Target, bst *state.Bootstrap) (*NodePlan, *Facts) {
 	np := &NodePlan{Name: n.Name, Role: n.Role, Address: NodeAddress(n, bst)}
 	installed := bst.Nodes[n.Name] != nil && bst.Nodes[n.Name].Configured != nil
 	if np.Address == "" {

@@ -7,16 +7,16 @@ import (
 
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/etcd"
+	"github.com/dodai-dev/dodai/internal/state"
 )
 
 // EtcdClient reaches etcd through the control-plane nodes of the file (a
 // fresh one for each use: a node that just rebooted would leave a cached
 // connection in gRPC's reconnect backoff).
 func EtcdClient(src *cluster.Source, tc *clientconfig.Config, port int) *etcd.Client {
-	bst, _ := bootstrap.ReadState(src.Dir)
+	bst, _ := state.ReadBootstrap(src.Layout().BootstrapState())
 	ec := &etcd.Client{Talosconfig: tc, Port: port}
 	for i := range src.Cluster.Spec.Nodes {
 		n := &src.Cluster.Spec.Nodes[i]

@@ -10,6 +10,7 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/config/configloader"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/image"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
@@ -157,10 +158,14 @@ func loadCluster(t *testing.T, spec string) (*cluster.Source, *machineconfig.Ren
 	if _, err := machineconfig.InitSecrets(dir, "v1.11.5"); err != nil {
 		t.Fatal(err)
 	}
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	r, err := machineconfig.New(src)
 	if err != nil {
 		t.Fatal(err)

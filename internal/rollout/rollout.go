@@ -28,11 +28,11 @@ import (
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/plan"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -69,7 +69,7 @@ type Options struct {
 	Talosconfig *clientconfig.Config
 	// Kube is the cluster's API (drain, Node readiness, static pods).
 	Kube kubernetes.Interface
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// Nodes restricts the rollout to these nodes (default: all).
 	Nodes []string
@@ -153,7 +153,7 @@ type runner struct {
 	prog   Progress
 	log    *slog.Logger
 	etcd   *etcd.Client
-	bst    *bootstrap.State
+	bst    *state.Bootstrap
 
 	mu      sync.Mutex
 	results map[string]*NodeResult
@@ -207,7 +207,7 @@ func Run(ctx context.Context, o Options, p *plan.Plan) (*Result, error) {
 		return nil, fmt.Errorf("the plan is refused:\n  %s", strings.Join(p.AllRefusals(), "\n  "))
 	}
 	if o.Port == 0 {
-		o.Port = talos.Port()
+		o.Port = talos.DefaultPort
 	}
 	if o.NodeTimeout == 0 {
 		o.NodeTimeout = 15 * time.Minute
@@ -235,7 +235,7 @@ func Run(ctx context.Context, o Options, p *plan.Plan) (*Result, error) {
 	if r.target, err = plan.TargetImage(*r.spec); err != nil {
 		return nil, err
 	}
-	if r.bst, err = bootstrap.ReadState(o.Source.Dir); err != nil {
+	if r.bst, err = state.ReadBootstrap(o.Source.Layout().BootstrapState()); err != nil {
 		return nil, err
 	}
 	res := &Result{Resumed: st.failure(), Order: map[string][]string{}}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dodai-dev/dodai/internal/plan"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -228,7 +229,7 @@ func (tc *testCluster) leader() string {
 // upgrade, each planned then applied, and checks the order the fake nodes
 // recorded.
 func TestRolloutEndToEnd(t *testing.T) {
-	ctx := testCtx(t, 10*time.Minute)
+	ctx := testutil.Context(t, 10*time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, RebootDelay: 100 * time.Millisecond,
 		Spec: spec{Kubernetes: "v1.33.5", Extensions: []string{"siderolabs/drbd"}}})
 	tc.bootstrap(ctx)

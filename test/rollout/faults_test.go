@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -64,7 +65,7 @@ func (tc *testCluster) blockingBudget(ctx context.Context, ns, node string) {
 // nodes after it untouched, and the next apply, once the fault is gone,
 // finishes the job.
 func TestApplyFaults(t *testing.T) {
-	ctx := testCtx(t, 10*time.Minute)
+	ctx := testutil.Context(t, 10*time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, RebootDelay: 50 * time.Millisecond, Spec: spec{Kubernetes: "v1.34.1"}})
 	tc.bootstrap(ctx)
 	cps := tc.Names[:3]

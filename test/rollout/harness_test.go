@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,6 +24,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
@@ -51,9 +51,7 @@ func TestMain(m *testing.M) {
 
 func startKube(t testing.TB) *kubetest.Env {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a real kube-apiserver and fake Talos nodes (skipped under -short)")
-	}
+	testutil.Slow(t, "a real kube-apiserver and fake Talos nodes")
 	kubeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
@@ -110,23 +108,13 @@ func uniqueBase() (string, string) {
 	return fmt.Sprintf("127.%d.%d", x, 10+(n%40)*2), fmt.Sprintf("127.%d.%d", x, 11+(n%40)*2)
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // newCluster writes the cluster directory, registers the image's schematic
 // with the fake factory and starts the machines in maintenance mode.
 func newCluster(t testing.TB, o clusterOpts) *testCluster {
 	t.Helper()
 	env := startKube(t)
 	base, cfgBase := uniqueBase()
-	tc := &testCluster{t: t, Dir: t.TempDir(), Port: freePort(t), Net: base + ".0/24", Group: faketalos.NewGroup(),
+	tc := &testCluster{t: t, Dir: t.TempDir(), Port: testutil.FreePort(t), Net: base + ".0/24", Group: faketalos.NewGroup(),
 		Factory: faketalos.NewFactory(), Nodes: map[string]*faketalos.Node{}, kube: env, cfgBase: cfgBase, cps: o.CPs}
 	// The members' snapshots come from the real etcd behind the apiserver.
 	tc.Group.SetEtcdBackend(faketalos.EtcdBackend{Endpoint: env.EtcdURL, Restore: env.RestoreEtcd})
@@ -318,10 +306,4 @@ func (tc *testCluster) noSecrets(out string) {
 			tc.t.Fatalf("output shows the %s:\n%s", name, out)
 		}
 	}
-}
-
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
 }

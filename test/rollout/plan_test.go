@@ -9,13 +9,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dodai-dev/dodai/internal/plan"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // TestPlan reads a running cluster of 3 control planes and a worker and
 // checks what plan says for each kind of change in the cluster file, and
 // that plan itself changes nothing on the nodes.
 func TestPlan(t *testing.T) {
-	ctx := testCtx(t, 6*time.Minute)
+	ctx := testutil.Context(t, 6*time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 1, RebootDelay: 50 * time.Millisecond,
 		Spec: spec{Kubernetes: "v1.33.5", Extensions: []string{"siderolabs/drbd"}}})
 	tc.bootstrap(ctx)
