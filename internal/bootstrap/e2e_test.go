@@ -19,6 +19,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -67,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("discovered %d machines", len(machines))
 	}
 	for i, m := range machines {
-		if m.Node != tc.Names[i] || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
+		if m.Node != tc.Names[i] || m.Stage != "maintenance" || m.TalosVersion != compat.DefaultTalosVersion || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
 			t.Fatalf("machine %d: %+v", i, m)
 		}
 	}
@@ -223,11 +224,11 @@ func TestUnsupportedTalosVersion(t *testing.T) {
 	ctx := testCtx(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 2, Kubeconfig: []byte("unused"), Inventories: map[string]func(*faketalos.Inventory){
 		"w1": func(i *faketalos.Inventory) { i.TalosVersion = "v1.7.6" },
-		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.12.0" },
+		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.14.0" },
 	}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "3s", "--node", "w1", "--node", "w2")...)
 	if code == 0 || !strings.Contains(errOut, "node w1: node runs Talos v1.7.6, older than the oldest supported") ||
-		!strings.Contains(errOut, "node w2: node runs Talos v1.12.0, newer than this dodai supports") {
+		!strings.Contains(errOut, "node w2: node runs Talos v1.14.0, newer than this dodai supports") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 	if tc.countAll("ApplyConfiguration") != 0 {

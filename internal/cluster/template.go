@@ -14,6 +14,10 @@ var templates embed.FS
 type TemplateParams struct {
 	Name     string
 	Endpoint string
+	// TalosVersion and KubernetesVersion default to the releases new
+	// clusters get (DefaultTalosVersion, DefaultKubernetesVersion).
+	TalosVersion      string
+	KubernetesVersion string
 }
 
 // Template renders the commented starter cluster.yaml (example=false) or
@@ -26,6 +30,12 @@ func Template(example bool, p TemplateParams) ([]byte, error) {
 	t, err := template.ParseFS(templates, name)
 	if err != nil {
 		return nil, fmt.Errorf("loading template: %w", err)
+	}
+	if p.TalosVersion == "" {
+		p.TalosVersion = DefaultTalosVersion
+	}
+	if p.KubernetesVersion == "" {
+		p.KubernetesVersion = DefaultKubernetesVersion
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, p); err != nil {

@@ -11,12 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Defaults used when the cluster file leaves a field empty.
 const (
-	DefaultTalosVersion      = "v1.11.5"
-	DefaultKubernetesVersion = "v1.34.1"
+	DefaultTalosVersion      = compat.DefaultTalosVersion
+	DefaultKubernetesVersion = compat.DefaultKubernetesVersion
 	DefaultPodSubnet         = "10.244.0.0/16"
 	DefaultServiceSubnet     = "10.96.0.0/12"
 	DefaultDNSDomain         = "cluster.local"
@@ -120,12 +122,16 @@ func (v *validator) run() {
 	}
 	s := &c.Spec
 	if !versionRe.MatchString(s.TalosVersion) {
-		v.errf("spec.talosVersion", "%q is not a version like v1.11.5", s.TalosVersion)
+		v.errf("spec.talosVersion", "%q is not a version like %s", s.TalosVersion, DefaultTalosVersion)
 	} else if err := CheckTalosVersion(s.TalosVersion); err != nil {
 		v.errf("spec.talosVersion", "%v", err)
 	}
 	if !versionRe.MatchString(s.KubernetesVersion) {
-		v.errf("spec.kubernetesVersion", "%q is not a version like v1.34.1", s.KubernetesVersion)
+		v.errf("spec.kubernetesVersion", "%q is not a version like %s", s.KubernetesVersion, DefaultKubernetesVersion)
+	} else if CheckTalosVersion(s.TalosVersion) == nil {
+		if err := compat.CheckKubernetes(s.TalosVersion, s.KubernetesVersion); err != nil {
+			v.errf("spec.kubernetesVersion", "%v", err)
+		}
 	}
 	v.endpoint()
 	v.network()

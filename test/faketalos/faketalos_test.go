@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 func freePort(t *testing.T) int {
@@ -112,7 +113,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.MAC != "52:54:00:00:00:01" || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 ||
+	if m.MAC != "52:54:00:00:00:01" || m.Stage != "maintenance" || m.TalosVersion != compat.DefaultTalosVersion || len(m.Disks) != 3 ||
 		m.MemoryMiB != 32768 || m.Hostname != "talos-cp1" || len(m.Addresses) != 1 || m.Addresses[0] != maint(0)+"/8" {
 		t.Fatalf("inventory: %+v", m)
 	}
@@ -151,7 +152,7 @@ func TestLifecycle(t *testing.T) {
 	ac := waitAuth(ctx, t, tc, talos.Endpoint(configured(0), port))
 	defer ac.Close()
 	v, err := ac.Version(ctx)
-	if err != nil || v.Messages[0].Version.Tag != "v1.11.5" {
+	if err != nil || v.Messages[0].Version.Tag != compat.DefaultTalosVersion {
 		t.Fatalf("version: %v", err)
 	}
 	stage, ready, err := talos.MachineStatus(ctx, ac.COSI)
