@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,7 +15,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/platform/catalog"
+	"github.com/dodai-dev/dodai/internal/platform"
 	"github.com/dodai-dev/dodai/internal/platform/graph"
 	"github.com/dodai-dev/dodai/internal/platform/install"
 	"github.com/dodai-dev/dodai/internal/platform/render"
@@ -29,11 +28,7 @@ func platformGraph(g *Globals) (*cluster.Source, *graph.Graph, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cat, err := catalog.Load()
-	if err != nil {
-		return nil, nil, err
-	}
-	gr, err := graph.Resolve(cat, src.Cluster.Spec.Platform)
+	gr, err := platform.Resolve(src.Cluster.Spec.Platform)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -49,10 +44,6 @@ func restConfig(path string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://")
-}
-
 func (g *Globals) kubeconfig(flag string) string {
 	if flag != "" {
 		return flag
@@ -63,34 +54,9 @@ func (g *Globals) kubeconfig(flag string) string {
 func init() {
 	// `dodai validate` also checks the platform graph: unknown or disabled
 	// dependencies, cycles, duplicate releases, mirrors.
-	registerValidator(func(src *cluster.Source) cluster.Problems {
-		cat, err := catalog.Load()
-		if err != nil {
-			return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
-		}
-		_, err = graph.Resolve(cat, src.Cluster.Spec.Platform)
-		var ges graph.Errors
-		if !errors.As(err, &ges) {
-			if err != nil {
-				return cluster.Problems{src.Problem(cluster.Error, "spec.platform", "%v", err)}
-			}
-			return nil
-		}
-		var probs cluster.Problems
-		for _, e := range ges {
-			if e.Path == "spec.platform.bundle" {
-				continue // the cluster file's own validation reports it
-			}
-			probs = append(probs, src.Problem(cluster.Error, e.Path, "%s", e.Msg))
-		}
-		return probs
-	})
+	registerValidator(platform.Validate)
 	registerRender(RenderStep{Name: "platform", Order: 30, Run: func(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
-		cat, err := catalog.Load()
-		if err != nil {
-			return err
-		}
-		gr, err := graph.Resolve(cat, src.Cluster.Spec.Platform)
+		gr, err := platform.Resolve(src.Cluster.Spec.Platform)
 		if err != nil {
 			return err
 		}
@@ -175,22 +141,7 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 				if err != nil {
 					return err
 				}
-				fm := fluxManifests
-				fs := src.Cluster.Spec.Platform.Flux
-				if fm == "" && fs != nil && fs.Manifests != "" {
-					fm = fs.Manifests
-					if !isURL(fm) && !filepath.IsAbs(fm) {
-						fm = g.Path(fm)
-					}
-				}
-				if fm == "" {
-					// Flux's own release asset for the pinned version.
-					version := install.FluxVersion
-					if fs != nil && fs.Version != "" {
-						version = fs.Version
-					}
-					fm = install.FluxReleaseURL(version)
-				}
+				fm := platform.FluxManifests(fluxManifests, src.Cluster.Spec.Platform.Flux, g.ClusterDir)
 				res, err := install.Install(cmd.Context(), gr, install.Options{
 					Kubeconfig: kc, RESTConfig: cfg, FluxManifests: fm, SkipFlux: skipFlux, SkipCNI: skipCNI,
 					Timeout: timeout, NoKick: noKick, Progress: g.Err, Log: g.Log,

@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
@@ -69,6 +69,7 @@ func Default(c *Cluster) {
 	if s.Platform.Bundle == "" {
 		s.Platform.Bundle = DefaultBundle
 	}
+	defaultBMCs(s)
 }
 
 var (
@@ -138,6 +139,7 @@ func (v *validator) run() {
 	v.image()
 	v.boot()
 	v.nodes()
+	v.bmcs()
 	v.patches()
 	v.platform()
 }
@@ -574,14 +576,8 @@ func (v *validator) platform() {
 }
 
 // ParseMAC parses a MAC address and returns it in canonical lowercase
-// colon form.
-func ParseMAC(s string) (string, error) {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("%q is not a MAC address", s)
-	}
-	return hw.String(), nil
-}
+// colon form (macaddr's, the one normaliser every package uses).
+func ParseMAC(s string) (string, error) { return macaddr.Canonical(s) }
 
 // ParseSizeMatcher parses a disk size expression such as "500GB", ">= 1TB"
 // or "<=2TiB" into an operator and a size in bytes.

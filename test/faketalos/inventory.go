@@ -26,6 +26,10 @@ type Inventory struct {
 	// node accepts configs as this release does. Default: the release new
 	// clusters get (compat.DefaultTalosVersion).
 	TalosVersion string
+	// Schematic is the Image Factory schematic ID of the image the machine
+	// boots and is installed with ("" for a vanilla image); its extensions
+	// come from Options.Factory.
+	Schematic string
 	// Links are the NICs; the first one carries the maintenance address.
 	Links []Link
 	// Disks of the machine.

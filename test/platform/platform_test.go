@@ -380,6 +380,41 @@ func TestPlatformInstall(t *testing.T) {
 		}
 	})
 
+	// The readiness rule: after a spec change the previous generation's
+	// Ready=True is still on the HelmRelease until helm-controller
+	// reconciles it. With the controllers stopped, that stale Ready must not
+	// let install return or status exit 0.
+	t.Run("a stale Ready of the previous generation does not count", func(t *testing.T) {
+		waitStable(t, ctx, env, 24)
+		if err := env.StopFlux(); err != nil {
+			t.Fatal(err)
+		}
+		writeCluster(t, ctx, dir, mirror+"    components:\n      telepresence: {values: {data: {changed: \"yes\"}}}\n")
+		out, errOut, code := dodai(t, ctx, append(installArgs, "--timeout", "3s")...)
+		if code == 0 {
+			t.Errorf("install returned at once on a stale Ready=True:\n%s", out)
+		}
+		if !strings.Contains(errOut, "1 of 24 releases not Ready (cozy-telepresence/telepresence)") ||
+			!strings.Contains(errOut, "cozy-telepresence/telepresence: LatestGenerationNotObserved") {
+			t.Errorf("install error:\n%s", errOut)
+		}
+		out, _, code = dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig)
+		if code == 0 || !strings.Contains(out, "NOT CURRENT") || strings.Count(out, " True ") != 24 {
+			t.Errorf("status (exit %d) with a stale Ready:\n%s", code, out)
+		}
+		if err := env.StartFlux(ctx, kubetest.FluxOptions{RequeueDependency: 5 * time.Second, Concurrent: 20}); err != nil {
+			t.Fatal(err)
+		}
+		waitAllReady(t, ctx, env, 24)
+		if out, _, code := dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig); code != 0 {
+			t.Errorf("status after Flux reconciled (exit %d):\n%s", code, out)
+		}
+		cm, err := env.Client.CoreV1().ConfigMaps("cozy-telepresence").Get(ctx, "traffic-manager-telepresence", metav1.GetOptions{})
+		if err != nil || cm.Data["changed"] != "yes" {
+			t.Errorf("new values not rolled out: %v %v", err, cm.Data)
+		}
+	})
+
 	t.Run("disabling components prunes them", func(t *testing.T) {
 		writeCluster(t, ctx, dir, mirror+disabled)
 		out, errOut, code := dodai(t, ctx, append(installArgs, "--timeout", "1m")...)

@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/dodai-dev/dodai/internal/platform/graph"
+	"github.com/dodai-dev/dodai/internal/platform/readiness"
 	"github.com/dodai-dev/dodai/internal/platform/render"
 	"github.com/dodai-dev/dodai/internal/platform/status"
 )
@@ -383,18 +384,32 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			return fmt.Errorf("listing HelmReleases: %w", err)
 		}
 		state := map[string]*metav1.Condition{}
+		rule := map[string]readiness.Result{}
 		var hrs []helmv2.HelmRelease
-		for _, u := range list.Items {
+		for i := range list.Items {
+			u := &list.Items[i]
 			var hr helmv2.HelmRelease
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &hr); err != nil {
 				return err
 			}
 			hrs = append(hrs, hr)
-			state[hr.Namespace+"/"+hr.Name] = apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition)
+			k := hr.Namespace + "/" + hr.Name
+			state[k] = apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition)
+			rule[k] = readiness.Of(u)
 		}
-		ready := func(k string) bool {
-			c := state[k]
-			return c != nil && c.Status == metav1.ConditionTrue
+		// The one readiness rule: the current generation observed, Ready
+		// True; a stale Ready=True of the previous generation does not count.
+		ready := func(k string) bool { return rule[k].IsReady() }
+		// Stalled is final: helm-controller will not retry until the spec
+		// changes, so waiting longer cannot help.
+		var stalled []string
+		for _, r := range w.Graph.Releases {
+			if res := rule[key(r)]; res.Final() {
+				stalled = append(stalled, fmt.Sprintf("%s: %s", key(r), res))
+			}
+		}
+		if len(stalled) > 0 {
+			return fmt.Errorf("%d release(s) stalled (Flux will not retry until their spec changes):\n  %s", len(stalled), strings.Join(stalled, "\n  "))
 		}
 		for _, r := range w.Graph.Releases {
 			k := key(r)

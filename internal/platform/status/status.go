@@ -4,23 +4,24 @@
 package status
 
 import (
-	"errors"
-
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sort"
 	"strings"
 	"time"
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	"github.com/fluxcd/pkg/apis/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/duration"
 	"k8s.io/client-go/dynamic"
+
+	"github.com/dodai-dev/dodai/internal/platform/readiness"
 )
 
 // HelmReleaseGVR is the resource dodai reads.
@@ -33,9 +34,12 @@ type Release struct {
 	Created   time.Time `json:"created"`
 	Age       string    `json:"age"`
 	// Ready is the Ready condition's status (True, False, Unknown) or ""
-	// before the first reconcile.
-	Ready  string `json:"ready"`
-	Reason string `json:"reason,omitempty"`
+	// before the first reconcile: the READY column of `kubectl get hr`.
+	Ready string `json:"ready"`
+	// State is the readiness rule's verdict (package readiness): a stale
+	// Ready=True of a previous generation is Progressing, Stalled is Failed.
+	State  readiness.State `json:"state"`
+	Reason string          `json:"reason,omitempty"`
 	// Status is the Ready condition's message.
 	Status string `json:"status"`
 	// Cause is the release's own failure ("reason: message"): the failed
@@ -52,8 +56,8 @@ type Release struct {
 // Key is "namespace/name".
 func (r *Release) Key() string { return r.Namespace + "/" + r.Name }
 
-// IsReady reports Ready=True.
-func (r *Release) IsReady() bool { return r.Ready == string(metav1.ConditionTrue) }
+// IsReady applies the readiness rule (not just Ready=True).
+func (r *Release) IsReady() bool { return r.State == readiness.Ready }
 
 // Report is the state of all HelmReleases.
 type Report struct {
@@ -88,9 +92,11 @@ func Collect(ctx context.Context, dyn dynamic.Interface, now time.Time) (*Report
 // FromHelmReleases builds the report from HelmRelease objects.
 func FromHelmReleases(hrs []helmv2.HelmRelease, now time.Time) *Report {
 	rep := &Report{byKey: map[string]*Release{}}
-	for _, hr := range hrs {
+	for i := range hrs {
+		hr := &hrs[i]
+		rr := readiness.OfHelmRelease(hr)
 		r := &Release{Namespace: hr.Namespace, Name: hr.Name, Created: hr.CreationTimestamp.Time,
-			Age: duration.HumanDuration(now.Sub(hr.CreationTimestamp.Time))}
+			Age: duration.HumanDuration(now.Sub(hr.CreationTimestamp.Time)), State: rr.State}
 		if c := apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition); c != nil {
 			r.Ready, r.Reason, r.Status = string(c.Status), c.Reason, c.Message
 			r.Cause = c.Reason + ": " + c.Message
@@ -105,6 +111,14 @@ func FromHelmReleases(hrs []helmv2.HelmRelease, now time.Time) *Report {
 					}
 				}
 			}
+			if c.Status == metav1.ConditionTrue && !rr.IsReady() {
+				// A Ready=True that does not count (previous generation,
+				// reconciling): say why.
+				r.Cause = rr.Reason + ": " + rr.Message
+			}
+		}
+		if rr.State == readiness.Failed {
+			r.Cause = "Stalled: " + rr.Reason + ": " + rr.Message
 		}
 		for _, d := range hr.Spec.DependsOn {
 			ns := d.Namespace
@@ -217,6 +231,18 @@ func (rep *Report) WriteRootCauses(w io.Writer) {
 			blocks[rc] = append(blocks[rc], r.Key())
 		}
 	}
+	var stale []*Release
+	for _, r := range rep.Releases {
+		if r.Ready == string(metav1.ConditionTrue) && !r.IsReady() {
+			stale = append(stale, r)
+		}
+	}
+	if len(stale) > 0 {
+		fmt.Fprintln(w, "NOT CURRENT (READY shows True, but Flux has not finished the current spec):")
+		for _, r := range stale {
+			fmt.Fprintf(w, "  %s: %s\n", r.Key(), r.Cause)
+		}
+	}
 	if len(roots) == 0 {
 		return
 	}
@@ -288,6 +314,10 @@ func (rep *Report) WriteTree(w io.Writer) {
 		case r.IsReady():
 		case r.Ready == "":
 			state = "Pending"
+		case r.State == readiness.Failed:
+			state = "Failed (final): " + r.Cause
+		case r.Ready == string(metav1.ConditionTrue):
+			state = "Reconciling: " + r.Cause
 		case len(r.RootCauses) > 0:
 			state = "Blocked by " + strings.Join(r.RootCauses, ", ")
 		case r.Reason == meta.DependencyNotReadyReason:

@@ -20,7 +20,8 @@ func hr(ns, name string, age time.Duration, status metav1.ConditionStatus, reaso
 		h.Spec.DependsOn = append(h.Spec.DependsOn, helmv2.DependencyReference{Namespace: p[0], Name: p[1]})
 	}
 	if status != "" {
-		h.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: status, Reason: reason, Message: msg}}
+		h.Generation, h.Status.ObservedGeneration = 1, 1
+		h.Status.Conditions = []metav1.Condition{{Type: "Ready", Status: status, Reason: reason, Message: msg, ObservedGeneration: 1}}
 	}
 	return h
 }
@@ -130,5 +131,48 @@ func TestParkedWithReadyDependency(t *testing.T) {
 	rep.WriteTree(&b)
 	if want := "a/dep [Ready]\n└── b/parked [Waiting: dependencies are Ready now, Flux rechecks at its next requeue]\n"; b.String() != want {
 		t.Errorf("tree %q, want %q", b.String(), want)
+	}
+}
+
+// After an upgrade the previous generation's Ready=True is still on the
+// object until helm-controller reconciles the new spec: it must not count,
+// neither for `dodai status` nor for the releases that depend on it.
+func TestStaleReadyDoesNotCount(t *testing.T) {
+	upgraded := hr("cozy-cilium", "cilium", time.Hour, "True", "UpgradeSucceeded", "Helm upgrade succeeded for release cozy-cilium/cilium.v2 with chart cilium@1.19.5")
+	upgraded.Generation = 2 // spec changed; status still of generation 1
+	stalled := hr("cozy-x", "stalled", time.Hour, "False", "InvalidChartReference", "chart not found")
+	stalled.Status.Conditions = append(stalled.Status.Conditions, metav1.Condition{Type: "Stalled", Status: "True", Reason: "InvalidChartReference", Message: "chart not found", ObservedGeneration: 1})
+	rep := FromHelmReleases([]helmv2.HelmRelease{
+		upgraded,
+		hr("cozy-kubeovn", "kubeovn", time.Hour, "False", "DependencyNotReady", depMsg, "cozy-cilium/cilium"),
+		stalled,
+	}, now)
+	if rep.AllReady() {
+		t.Fatal("a stale Ready=True counted as ready")
+	}
+	c, _ := rep.Get("cozy-cilium/cilium")
+	if c.Ready != "True" || c.IsReady() || c.State != "Progressing" {
+		t.Errorf("cilium: READY column %q (kubectl shows the condition), IsReady %v, state %s", c.Ready, c.IsReady(), c.State)
+	}
+	k, _ := rep.Get("cozy-kubeovn/kubeovn")
+	if !reflect.DeepEqual(k.RootCauses, []string{"cozy-cilium/cilium"}) {
+		t.Errorf("kubeovn root causes %v", k.RootCauses)
+	}
+	var b bytes.Buffer
+	rep.WriteRootCauses(&b)
+	for _, want := range []string{
+		"NOT CURRENT", "cozy-cilium/cilium: LatestGenerationNotObserved: HelmRelease generation is 2, but latest observed generation is 1",
+		"blocks 1: cozy-kubeovn/kubeovn",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("root causes lack %q:\n%s", want, b.String())
+		}
+	}
+	b.Reset()
+	rep.WriteTree(&b)
+	for _, want := range []string{"cozy-cilium/cilium [Reconciling: LatestGenerationNotObserved", "cozy-x/stalled [Failed (final): Stalled: InvalidChartReference: chart not found]"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("tree lacks %q:\n%s", want, b.String())
+		}
 	}
 }
