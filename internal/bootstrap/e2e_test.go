@@ -132,7 +132,7 @@ func TestEndToEnd(t *testing.T) {
 	// status and kubeconfig.
 	t.Setenv(talos.PortEnv, strconv.Itoa(tc.Port))
 	code, out, errOut = dodai(ctx, t, tc, "status", "nodes")
-	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, "v1.11.5") {
+	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, compat.DefaultTalosVersion) {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
 	// The whole status: nodes are fine, but the platform isn't installed yet,

@@ -5,6 +5,8 @@ import (
 	"embed"
 	"fmt"
 	"text/template"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 //go:embed templates/*.yaml
@@ -14,8 +16,8 @@ var templates embed.FS
 type TemplateParams struct {
 	Name     string
 	Endpoint string
-	// TalosVersion and KubernetesVersion default to the releases new
-	// clusters get (DefaultTalosVersion, DefaultKubernetesVersion).
+	// TalosVersion defaults to the release new clusters get
+	// (DefaultTalosVersion), KubernetesVersion to that Talos' default.
 	TalosVersion      string
 	KubernetesVersion string
 }
@@ -35,7 +37,7 @@ func Template(example bool, p TemplateParams) ([]byte, error) {
 		p.TalosVersion = DefaultTalosVersion
 	}
 	if p.KubernetesVersion == "" {
-		p.KubernetesVersion = DefaultKubernetesVersion
+		p.KubernetesVersion = compat.DefaultKubernetesFor(p.TalosVersion)
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, p); err != nil {

@@ -37,7 +37,9 @@ func Default(c *Cluster) {
 		s.TalosVersion = DefaultTalosVersion
 	}
 	if s.KubernetesVersion == "" {
-		s.KubernetesVersion = DefaultKubernetesVersion
+		// The default Kubernetes of the cluster's Talos minor (a file that
+		// names only Talos v1.11.5 gets v1.34.1, which that Talos runs).
+		s.KubernetesVersion = compat.DefaultKubernetesFor(s.TalosVersion)
 	}
 	if len(s.Network.PodSubnets) == 0 {
 		s.Network.PodSubnets = []string{DefaultPodSubnet}

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"github.com/siderolabs/image-factory/pkg/schematic"
+	"github.com/siderolabs/talos/pkg/machinery/imager/quirks"
 	"gopkg.in/yaml.v3"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
@@ -152,6 +153,16 @@ type ImageOptions struct {
 	DiskFormat string `yaml:"diskFormat,omitempty"`
 }
 
+// BaseInstaller is the installer image the imager builds on for a Talos
+// release: installer-base from Talos 1.10 on (the unified installer; the
+// imager's own default), the full installer before.
+func BaseInstaller(talosVersion string) string {
+	if quirks.New(talosVersion).SupportsUnifiedInstaller() {
+		return "ghcr.io/siderolabs/installer-base:" + talosVersion
+	}
+	return "ghcr.io/siderolabs/installer:" + talosVersion
+}
+
 // NewProfile builds the imager profile for one output kind.
 func NewProfile(spec cluster.Spec, kind string) (*Profile, error) {
 	p, _, err := NewProfileWarn(spec, kind)
@@ -171,7 +182,7 @@ func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) 
 		Input: Input{
 			Kernel:        FileAsset{Path: fmt.Sprintf("/usr/install/%s/vmlinuz", im.Arch)},
 			Initramfs:     FileAsset{Path: fmt.Sprintf("/usr/install/%s/initramfs.xz", im.Arch)},
-			BaseInstaller: ContainerAsset{ImageRef: "ghcr.io/siderolabs/installer:" + spec.TalosVersion},
+			BaseInstaller: ContainerAsset{ImageRef: BaseInstaller(spec.TalosVersion)},
 		},
 	}
 	if len(im.ExtraKernelArgs) > 0 {

@@ -200,3 +200,17 @@ func TestBuildRunsEngine(t *testing.T) {
 		t.Fatalf("without an engine: %v", err)
 	}
 }
+
+// TestBaseInstaller: from Talos 1.10 the imager builds on installer-base
+// (its own default since the unified installer), before on the installer.
+func TestBaseInstaller(t *testing.T) {
+	for v, want := range map[string]string{
+		"v1.9.6":  "ghcr.io/siderolabs/installer:v1.9.6",
+		"v1.10.0": "ghcr.io/siderolabs/installer-base:v1.10.0",
+		"v1.13.9": "ghcr.io/siderolabs/installer-base:v1.13.9",
+	} {
+		if got := BaseInstaller(v); got != want {
+			t.Errorf("BaseInstaller(%s) = %s, want %s", v, got, want)
+		}
+	}
+}

@@ -65,6 +65,11 @@ func TestLookups(t *testing.T) {
 		{"v1.11.5", "siderolabs/amd-ucode", "ghcr.io/siderolabs/amd-ucode:20251021"},
 		{"v1.13.9", "siderolabs/zfs", "ghcr.io/siderolabs/zfs:2.4.3-v1.13.9"},
 		{"v1.13.9", "siderolabs/intel-ucode", "ghcr.io/siderolabs/intel-ucode:20260812"},
+		// Entries of the image-digests list published with Talos v1.11.2.
+		{"v1.11.2", "siderolabs/zfs", "ghcr.io/siderolabs/zfs:2.3.3-v1.11.2"},
+		{"v1.11.2", "siderolabs/nonfree-kmod-nvidia-production", "ghcr.io/siderolabs/nonfree-kmod-nvidia-production:570.172.08-v1.11.2"},
+		{"v1.11.2", "siderolabs/gvisor", "ghcr.io/siderolabs/gvisor:20250707.0"},
+		{"v1.11.2", "siderolabs/xen-guest-agent", "ghcr.io/siderolabs/xen-guest-agent:0.4.0-g5c274e6"},
 		{"v1.13.9", "drbd", ""},
 		{"v1.13.9", "siderolabs/no-such-thing", ""},
 		{"v1.13.99", "siderolabs/drbd", ""},

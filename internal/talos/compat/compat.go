@@ -13,6 +13,7 @@ package compat
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/blang/semver/v4"
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
@@ -43,6 +44,29 @@ const DefaultTalosVersion = "v1.13.9"
 // DefaultKubernetesVersion is the Kubernetes release new clusters get: the
 // default of DefaultTalosVersion's machinery.
 const DefaultKubernetesVersion = "v" + constants.DefaultKubernetesVersion
+
+// defaultKubernetes is the default Kubernetes of each Talos minor: the
+// constants.DefaultKubernetesVersion of the machinery of its newest patch
+// release (the newest minor's is dodai's own machinery's).
+var defaultKubernetes = map[int]string{
+	8:  "v1.31.4",
+	9:  "v1.32.4",
+	10: "v1.33.6",
+	11: "v1.34.1",
+	12: "v1.35.4",
+	13: DefaultKubernetesVersion,
+}
+
+// DefaultKubernetesFor returns the Kubernetes release a cluster on Talos
+// talos gets when its file names none: that Talos minor's own default. For a
+// version dodai does not support it returns DefaultKubernetesVersion (the
+// Talos error is reported on its own).
+func DefaultKubernetesFor(talos string) string {
+	if m, err := TalosMinor(talos); err == nil {
+		return defaultKubernetes[m]
+	}
+	return DefaultKubernetesVersion
+}
 
 // kubernetesRange is machinery's supported Kubernetes range per Talos minor
 // (Minimum inclusive; Maximum like 1.36.99, meaning any 1.36 patch).
@@ -130,9 +154,30 @@ func CheckKubernetes(talos, kube string) error {
 		return fmt.Errorf("%q is not a Kubernetes version like v1.36.3: %w", kube, err)
 	}
 	if err := kv.SupportedWith(tv); err != nil {
-		return fmt.Errorf("%w (Talos %s runs Kubernetes %s to %s.x)", err, minorOf(talos), lo, hi)
+		hint := ""
+		if ms := TalosMinorsFor(kube); len(ms) > 0 {
+			hint = fmt.Sprintf("; Kubernetes %s runs on Talos %s", minorOf(kube), strings.Join(ms, ", "))
+		}
+		return fmt.Errorf("%w (Talos %s runs Kubernetes %s to %s.x%s)", err, minorOf(talos), lo, hi, hint)
 	}
 	return nil
+}
+
+// TalosMinorsFor lists the supported Talos minors ("v1.12", "v1.13") that
+// run Kubernetes kube, oldest first; nil if none does or kube is no version.
+func TalosMinorsFor(kube string) []string {
+	kv, err := semver.ParseTolerant(kube)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for m := MinTalosMinor; m <= MaxTalosMinor; m++ {
+		r := kubernetesRange[m]
+		if kv.GTE(r[0]) && kv.LTE(r[1]) {
+			out = append(out, fmt.Sprintf("v1.%d", m))
+		}
+	}
+	return out
 }
 
 // CheckKubernetesUpgrade returns an error unless a cluster can go from

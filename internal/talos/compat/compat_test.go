@@ -4,6 +4,7 @@ import (
 	"os"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -32,6 +33,24 @@ func TestDefaultsFollowMachinery(t *testing.T) {
 	}
 	if !strings.HasPrefix(DefaultKubernetesVersion, "v1.36.") {
 		t.Errorf("DefaultKubernetesVersion %s, want 1.36.x (machinery v1.13)", DefaultKubernetesVersion)
+	}
+}
+
+// TestDefaultKubernetesFor: every Talos minor's default Kubernetes is one
+// it runs, and a cluster that names only an older Talos gets that Talos'
+// Kubernetes, not the newest one.
+func TestDefaultKubernetesFor(t *testing.T) {
+	for m := MinTalosMinor; m <= MaxTalosMinor; m++ {
+		talos := "v1." + strconv.Itoa(m) + ".0"
+		k := DefaultKubernetesFor(talos)
+		if err := CheckKubernetes(talos, k); err != nil {
+			t.Errorf("Talos %s: default Kubernetes %s: %v", talos, k, err)
+		}
+	}
+	for talos, want := range map[string]string{"v1.11.5": "v1.34.1", "v1.12.7": "v1.35.4", "v1.13.9": DefaultKubernetesVersion, "v1.14.0": DefaultKubernetesVersion, "junk": DefaultKubernetesVersion} {
+		if got := DefaultKubernetesFor(talos); got != want {
+			t.Errorf("DefaultKubernetesFor(%s) = %s, want %s", talos, got, want)
+		}
 	}
 }
 
@@ -79,11 +98,11 @@ func TestCheckKubernetes(t *testing.T) {
 		{"v1.13.9", "v1.36.3", ""},
 		{"v1.13.9", "1.31.0", ""},
 		{"v1.13.0", "v1.36.50", ""},
-		{"v1.13.9", "v1.30.14", "too old to be used with Talos 1.13.9 (Talos v1.13 runs Kubernetes v1.31.0 to v1.36.x)"},
+		{"v1.13.9", "v1.30.14", "too old to be used with Talos 1.13.9 (Talos v1.13 runs Kubernetes v1.31.0 to v1.36.x; Kubernetes v1.30 runs on Talos v1.8, v1.9, v1.10, v1.11, v1.12)"},
 		{"v1.13.9", "v1.37.0", "too new"},
 		{"v1.11.5", "v1.34.1", ""},
 		{"v1.11.5", "v1.29.0", ""},
-		{"v1.11.5", "v1.35.0", "too new to be used with Talos 1.11.5 (Talos v1.11 runs Kubernetes v1.29.0 to v1.34.x)"},
+		{"v1.11.5", "v1.35.0", "too new to be used with Talos 1.11.5 (Talos v1.11 runs Kubernetes v1.29.0 to v1.34.x; Kubernetes v1.35 runs on Talos v1.12, v1.13)"},
 		{"v1.12.7", "v1.35.4", ""},
 		{"v1.12.7", "v1.36.0", "too new"},
 		{"v1.8.4", "v1.26.0", ""},
