@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/talosvalidate"
 )
 
@@ -67,7 +68,7 @@ func TestVersionedNodes(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := 150 + os.Getpid()%50
 	newer := configFor(t, "v1.13.9")
 	if !strings.Contains(string(newer), "kind: HostnameConfig") {
@@ -143,7 +144,7 @@ func TestMissingValidator(t *testing.T) {
 	t.Setenv(talosvalidate.ToolsEnvVar, t.TempDir())
 	inv := DefaultInventory("talos-old", "52:54:00:00:02:01")
 	inv.TalosVersion = "v1.11.6"
-	_, err := Start(Options{Name: "old", MaintenanceAddr: "127.0.0.1", Port: freePort(t), Inventory: inv})
+	_, err := Start(Options{Name: "old", MaintenanceAddr: "127.0.0.1", Port: testutil.FreePort(t), Inventory: inv})
 	if err == nil || !strings.Contains(err.Error(), "hack/deps/talos.sh") {
 		t.Fatalf("want an error naming hack/deps/talos.sh, got %v", err)
 	}

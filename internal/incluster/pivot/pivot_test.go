@@ -24,7 +24,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
-	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -60,15 +59,15 @@ func clusterDir(t *testing.T) (string, time.Time) {
 		{MAC: "52:54:00:00:00:11", Node: "cp1", IP: "10.99.0.11", Arch: "amd64", Stage: "installed", LastSeen: seen},
 		{MAC: "52:54:00:00:00:99", IP: "10.99.0.100", Arch: "amd64", Stage: "kernel", LastSeen: seen},
 	}}
-	if err := state.WriteJSON(state.Path(dir, state.MachinesFile), reg); err != nil {
+	if err := state.WriteJSON(cluster.At(dir).MachinesState(), reg); err != nil {
 		t.Fatal(err)
 	}
-	path := state.Path(dir, netboot.LeasesFile)
+	path := cluster.At(dir).Leases()
 	l, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.199")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:99"), netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
+	if _, err := l.Bind(macaddr.MustParse("52:54:00:00:00:99"), netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil { // into the snapshot
@@ -78,7 +77,7 @@ func clusterDir(t *testing.T) (string, time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:42"), netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
+	if _, err := l.Bind(macaddr.MustParse("52:54:00:00:00:42"), netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
 		t.Fatal(err)
 	}
 	if err := l.Sync(); err != nil {
