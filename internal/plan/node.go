@@ -209,7 +209,7 @@ func Equal(a, b config.Provider) (bool, error) {
 // RedactedDiff is a unified diff of two configs with their secrets
 // replaced; secretsChanged reports a difference hidden by the redaction.
 func RedactedDiff(running, want config.Provider) (diff string, secretsChanged bool, err error) {
-	diff, err = configdiff.DiffToString(running.RedactSecrets("REDACTED"), want.RedactSecrets("REDACTED"))
+	diff, err = configdiff.DiffConfigs(running.RedactSecrets("REDACTED"), want.RedactSecrets("REDACTED"))
 	if err != nil {
 		return "", false, fmt.Errorf("diffing configs: %w", err)
 	}
