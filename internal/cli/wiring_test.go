@@ -48,7 +48,7 @@ func TestExplicitWiring(t *testing.T) {
 // Every command that talks to Talos nodes takes --talos-port (and so
 // $DODAI_TALOS_PORT through Globals.TalosPort); the others don't offer it.
 func TestTalosPortFlag(t *testing.T) {
-	talksToNodes := []string{"discover", "bootstrap", "kubeconfig", "status", "controller"}
+	talksToNodes := []string{"discover", "bootstrap", "kubeconfig", "status", "controller", "plan", "apply"}
 	for _, c := range commands(&Globals{}) {
 		has := c.Flags().Lookup("talos-port") != nil
 		if want := slices.Contains(talksToNodes, c.Name()); has != want {

@@ -18,7 +18,7 @@ import (
 func TestPlan(t *testing.T) {
 	ctx := testutil.Context(t, 6*time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 1, RebootDelay: 50 * time.Millisecond,
-		Spec: spec{Kubernetes: "v1.33.5", Extensions: []string{"siderolabs/drbd"}}})
+		Spec: spec{Kubernetes: "v1.32.3", Extensions: []string{"siderolabs/drbd"}}})
 	tc.bootstrap(ctx)
 	base := tc.spec
 	start := time.Now()
@@ -132,31 +132,31 @@ func TestPlan(t *testing.T) {
 
 	t.Run("refused: Kubernetes skips a minor", func(t *testing.T) {
 		s := base
-		s.Kubernetes = "v1.35.0"
+		s.Kubernetes = "v1.34.1"
 		tc.write(s)
 		defer tc.write(base)
 		code, out, errOut := tc.dodai(ctx, "plan")
-		if code != 1 || !strings.Contains(errOut, "Kubernetes v1.33.5 → v1.35.0 skips v1.34") {
+		if code != 1 || !strings.Contains(errOut, "Kubernetes v1.32.3 → v1.34.1 skips v1.33") {
 			t.Fatalf("plan skipping a minor: exit %d\n%s\n%s", code, out, errOut)
 		}
 	})
 
 	t.Run("Kubernetes upgrade", func(t *testing.T) {
 		s := base
-		s.Kubernetes = "v1.34.1"
+		s.Kubernetes = "v1.33.5"
 		tc.write(s)
 		defer tc.write(base)
 		code, out, errOut := tc.dodai(ctx, "plan")
-		if code != 2 || !strings.Contains(out, "v1.33.5 → v1.34.1: control-plane components node by node, then the kubelets") {
+		if code != 2 || !strings.Contains(out, "v1.32.3 → v1.33.5: control-plane components node by node, then the kubelets") {
 			t.Fatalf("plan of a Kubernetes upgrade: exit %d\n%s\n%s", code, out, errOut)
 		}
 		_, p := tc.planJSON(ctx)
-		if p.Kubernetes == nil || p.Kubernetes.From != "v1.33.5" || p.Kubernetes.To != "v1.34.1" {
+		if p.Kubernetes == nil || p.Kubernetes.From != "v1.32.3" || p.Kubernetes.To != "v1.33.5" {
 			t.Fatalf("plan -o json: %+v", p.Kubernetes)
 		}
 		for _, n := range p.Nodes {
 			k := n.Kubernetes
-			if k == nil || k.Kubelet == nil || k.Kubelet.String() != "v1.33.5 → v1.34.1" || (n.Role == "controlplane") != (k.ControlPlane != nil) {
+			if k == nil || k.Kubelet == nil || k.Kubelet.String() != "v1.32.3 → v1.33.5" || (n.Role == "controlplane") != (k.ControlPlane != nil) {
 				t.Fatalf("plan of %s: %+v", n.Name, k)
 			}
 		}
