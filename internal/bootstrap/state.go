@@ -135,3 +135,25 @@ func ConfirmDisk(clusterDir, node string, d talos.Disk) error {
 	}
 	return s.updateNode(node, func(n *NodeState) { n.Disk = recordOf(d) })
 }
+
+// ForgetNode drops what bootstrap recorded about a node that left the
+// cluster (`dodai node remove`); with keepDisk (`dodai node reinstall`) the
+// machine's identity and confirmed install disk stay, so the reinstall is
+// held to the same disk.
+func ForgetNode(clusterDir, node string, keepDisk bool) error {
+	s, err := loadStore(clusterDir)
+	if err != nil {
+		return err
+	}
+	return s.update(func(st *State) {
+		n := st.Nodes[node]
+		if n == nil {
+			return
+		}
+		if !keepDisk {
+			delete(st.Nodes, node)
+			return
+		}
+		n.Applied, n.Configured = nil, nil
+	})
+}

@@ -83,9 +83,12 @@ spec:
 // newCluster installs a cluster of fake machines with `dodai bootstrap`.
 func newCluster(t testing.TB, cps, workers int) *testCluster {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("runs a real kube-apiserver and etcd (built by hack/deps/kube.sh)")
+	}
 	ctx := testCtx(t, 3*time.Minute)
 	b, c := uniqueBase()
-	env := kubetest.StartT(t, kubetest.Options{})
+	env := kubetest.StartT(t, kubetest.Options{InstallFluxCRDs: true})
 	tc := &testCluster{Dir: t.TempDir(), Port: freePort(t), Net: fmt.Sprintf("127.%d.%d.0/24", b, c), Group: faketalos.NewGroup(),
 		Nodes: map[string]*faketalos.Node{}, Kube: env}
 	tc.Group.SetEtcdBackend(faketalos.EtcdBackend{Endpoint: env.EtcdURL, Restore: env.RestoreEtcd})
@@ -102,7 +105,7 @@ func newCluster(t testing.TB, cps, workers int) *testCluster {
 		}
 		n, err := faketalos.Start(faketalos.Options{Name: name, MaintenanceAddr: fmt.Sprintf("127.%d.%d.%d", b, c, i), Port: tc.Port,
 			Inventory: faketalos.DefaultInventory("talos-"+name, fmt.Sprintf("52:54:00:d2:%02x:%02x", c, i)), RebootDelay: 20 * time.Millisecond,
-			Kubeconfig: env.KubeconfigBytes(), Group: tc.Group})
+			Kubeconfig: env.KubeconfigBytes(), Group: tc.Group, Kube: env.Client})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,4 +125,13 @@ func (tc *testCluster) dodai(ctx context.Context, args ...string) (int, string, 
 	full = append(full, "--talos-port", strconv.Itoa(tc.Port))
 	code := cli.Run(ctx, full, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+func (tc *testCluster) load(t testing.TB) *cluster.Source {
+	t.Helper()
+	src, err := cluster.LoadDir(tc.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
 }

@@ -1,0 +1,134 @@
+package day2_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dodai-dev/dodai/internal/health"
+	"github.com/dodai-dev/dodai/internal/state"
+)
+
+// healthy sets up what the kubelets and helm-controller would report on a
+// healthy cluster.
+func (tc *testCluster) healthy(t *testing.T) {
+	ctx := testCtx(t, time.Minute)
+	for name := range tc.Nodes {
+		tc.setNode(ctx, t, name, true, "v1.34.1")
+		if strings.HasPrefix(name, "cp") {
+			tc.setControlPlanePods(ctx, t, name, true)
+		}
+	}
+	tc.setReleases(ctx, t, nil)
+}
+
+func row(out, area, subject, kind string) *regexp.Regexp {
+	return regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(area) + `\s+` + regexp.QuoteMeta(subject) + `\s+FAIL\s+` + regexp.QuoteMeta(kind) + `: `)
+}
+
+func TestHealth(t *testing.T) {
+	ctx := testCtx(t, 5*time.Minute)
+	tc := newCluster(t, 3, 1)
+	tc.healthy(t)
+
+	code, out, errOut := tc.dodai(ctx, "health")
+	if code != 0 || !strings.Contains(out, "healthy: ") {
+		t.Fatalf("healthy cluster: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"etcd   quorum", "member cp1", "kube-apiserver on cp2", "kube-scheduler on cp3", "node            w1", "platform"} {
+		if !strings.Contains(out, strings.Join(strings.Fields(want), " ")) && !regexp.MustCompile(strings.Join(strings.Fields(regexp.QuoteMeta(want)), `\s+`)).MatchString(out) {
+			t.Fatalf("report lacks %q:\n%s", want, out)
+		}
+	}
+
+	// Each failure kind is named, all in one report.
+	tc.Group.SetEtcdDown(tc.Nodes["cp2"], true)
+	tc.setNode(ctx, t, "w1", false, "v1.34.1")
+	tc.setNode(ctx, t, "cp3", true, "v1.33.5")
+	tc.setControlPlanePods(ctx, t, "cp1", false)
+	tc.setReleases(ctx, t, map[string]bool{"cilium": true})
+	code, out, errOut = tc.dodai(ctx, "health")
+	if code != 1 {
+		t.Fatalf("unhealthy cluster: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, r := range []*regexp.Regexp{
+		row(out, "etcd", "member cp2", health.EtcdMemberDown),
+		row(out, "node", "w1", health.NodeNotReady),
+		row(out, "node", "cp3", health.VersionSkew),
+		row(out, "control-plane", "kube-apiserver on cp1", health.ControlPlaneDown),
+		row(out, "platform", "cozy-cilium/cilium", health.ReleaseNotReady),
+	} {
+		if !r.MatchString(out) {
+			t.Fatalf("no row %s:\n%s", r, out)
+		}
+	}
+	if !strings.Contains(out, "kubelet v1.33.5, cluster file says v1.34.1") || !strings.Contains(errOut, "unhealthy: ") {
+		t.Fatalf("detail:\n%s%s", out, errOut)
+	}
+	code, out, _ = tc.dodai(ctx, "health", "-o", "json")
+	var rep health.Report
+	if code != 1 || json.Unmarshal([]byte(out), &rep) != nil || rep.Healthy {
+		t.Fatalf("json: %d %s", code, out)
+	}
+	want := []string{health.ControlPlaneDown, health.EtcdMemberDown, health.NodeNotReady, health.ReleaseNotReady, health.VersionSkew}
+	slices.Sort(want)
+	if !slices.Equal(rep.Kinds(), want) {
+		t.Fatalf("kinds %v, want %v", rep.Kinds(), want)
+	}
+
+	// Extensions the file asks for and the nodes lack; a Talos version the
+	// nodes do not run.
+	b, _ := os.ReadFile(filepath.Join(tc.Dir, "cluster.yaml"))
+	nb := strings.Replace(string(b), "  talosVersion: v1.11.5\n", "  talosVersion: v1.11.6\n  image:\n    extensions: [siderolabs/drbd]\n", 1)
+	if err := os.WriteFile(filepath.Join(tc.Dir, "cluster.yaml"), []byte(nb), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, out, _ = tc.dodai(ctx, "health")
+	if !row(out, "node", "w1", health.ExtensionMissing).MatchString(out) || !strings.Contains(out, "runs Talos v1.11.5, cluster file says v1.11.6") {
+		t.Fatalf("extensions and Talos version:\n%s", out)
+	}
+	if err := os.WriteFile(filepath.Join(tc.Dir, "cluster.yaml"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// --wait: the problems are fixed while it waits.
+	go func() {
+		time.Sleep(time.Second)
+		tc.Group.SetEtcdDown(tc.Nodes["cp2"], false)
+		tc.healthy(t)
+	}()
+	start := time.Now()
+	code, out, errOut = tc.dodai(ctx, "health", "--wait", "2m", "--poll-interval", "200ms")
+	if code != 0 || time.Since(start) < time.Second || !strings.Contains(errOut, "waiting for the cluster to be healthy") {
+		t.Fatalf("--wait: exit %d after %s\n%s%s", code, time.Since(start), out, errOut)
+	}
+
+	// A running netboot server is checked; a dead one's HTTP is named.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })}
+	go srv.Serve(l)
+	run := state.NetbootRun{PID: os.Getpid(), HTTP: l.Addr().String(), Started: time.Now()}
+	if err := state.WriteJSON(state.Path(tc.Dir, state.NetbootRunFile), run); err != nil {
+		t.Fatal(err)
+	}
+	code, out, _ = tc.dodai(ctx, "health")
+	if code != 0 || !regexp.MustCompile(`(?m)^netboot\s+server\s+ok\s+pid \d+, HTTP 127\.0\.0\.1:\d+ answers`).MatchString(out) {
+		t.Fatalf("netboot up: exit %d\n%s", code, out)
+	}
+	srv.Close()
+	code, out, _ = tc.dodai(ctx, "health")
+	if code != 1 || !row(out, "netboot", "server", health.NetbootDown).MatchString(out) {
+		t.Fatalf("netboot down: exit %d\n%s", code, out)
+	}
+}
