@@ -20,6 +20,15 @@ func registerValidator(f func(src *cluster.Source) cluster.Problems) {
 	validators = append(validators, f)
 }
 
+// validateChecks run only in `dodai validate`, not on every load: checks of
+// files other commands don't need (e.g. BMC credentials, which netboot or
+// bootstrap must not fail on).
+var validateChecks []func(src *cluster.Source) cluster.Problems
+
+func registerValidateCheck(f func(src *cluster.Source) cluster.Problems) {
+	validateChecks = append(validateChecks, f)
+}
+
 // validateAll parses and validates a cluster file with every registered
 // validator; src is nil when the file can't be decoded.
 func validateAll(file string) (*cluster.Source, cluster.Problems, error) {
@@ -47,9 +56,14 @@ func init() {
 			Args:  cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				file := filepath.Join(g.ClusterDir, cluster.FileName)
-				_, probs, err := validateAll(file)
+				src, probs, err := validateAll(file)
 				if err != nil {
 					return err
+				}
+				if src != nil {
+					for _, c := range validateChecks {
+						probs = append(probs, c(src)...)
+					}
 				}
 				if probs == nil {
 					probs = cluster.Problems{}

@@ -163,6 +163,10 @@ type Node struct {
 	Interface *Interface `yaml:"interface,omitempty" json:"interface,omitempty"`
 	// Patches are Talos config patches for this node only (applied last).
 	Patches []Patch `yaml:"patches,omitempty" json:"patches,omitempty"`
+	// BMC is the machine's baseboard management controller, used by
+	// `dodai power` and `dodai bootstrap --power`. Its credentials are never
+	// in cluster.yaml: see bmc-credentials.yaml.
+	BMC *BMC `yaml:"bmc,omitempty" json:"bmc,omitempty"`
 }
 
 // Interface selects a link by hardware address, never by kernel name.

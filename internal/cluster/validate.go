@@ -68,6 +68,7 @@ func Default(c *Cluster) {
 	if s.Platform.Bundle == "" {
 		s.Platform.Bundle = DefaultBundle
 	}
+	defaultBMCs(s)
 }
 
 var (
@@ -133,6 +134,7 @@ func (v *validator) run() {
 	v.image()
 	v.boot()
 	v.nodes()
+	v.bmcs()
 	v.patches()
 	v.platform()
 }
