@@ -13,18 +13,21 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/dodai-dev/dodai/internal/health"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
-// healthy sets up what the kubelets and helm-controller would report on a
-// healthy cluster.
+// healthy undoes the faults a test made and sets up what helm-controller
+// reports on a healthy platform (the fake kubelets register the Nodes and
+// run the control planes' mirror pods).
 func (tc *testCluster) healthy(t *testing.T) {
 	ctx := testCtx(t, time.Minute)
 	for name := range tc.Nodes {
 		tc.setNode(ctx, t, name, true, "v1.34.1")
 		if strings.HasPrefix(name, "cp") {
-			tc.setControlPlanePods(ctx, t, name, true)
+			tc.restoreControlPlanePods(ctx, t, name)
 		}
 	}
 	tc.setReleases(ctx, t, nil)
@@ -53,7 +56,11 @@ func TestHealth(t *testing.T) {
 	tc.Group.SetEtcdDown(tc.Nodes["cp2"], true)
 	tc.setNode(ctx, t, "w1", false, "v1.34.1")
 	tc.setNode(ctx, t, "cp3", true, "v1.33.5")
-	tc.setControlPlanePods(ctx, t, "cp1", false)
+	// (The fake kubelet keeps its mirror pods Ready, as a kubelet whose
+	// static pod runs; a component that is gone has no mirror pod.)
+	if err := tc.Kube.Client.CoreV1().Pods("kube-system").Delete(ctx, "kube-apiserver-cp1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	tc.setReleases(ctx, t, map[string]bool{"cilium": true})
 	code, out, errOut = tc.dodai(ctx, "health")
 	if code != 1 {
@@ -100,13 +107,16 @@ func TestHealth(t *testing.T) {
 	}
 
 	// --wait: the problems are fixed while it waits.
+	fixed := make(chan struct{})
 	go func() {
+		defer close(fixed)
 		time.Sleep(time.Second)
 		tc.Group.SetEtcdDown(tc.Nodes["cp2"], false)
 		tc.healthy(t)
 	}()
 	start := time.Now()
 	code, out, errOut = tc.dodai(ctx, "health", "--wait", "2m", "--poll-interval", "200ms")
+	<-fixed
 	if code != 0 || time.Since(start) < time.Second || !strings.Contains(errOut, "waiting for the cluster to be healthy") {
 		t.Fatalf("--wait: exit %d after %s\n%s%s", code, time.Since(start), out, errOut)
 	}

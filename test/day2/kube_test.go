@@ -17,7 +17,8 @@ import (
 	"github.com/dodai-dev/dodai/internal/platform/status"
 )
 
-// The kubelet's part, written by hand: no kubelet runs here.
+// Faults and fixes of what kubelets and helm-controller report (the fake
+// kubelets of test/fakekubelet register the Nodes; no helm-controller runs).
 
 // setNode creates or updates a Node with a Ready condition and a kubelet
 // version, as a registered kubelet reports them.
@@ -43,28 +44,20 @@ func (tc *testCluster) setNode(ctx context.Context, t testing.TB, name string, r
 	}
 }
 
-// setControlPlanePods creates the mirror pods of Talos' static control-plane
-// pods on a node, Ready.
-func (tc *testCluster) setControlPlanePods(ctx context.Context, t testing.TB, node string, ready bool) {
+// restoreControlPlanePods creates the mirror pods of Talos' static
+// control-plane pods that a test deleted; the node's fake kubelet reports
+// them running and Ready.
+func (tc *testCluster) restoreControlPlanePods(ctx context.Context, t testing.TB, node string) {
 	t.Helper()
 	pods := tc.Kube.Client.CoreV1().Pods(metav1.NamespaceSystem)
 	for _, comp := range health.ControlPlaneComponents {
 		name := comp + "-" + node
-		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		_, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
-			p, err = pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"k8s-app": comp}},
+			_, err = pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"k8s-app": comp}},
 				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: comp, Image: "registry.k8s.io/" + comp + ":v1.34.1"}}}}, metav1.CreateOptions{})
 		}
 		if err != nil {
-			t.Fatal(err)
-		}
-		st := corev1.ConditionTrue
-		if !ready {
-			st = corev1.ConditionFalse
-		}
-		p.Status.Phase = corev1.PodRunning
-		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: st, Reason: "ContainersNotReady"}}
-		if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
