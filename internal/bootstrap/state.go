@@ -89,12 +89,12 @@ func ConfirmDisk(l cluster.Layout, node string, d talos.Disk) error {
 // cluster (`dodai node remove`); with keepDisk (`dodai node reinstall`) the
 // machine's identity and confirmed install disk stay, so the reinstall is
 // held to the same disk.
-func ForgetNode(clusterDir, node string, keepDisk bool) error {
-	s, err := loadStore(clusterDir)
+func ForgetNode(l cluster.Layout, node string, keepDisk bool) error {
+	s, err := loadStore(l)
 	if err != nil {
 		return err
 	}
-	return s.update(func(st *State) {
+	return s.update(func(st *state.Bootstrap) {
 		n := st.Nodes[node]
 		if n == nil {
 			return

@@ -15,13 +15,20 @@ import (
 // each node is.
 type day2 struct {
 	src      *cluster.Source
+	layout   cluster.Layout
 	renderer *machineconfig.Renderer
 	tc       *clientconfig.Config
 	port     int
-	state    *bootstrap.State
+	state    *state.Bootstrap
 }
 
-func (g *Globals) openDay2(port int) (*day2, error) {
+// openDay2 opens the cluster directory for a day-2 command (which must
+// have called g.talosPortFlag).
+func (g *Globals) openDay2() (*day2, error) {
+	port, err := g.TalosPort()
+	if err != nil {
+		return nil, err
+	}
 	src, err := g.Load()
 	if err != nil {
 		return nil, err
@@ -34,11 +41,12 @@ func (g *Globals) openDay2(port int) (*day2, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := bootstrap.ReadState(src.Dir)
+	l := src.Layout()
+	st, err := state.ReadBootstrap(l.BootstrapState())
 	if err != nil {
 		return nil, err
 	}
-	return &day2{src: src, renderer: r, tc: tc, port: resolvePort(port), state: st}, nil
+	return &day2{src: src, layout: l, renderer: r, tc: tc, port: port, state: st}, nil
 }
 
 // address is a node's configured address, else the one bootstrap recorded.
@@ -74,9 +82,3 @@ func (d *day2) etcd() *etcd.Client {
 	}
 	return c
 }
-
-// snapshotDir is where rotated etcd snapshots are kept.
-func (d *day2) snapshotDir() string { return state.Path(d.src.Dir, etcd.SnapshotDir) }
-
-// restoreState is the progress file of `dodai etcd restore`.
-func (d *day2) restoreState() string { return state.Path(d.src.Dir, "etcd-restore.json") }

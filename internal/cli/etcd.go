@@ -14,11 +14,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
-	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/etcd"
 )
-
-func init() { register(newEtcdCmd) }
 
 func newEtcdCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -34,7 +31,6 @@ guided recovery from a snapshot when quorum is lost.`,
 }
 
 func newEtcdStatusCmd(g *Globals) *cobra.Command {
-	var port int
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -44,7 +40,7 @@ cluster's alarms, and one of them for the member list. It exits 1 when etcd has
 no healthy quorum or any member (or control-plane node) is not healthy.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -66,7 +62,7 @@ no healthy quorum or any member (or control-plane node) is not healthy.`,
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
@@ -132,7 +128,7 @@ func etcdStatusTable(w io.Writer, st *etcd.Status, c *etcd.Client) error {
 }
 
 func newEtcdSnapshotCmd(g *Globals) *cobra.Command {
-	var port, keep int
+	var keep int
 	var out string
 	var timeout time.Duration
 	cmd := &cobra.Command{
@@ -148,7 +144,7 @@ Without --out the snapshot goes to state/etcd/snapshot-<UTC time>.db in the
 cluster directory, and only the newest --keep of those are kept.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -158,14 +154,14 @@ cluster directory, and only the newest --keep of those are kept.`,
 			defer cancel()
 			path := out
 			if path == "" {
-				path = filepath.Join(d.snapshotDir(), etcd.SnapshotName(time.Now()))
+				path = filepath.Join(d.layout.EtcdSnapshots(), etcd.SnapshotName(time.Now()))
 			}
 			info, err := c.Snapshot(ctx, nil, path)
 			if err != nil {
 				return err
 			}
 			if out == "" {
-				removed, err := etcd.Rotate(d.snapshotDir(), keep)
+				removed, err := etcd.Rotate(d.layout.EtcdSnapshots(), keep)
 				if err != nil {
 					return fmt.Errorf("rotating snapshots: %w", err)
 				}
@@ -183,12 +179,11 @@ cluster directory, and only the newest --keep of those are kept.`,
 	cmd.Flags().StringVar(&out, "out", "", "write the snapshot to this file (default: state/etcd/snapshot-<time>.db, rotated)")
 	cmd.Flags().IntVar(&keep, "keep", 10, "rotated snapshots to keep in state/etcd (0: all)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
 func newEtcdRestoreCmd(g *Globals) *cobra.Command {
-	var port int
 	var force bool
 	var timeout, poll time.Duration
 	cmd := &cobra.Command{
@@ -214,7 +209,7 @@ before the next:
 Re-running after a failure resumes where it stopped.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -222,14 +217,14 @@ Re-running after a failure resumes where it stopped.`,
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.restoreState(), Poll: poll, Log: g.Log})
+			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.layout.EtcdRestore(), Poll: poll, Log: g.Log})
 			if err != nil {
 				if errors.Is(err, etcd.ErrQuorumHealthy) {
 					return &ExitError{Code: 1, Err: err}
 				}
 				return fmt.Errorf("etcd restore: %w", err)
 			}
-			if kc, err := os.ReadFile(g.Path(cluster.KubeconfigFile)); err == nil {
+			if kc, err := os.ReadFile(d.layout.Kubeconfig()); err == nil {
 				if err := waitKubeAPI(ctx, kc, poll); err != nil {
 					return fmt.Errorf("etcd is restored, but %w", err)
 				}
@@ -245,7 +240,7 @@ Re-running after a failure resumes where it stopped.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between checks while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 

@@ -14,15 +14,12 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/health"
 	"github.com/dodai-dev/dodai/internal/platform"
-	"github.com/dodai-dev/dodai/internal/state"
 )
-
-func init() { register(newHealthCmd) }
 
 // healthOptions prepares the checks of a cluster directory.
 func (g *Globals) healthOptions(d *day2, kubeconfig string) (health.Options, error) {
 	o := health.Options{Source: d.src, Addresses: map[string]string{}, Talosconfig: d.tc, Port: d.port, Etcd: d.etcd(),
-		NetbootRunFile: state.Path(d.src.Dir, state.NetbootRunFile), Log: g.Log}
+		NetbootRunFile: d.layout.NetbootRun(), Log: g.Log}
 	for i := range d.src.Cluster.Spec.Nodes {
 		n := &d.src.Cluster.Spec.Nodes[i]
 		o.Addresses[n.Name] = d.address(n)
@@ -50,7 +47,6 @@ func (g *Globals) healthOptions(d *day2, kubeconfig string) (health.Options, err
 }
 
 func newHealthCmd(g *Globals) *cobra.Command {
-	var port int
 	var wait, poll time.Duration
 	var kubeconfig string
 	cmd := &cobra.Command{
@@ -75,7 +71,7 @@ release-not-ready, ...). The exit status is 1 when anything fails. --wait D
 checks again until everything passes or D has passed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -110,7 +106,7 @@ checks again until everything passes or D has passed.`,
 	cmd.Flags().DurationVar(&poll, "poll-interval", 2*time.Second, "interval between checks with --wait")
 	_ = cmd.Flags().MarkHidden("poll-interval")
 	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 

@@ -10,14 +10,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
 	"github.com/dodai-dev/dodai/internal/node"
-	"github.com/dodai-dev/dodai/internal/state"
 )
-
-func init() { register(newNodeCmd) }
 
 func newNodeCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
@@ -73,8 +71,8 @@ func parseMACs(macs []string) []macaddr.MAC {
 // netbootForget updates the netboot registry for the node's machine:
 // dropped (removed from the cluster) or marked to boot Talos again
 // (reinstall).
-func netbootForget(dir string, macs []string, drop bool) error {
-	reg, err := registry.New(registry.Options{Path: state.Path(dir, state.MachinesFile)})
+func netbootForget(l cluster.Layout, macs []string, drop bool) error {
+	reg, err := registry.New(registry.Options{Path: l.MachinesState()})
 	if err != nil {
 		return err
 	}
@@ -99,7 +97,6 @@ func printSteps(g *Globals, res *node.Result) error {
 }
 
 func newNodeRemoveCmd(g *Globals) *cobra.Command {
-	var port int
 	var force bool
 	var timeout, drainTimeout, poll time.Duration
 	cmd := &cobra.Command{
@@ -124,7 +121,7 @@ by ID through a healthy member, and its Node deleted.
 The node stays in cluster.yaml until you delete it there: the command says where.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -136,10 +133,10 @@ The node stays in cluster.yaml until you delete it there: the command says where
 			o.Force, o.DrainTimeout, o.Poll = force, drainTimeout, poll
 			macs := o.Target.Node.MACs
 			o.Forget = func(context.Context) error {
-				if err := netbootForget(d.src.Dir, macs, true); err != nil {
+				if err := netbootForget(d.layout, macs, true); err != nil {
 					return err
 				}
-				return bootstrap.ForgetNode(d.src.Dir, args[0], false)
+				return bootstrap.ForgetNode(d.layout, args[0], false)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -161,12 +158,11 @@ The node stays in cluster.yaml until you delete it there: the command says where
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between checks while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
 func newNodeReinstallCmd(g *Globals) *cobra.Command {
-	var port int
 	var networks []string
 	var timeout, drainTimeout, poll time.Duration
 	cmd := &cobra.Command{
@@ -185,7 +181,7 @@ healthy before the command returns.`,
 			if err != nil {
 				return err
 			}
-			d, err := g.openDay2(port)
+			d, err := g.openDay2()
 			if err != nil {
 				return err
 			}
@@ -197,10 +193,10 @@ healthy before the command returns.`,
 			o.DrainTimeout, o.Poll = drainTimeout, poll
 			macs := o.Target.Node.MACs
 			o.Forget = func(context.Context) error {
-				if err := netbootForget(d.src.Dir, macs, false); err != nil {
+				if err := netbootForget(d.layout, macs, false); err != nil {
 					return err
 				}
-				return bootstrap.ForgetNode(d.src.Dir, args[0], true)
+				return bootstrap.ForgetNode(d.layout, args[0], true)
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -222,6 +218,6 @@ healthy before the command returns.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between checks while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }

@@ -38,7 +38,7 @@ type Node struct {
 type Client struct {
 	// Talosconfig authenticates to the nodes.
 	Talosconfig *clientconfig.Config
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// Nodes are the control-plane nodes, in cluster-file order (the first
 	// one is where etcd is bootstrapped and recovered).
@@ -66,7 +66,7 @@ func (c *Client) port() int {
 	if c.Port > 0 {
 		return c.Port
 	}
-	return talos.Port()
+	return talos.DefaultPort
 }
 
 func (c *Client) timeout() time.Duration {

@@ -156,10 +156,6 @@ func Save(r io.Reader, path string) (*SnapshotInfo, error) {
 	return info, nil
 }
 
-// SnapshotDir is where snapshots are kept inside a cluster directory's
-// state directory.
-const SnapshotDir = "etcd"
-
 const snapshotPrefix, snapshotExt = "snapshot-", ".db"
 
 // SnapshotName is a rotated snapshot's file name for a time (UTC,

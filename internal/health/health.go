@@ -505,20 +505,20 @@ func checkNetboot(ctx context.Context, o Options) []Check {
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	url := "http://" + run.HTTP + "/metrics"
+	url := strings.TrimSuffix(run.URL, "/") + "/metrics"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return []Check{fail(AreaNetboot, "server", NetbootDown, err.Error())}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return []Check{fail(AreaNetboot, "server", NetbootDown, fmt.Sprintf("pid %d runs, but its HTTP server does not answer: %v", run.PID, err))}
+		return []Check{fail(AreaNetboot, "server", NetbootDown, fmt.Sprintf("pid %d runs, but its HTTP server does not answer: %s", run.PID, etcd.ShortErr(err)))}
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return []Check{fail(AreaNetboot, "server", NetbootDown, fmt.Sprintf("%s: %s", url, resp.Status))}
 	}
-	return []Check{ok(AreaNetboot, "server", fmt.Sprintf("pid %d, HTTP %s answers", run.PID, run.HTTP))}
+	return []Check{ok(AreaNetboot, "server", fmt.Sprintf("pid %d, %s answers", run.PID, url))}
 }
 
 // alive reports whether a process exists.

@@ -91,7 +91,7 @@ func (o *Options) defaults() {
 		o.ResetTimeout = 10 * time.Minute
 	}
 	if o.Port == 0 {
-		o.Port = talos.Port()
+		o.Port = talos.DefaultPort
 	}
 }
 

@@ -15,7 +15,9 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
@@ -83,9 +85,7 @@ spec:
 // newCluster installs a cluster of fake machines with `dodai bootstrap`.
 func newCluster(t testing.TB, cps, workers int) *testCluster {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("runs a real kube-apiserver and etcd (built by hack/deps/kube.sh)")
-	}
+	testutil.Slow(t, "runs a real kube-apiserver and etcd (built by hack/deps/kube.sh)")
 	ctx := testCtx(t, 3*time.Minute)
 	b, c := uniqueBase()
 	env := kubetest.StartT(t, kubetest.Options{InstallFluxCRDs: true})
@@ -129,9 +129,12 @@ func (tc *testCluster) dodai(ctx context.Context, args ...string) (int, string, 
 
 func (tc *testCluster) load(t testing.TB) *cluster.Source {
 	t.Helper()
-	src, err := cluster.LoadDir(tc.Dir)
+	d, err := clusterdir.Open(tc.Dir)
+	if err == nil {
+		err = d.Err()
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return src
+	return d.Source
 }

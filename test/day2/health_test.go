@@ -128,12 +128,12 @@ func TestHealth(t *testing.T) {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })}
 	go srv.Serve(l)
-	run := state.NetbootRun{PID: os.Getpid(), HTTP: l.Addr().String(), Started: time.Now()}
+	run := state.NetbootRun{PID: os.Getpid(), URL: "http://" + l.Addr().String(), Started: time.Now()}
 	if err := state.WriteJSON(state.Path(tc.Dir, state.NetbootRunFile), run); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = tc.dodai(ctx, "health")
-	if code != 0 || !regexp.MustCompile(`(?m)^netboot\s+server\s+ok\s+pid \d+, HTTP 127\.0\.0\.1:\d+ answers`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^netboot\s+server\s+ok\s+pid \d+, http://127\.0\.0\.1:\d+/metrics answers`).MatchString(out) {
 		t.Fatalf("netboot up: exit %d\n%s", code, out)
 	}
 	srv.Close()
