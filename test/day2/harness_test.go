@@ -138,3 +138,10 @@ func (tc *testCluster) load(t testing.TB) *cluster.Source {
 	}
 	return d.Source
 }
+
+// show logs a command's output (go test -v shows it; the README's examples
+// come from there).
+func show(t testing.TB, cmd, out, errOut string) {
+	t.Helper()
+	t.Logf("$ dodai %s\n%s%s", cmd, out, errOut)
+}

@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/health"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -46,6 +47,7 @@ func TestHealth(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "healthy: ") {
 		t.Fatalf("healthy cluster: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "health", out, errOut)
 	for _, want := range []string{"etcd   quorum", "member cp1", "kube-apiserver on cp2", "kube-scheduler on cp3", "node            w1", "platform"} {
 		if !strings.Contains(out, strings.Join(strings.Fields(want), " ")) && !regexp.MustCompile(strings.Join(strings.Fields(regexp.QuoteMeta(want)), `\s+`)).MatchString(out) {
 			t.Fatalf("report lacks %q:\n%s", want, out)
@@ -66,6 +68,7 @@ func TestHealth(t *testing.T) {
 	if code != 1 {
 		t.Fatalf("unhealthy cluster: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "health", out, errOut)
 	for _, r := range []*regexp.Regexp{
 		row(out, "etcd", "member cp2", health.EtcdMemberDown),
 		row(out, "node", "w1", health.NodeNotReady),
@@ -129,7 +132,7 @@ func TestHealth(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "# metrics") })}
 	go srv.Serve(l)
 	run := state.NetbootRun{PID: os.Getpid(), URL: "http://" + l.Addr().String(), Started: time.Now()}
-	if err := state.WriteJSON(state.Path(tc.Dir, state.NetbootRunFile), run); err != nil {
+	if err := state.WriteJSON(cluster.At(tc.Dir).NetbootRun(), run); err != nil {
 		t.Fatal(err)
 	}
 	code, out, _ = tc.dodai(ctx, "health")

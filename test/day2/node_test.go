@@ -11,7 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -53,6 +54,7 @@ func TestNodeRemove(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("remove w1: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "node remove w1", out, errOut)
 	if _, d := callTime(tc.Nodes["w1"], "Reset"); d != "graceful=true reboot=false wipe=STATE,EPHEMERAL mode=ALL" {
 		t.Fatalf("w1 reset: %q", d)
 	}
@@ -61,7 +63,7 @@ func TestNodeRemove(t *testing.T) {
 		t.Fatalf("remove w1 output:\n%s%s", out, errOut)
 	}
 	tc.nodeGone(ctx, t, "w1")
-	if st, _ := bootstrap.ReadState(tc.Dir); st.Nodes["w1"] != nil {
+	if st, _ := state.ReadBootstrap(cluster.At(tc.Dir).BootstrapState()); st.Nodes["w1"] != nil {
 		t.Fatal("w1 still in bootstrap state")
 	}
 	if p := tc.Nodes["w1"].Phase(); p != "off" {
@@ -69,10 +71,11 @@ func TestNodeRemove(t *testing.T) {
 	}
 
 	// 3 → 2 is refused before anything changes; --force does it.
-	code, _, errOut = tc.dodai(ctx, "node", "remove", "cp3", "--poll-interval", "20ms")
+	code, out, errOut = tc.dodai(ctx, "node", "remove", "cp3", "--poll-interval", "20ms")
 	if code != 1 || !strings.Contains(errOut, "refusing to remove cp3") || !strings.Contains(errOut, "an even membership of 2") || !strings.Contains(errOut, "--force") {
 		t.Fatalf("remove cp3: exit %d\n%s", code, errOut)
 	}
+	show(t, "node remove cp3", out, errOut)
 	if n := tc.Nodes["cp3"]; n.Count("Reset")+n.Count("EtcdLeaveCluster") != 0 {
 		t.Fatal("cp3 touched by a refused removal")
 	}
@@ -109,6 +112,7 @@ func TestNodeRemoveFiveToThree(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "etcd member removed by ID") || !strings.Contains(errOut, "still answers the Talos API") {
 		t.Fatalf("--force on a live cp1: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "node remove cp1 --force", out, errOut)
 	if got := tc.members(); !slices.Equal(got, []string{"cp2", "cp3"}) {
 		t.Fatalf("members %v", got)
 	}
@@ -169,7 +173,7 @@ func TestNodeReinstall(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("reinstall w1: exit %d\n%s%s", code, out, errOut)
 	}
-	t.Logf("dodai node reinstall w1:\n%s", out)
+	show(t, "node reinstall w1", out, errOut)
 	if _, d := callTime(tc.Nodes["w1"], "Reset"); d != "graceful=true reboot=true wipe=STATE,EPHEMERAL mode=ALL" {
 		t.Fatalf("w1 reset: %q", d)
 	}
@@ -181,7 +185,7 @@ func TestNodeReinstall(t *testing.T) {
 			t.Fatalf("output lacks %q:\n%s", s, out)
 		}
 	}
-	if st, _ := bootstrap.ReadState(tc.Dir); st.Nodes["w1"] == nil || st.Nodes["w1"].Disk == nil || st.Nodes["w1"].Applied == nil {
+	if st, _ := state.ReadBootstrap(cluster.At(tc.Dir).BootstrapState()); st.Nodes["w1"] == nil || st.Nodes["w1"].Disk == nil || st.Nodes["w1"].Applied == nil {
 		t.Fatalf("w1 bootstrap record after the reinstall: %+v", st.Nodes["w1"])
 	}
 
