@@ -16,7 +16,7 @@ func TestExplicitWiring(t *testing.T) {
 	for _, c := range commands(g) {
 		names = append(names, c.Name())
 	}
-	for _, want := range []string{"init", "validate", "schema", "config", "image", "render", "netboot", "discover", "bootstrap", "kubeconfig", "platform", "status"} {
+	for _, want := range []string{"init", "validate", "schema", "config", "image", "render", "netboot", "discover", "bootstrap", "kubeconfig", "platform", "status", "power", "lab", "pivot", "controller"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("command %q missing from commands(): %v", want, names)
 		}
@@ -42,6 +42,18 @@ func TestExplicitWiring(t *testing.T) {
 	}
 	if strings.Join(steps, ",") != "machine configs,image,netboot plan,platform" {
 		t.Fatalf("render steps %v", steps)
+	}
+}
+
+// Every command that talks to Talos nodes takes --talos-port (and so
+// $DODAI_TALOS_PORT through Globals.TalosPort); the others don't offer it.
+func TestTalosPortFlag(t *testing.T) {
+	talksToNodes := []string{"discover", "bootstrap", "kubeconfig", "status", "controller"}
+	for _, c := range commands(&Globals{}) {
+		has := c.Flags().Lookup("talos-port") != nil
+		if want := slices.Contains(talksToNodes, c.Name()); has != want {
+			t.Errorf("%s: --talos-port present %v, want %v", c.Name(), has, want)
+		}
 	}
 }
 

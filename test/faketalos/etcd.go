@@ -284,7 +284,7 @@ func nodeFacts(n *Node) (running, cp bool, name, addr string) {
 	running = n.phase == "running" && !n.closed && n.cfg != nil
 	if n.cfg != nil && n.cfg.Machine() != nil {
 		cp = n.cfg.Machine().Type() != machine.TypeWorker
-		name = n.cfg.Machine().Network().Hostname()
+		name = hostnameOf(n.cfg)
 	}
 	if name == "" {
 		name = n.opts.Name
