@@ -17,7 +17,7 @@ func init() {
 			Use:   "image",
 			Short: "The Talos boot image: imager profile, Image Factory schematic, build",
 		}
-		cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g))
+		cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g), imageFetchCmd(g))
 		return cmd
 	})
 }
