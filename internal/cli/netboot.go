@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/netip"
 	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -46,7 +46,7 @@ func netbootDash(s string) string {
 func init() {
 	register(func(g *Globals) *cobra.Command {
 		var o netboot.Options
-		var noTFTP bool
+		var serveConfigs bool
 		cmd := &cobra.Command{
 			Use:   "netboot",
 			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -59,12 +59,18 @@ func init() {
                         node addresses, leases kept in state/leases.json)
 
 Firmware loads iPXE over TFTP (or HTTP for UEFI HTTP boot), iPXE loads its
-per-machine script from HTTP, then the Talos kernel and initramfs. Machines
-listed in cluster.yaml also get talos.config=, served only to the address
-the machine got; others boot into maintenance mode. After a machine fetched
-its config and netboots again it is considered installed and boots from
-disk (POST /reinstall?mac=… from the netboot host undoes that).
-Flags override spec.boot of cluster.yaml.`,
+per-machine script from HTTP, then the Talos kernel and initramfs.
+
+Machine configs hold the cluster's secrets. In dhcp mode machines listed in
+cluster.yaml get talos.config=, served only to the address dodai leased to
+them. In proxy mode dodai cannot know who holds an address, so by default
+every machine boots into Talos maintenance mode and dodai bootstrap applies
+the configs over the Talos API; --serve-configs serves them over HTTP
+anyway (trusted boot networks only; the risk is printed at startup).
+
+A machine that installed Talos (it fetched its config, or dodai bootstrap
+applied it) boots from disk on its next netboot (POST /reinstall?mac=… from
+the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				src, err := g.Load()
@@ -90,15 +96,11 @@ Flags override spec.boot of cluster.yaml.`,
 				if o.View == nil && g.LogFormat != "json" {
 					o.View = g.Out
 				}
-				var srv *netboot.Server
-				if !noTFTP {
-					o.TFTP = newTFTPServer(o.IPXEDirOrDefault(), o.Log, func(client netip.AddrPort, file string, n int64, aborted bool, err error) {
-						if srv != nil {
-							srv.TFTPDone(client, file, n, aborted, err)
-						}
-					})
+				if cmd.Flags().Changed("serve-configs") {
+					o.ServeConfigs = &serveConfigs
 				}
-				srv, err = netboot.New(o)
+				o.ConfigApplied = bootstrapApplied(g.ClusterDir)
+				srv, err := netboot.New(o)
 				if err != nil {
 					return err
 				}
@@ -112,10 +114,27 @@ Flags override spec.boot of cluster.yaml.`,
 		f.StringVar(&o.IPXEDir, "ipxe-dir", "", "iPXE binaries: undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi (default "+netboot.DefaultIPXEDir+", Debian package ipxe)")
 		f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
 		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
-		f.BoolVar(&noTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
+		f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
+		f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
 		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))
 		return cmd
 	})
+}
+
+// bootstrapApplied tells netboot when dodai bootstrap applied a node's
+// config (state/bootstrap.json), so a machine that installed Talos from
+// maintenance mode boots from disk on its next netboot.
+func bootstrapApplied(clusterDir string) func(node string) (time.Time, bool) {
+	return func(node string) (time.Time, bool) {
+		st, err := bootstrap.ReadState(clusterDir)
+		if err != nil {
+			return time.Time{}, false
+		}
+		if n := st.Nodes[node]; n != nil && n.Applied != nil {
+			return *n.Applied, true
+		}
+		return time.Time{}, false
+	}
 }

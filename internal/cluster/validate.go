@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"net/url"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
 // Defaults used when the cluster file leaves a field empty.
@@ -570,14 +571,8 @@ func (v *validator) platform() {
 }
 
 // ParseMAC parses a MAC address and returns it in canonical lowercase
-// colon form.
-func ParseMAC(s string) (string, error) {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return "", fmt.Errorf("%q is not a MAC address", s)
-	}
-	return hw.String(), nil
-}
+// colon form (macaddr's, the one normaliser every package uses).
+func ParseMAC(s string) (string, error) { return macaddr.Canonical(s) }
 
 // ParseSizeMatcher parses a disk size expression such as "500GB", ">= 1TB"
 // or "<=2TiB" into an operator and a size in bytes.

@@ -1,9 +1,9 @@
 // Package netboot runs dodai's netboot server: it checks the inputs (Talos
 // assets, iPXE binaries, the boot interface), then wires DHCP/proxyDHCP and
-// the PXE boot server (internal/netboot/dhcp), TFTP for the iPXE binaries,
-// HTTP (internal/netboot/httpboot) and the machine registry
-// (internal/netboot/registry), exposes Prometheus metrics and draws the live
-// view, until its context ends.
+// the PXE boot server (internal/netboot/dhcp), TFTP for the iPXE binaries
+// (internal/tftp), HTTP (internal/netboot/httpboot) and the machine
+// registry (internal/netboot/registry), exposes Prometheus metrics and
+// draws the live view, until its context ends.
 package netboot
 
 import (
@@ -17,8 +17,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,10 +28,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/netboot/httpboot"
+	"github.com/dodai-dev/dodai/internal/netboot/ifsock"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
 	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/tftp"
 )
 
 // DefaultIPXEDir is where Debian's `ipxe` package installs the binaries.
@@ -39,12 +42,6 @@ const DefaultIPXEDir = "/usr/lib/ipxe"
 
 // LeasesFile is the dhcp-mode lease file inside the state directory.
 const LeasesFile = "leases.json"
-
-// TFTPServer serves the iPXE directory over TFTP (internal/tftp.Server has
-// this shape).
-type TFTPServer interface {
-	Serve(ctx context.Context, conn net.PacketConn) error
-}
 
 // Options configure a netboot server. Zero values take spec.boot from the
 // cluster file, then the defaults.
@@ -66,12 +63,21 @@ type Options struct {
 	OnlyKnown bool
 	// EFIBinary is snponly.efi (default) or ipxe.efi.
 	EFIBinary string
-	// Config renders a node's machine config.
+	// ServeConfigs says whether known machines get talos.config= and their
+	// config over HTTP. nil: yes in dhcp mode (dodai binds the addresses it
+	// trusts), no in proxy mode (the address is whatever the client claims),
+	// where machines boot into maintenance mode and dodai bootstrap applies
+	// their configs over the Talos API.
+	ServeConfigs *bool
+	// Config renders a node's machine config (needed when configs are served).
 	Config httpboot.ConfigFunc
-	// TFTP serves IPXEDir; nil disables TFTP (firmware PXE clients then
-	// cannot load iPXE; iPXE ROMs and HTTP boot still work).
-	TFTP TFTPServer
-	Log  *slog.Logger
+	// ConfigApplied reports when dodai bootstrap applied a node's config
+	// (for boot once without config serving; nil: never).
+	ConfigApplied func(node string) (time.Time, bool)
+	// NoTFTP turns the TFTP server off (firmware PXE clients then cannot
+	// load iPXE from dodai; iPXE ROMs and UEFI HTTP boot still work).
+	NoTFTP bool
+	Log    *slog.Logger
 	// View receives the live view; ViewTTY redraws a table in place,
 	// otherwise a line per machine change is written.
 	View    io.Writer
@@ -83,20 +89,23 @@ type Options struct {
 
 // Server is a configured netboot server.
 type Server struct {
-	o        Options
-	log      *slog.Logger
-	serverIP netip.Addr
-	baseURL  string
-	dhcpCfg  *dhcp.Config
-	reg      *registry.Registry
-	http     *httpboot.Server
-	metrics  *prometheus.Registry
-	dhcpReqs *prometheus.CounterVec
-	tftpReqs *prometheus.CounterVec
-	tftpSent prometheus.Counter
-	assets   map[string]httpboot.Assets
-	ipxe     []string
-	view     *view
+	o            Options
+	log          *slog.Logger
+	serverIP     netip.Addr
+	baseURL      string
+	serveConfigs bool
+	dhcpCfg      *dhcp.Config
+	leases       *dhcp.Leases // dhcp mode
+	reg          *registry.Registry
+	http         *httpboot.Server
+	metrics      *prometheus.Registry
+	dhcpReqs     *prometheus.CounterVec
+	tftpReqs     *prometheus.CounterVec
+	tftpSent     prometheus.Counter
+	assets       map[string]httpboot.Assets
+	ipxe         map[string]string // boot file name → the file it is served from
+	view         *view
+	progress     *progressLog
 }
 
 // New checks every input and builds the server; nothing listens yet.
@@ -139,10 +148,13 @@ func New(o Options) (*Server, error) {
 	if o.EFIBinary != dhcp.FileSNPOnly && o.EFIBinary != dhcp.FileIPXEEFI {
 		return nil, fmt.Errorf("--efi-binary must be %s or %s, got %q", dhcp.FileSNPOnly, dhcp.FileIPXEEFI, o.EFIBinary)
 	}
-	if o.Config == nil {
+	s := &Server{o: o, log: o.Log, serveConfigs: o.Mode == dhcp.ModeDHCP}
+	if o.ServeConfigs != nil {
+		s.serveConfigs = *o.ServeConfigs
+	}
+	if s.serveConfigs && o.Config == nil {
 		return nil, errors.New("netboot: no machine config renderer")
 	}
-	s := &Server{o: o, log: o.Log}
 
 	ip, err := interfaceIPv4(o.Interface, b.ServerAddress)
 	if err != nil {
@@ -168,17 +180,12 @@ func New(o Options) (*Server, error) {
 	if s.ipxe, err = findIPXE(o.IPXEDir, arch, o.EFIBinary); err != nil {
 		return nil, err
 	}
-	noARM64 := true
-	for _, f := range s.ipxe {
-		if f == dhcp.FileARM64SNP {
-			noARM64 = false
-		}
-	}
+	_, haveARM64 := s.ipxe[dhcp.FileARM64SNP]
 
-	known := map[string]string{}
+	known := map[macaddr.MAC]string{}
 	for _, n := range o.Cluster.Spec.Nodes {
 		for _, m := range n.MACs {
-			if mac, err := cluster.ParseMAC(m); err == nil {
+			if mac, err := macaddr.Parse(m); err == nil {
 				known[mac] = n.Name
 			}
 		}
@@ -192,12 +199,10 @@ func New(o Options) (*Server, error) {
 	s.metrics.MustRegister(s.dhcpReqs, s.tftpReqs, s.tftpSent)
 
 	s.view = newView(o.View, o.ViewTTY)
+	s.progress = &progressLog{}
 	s.reg, err = registry.New(registry.Options{
-		Path: state.Path(o.ClusterDir, state.MachinesFile), Known: known,
-		OnChange: func(m state.Machine) {
-			s.log.Info("machine", "mac", m.MAC, "node", m.Node, "arch", m.Arch, "ip", m.IP, "stage", m.Stage)
-			s.view.changed(m)
-		},
+		Path: state.Path(o.ClusterDir, state.MachinesFile), Known: known, ConfigApplied: o.ConfigApplied,
+		OnChange: s.machineChanged,
 	})
 	if err != nil {
 		return nil, err
@@ -205,21 +210,21 @@ func New(o Options) (*Server, error) {
 	s.metrics.MustRegister(&stageCollector{reg: s.reg, desc: prometheus.NewDesc("dodai_netboot_machines", "Machines seen, by boot stage.", []string{"stage"}, nil)})
 
 	s.dhcpCfg = &dhcp.Config{Mode: o.Mode, ServerIP: ip, HTTPURL: s.baseURL, EFIBinary: o.EFIBinary,
-		Known: s.reg.Known, OnlyKnown: o.OnlyKnown, NoARM64: noARM64}
+		Known: s.reg.Known, OnlyKnown: o.OnlyKnown, NoARM64: !haveARM64}
 	if o.Mode == dhcp.ModeDHCP {
-		if err := s.setupDHCPMode(known); err != nil {
+		if err := s.setupDHCPMode(); err != nil {
 			return nil, err
 		}
 	}
-	s.http, err = httpboot.New(httpboot.Options{BaseURL: s.baseURL, Assets: s.assets, IPXEDir: o.IPXEDir, IPXEFiles: s.ipxe,
-		ExtraKernelArgs: o.Cluster.Spec.Image.ExtraKernelArgs, Registry: s.reg, Config: o.Config, Log: o.Log, Metrics: s.metrics})
+	s.http, err = httpboot.New(httpboot.Options{BaseURL: s.baseURL, Assets: s.assets, IPXEFiles: s.ipxe,
+		ExtraKernelArgs: o.Cluster.Spec.Image.ExtraKernelArgs, Registry: s.reg, ServeConfigs: s.serveConfigs, Config: o.Config, Log: o.Log, Metrics: s.metrics})
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Server) setupDHCPMode(known map[string]string) error {
+func (s *Server) setupDHCPMode() error {
 	b := s.o.Cluster.Spec.Boot
 	subnet, err := netip.ParsePrefix(b.Subnet)
 	if err != nil || !subnet.Addr().Is4() {
@@ -243,7 +248,7 @@ func (s *Server) setupDHCPMode(known map[string]string) error {
 			return fmt.Errorf("spec.boot.leaseTime: %w", err)
 		}
 	}
-	res := map[string]netip.Addr{}
+	res := map[macaddr.MAC]netip.Addr{}
 	for _, n := range s.o.Cluster.Spec.Nodes {
 		if n.Address == "" || len(n.MACs) == 0 {
 			continue
@@ -252,7 +257,7 @@ func (s *Server) setupDHCPMode(known map[string]string) error {
 		if err != nil || !subnet.Contains(p.Addr()) {
 			continue // static address on another network: no reservation here
 		}
-		if m, err := cluster.ParseMAC(AddressMAC(n)); err == nil {
+		if m, err := macaddr.Parse(AddressMAC(n)); err == nil {
 			res[m] = p.Addr()
 		}
 	}
@@ -260,6 +265,7 @@ func (s *Server) setupDHCPMode(known map[string]string) error {
 	if err != nil {
 		return err
 	}
+	s.leases = leases
 	s.dhcpCfg.Leases, s.dhcpCfg.Subnet, s.dhcpCfg.LeaseTime = leases, subnet, lt
 	if b.Router != "" {
 		s.dhcpCfg.Router, _ = netip.ParseAddr(b.Router)
@@ -281,24 +287,33 @@ func (s *Server) ServerIP() netip.Addr { return s.serverIP }
 // Registry exposes the machine registry.
 func (s *Server) Registry() *registry.Registry { return s.reg }
 
-// TFTPDone records a finished TFTP transfer for the metrics (wire it to
-// the TFTP server's completion callback; the TFTP server logs transfers
-// itself). aborted marks transfers the client stopped, e.g. UEFI's size
-// probe.
-func (s *Server) TFTPDone(client netip.AddrPort, file string, n int64, aborted bool, err error) {
+// tftpDone records a finished TFTP transfer for the metrics (the TFTP
+// server logs transfers itself). A transfer the client stopped, e.g. UEFI's
+// size probe, counts as "aborted", not as an error.
+func (s *Server) tftpDone(ev tftp.TransferEvent) {
 	result := "ok"
 	switch {
-	case aborted:
+	case errors.Is(ev.Err, tftp.ErrClientAbort):
 		result = "aborted"
-	case err != nil:
+	case ev.Err != nil:
 		result = "error"
 	}
-	if !slices.Contains(s.ipxe, file) {
+	file := strings.TrimLeft(ev.File, "/")
+	if _, ok := s.ipxe[file]; !ok {
 		file = "other" // client-chosen names must not create metric series
 	}
 	s.tftpReqs.WithLabelValues(file, result).Inc()
-	s.tftpSent.Add(float64(n))
-	s.log.Debug("tftp transfer", "client", client, "file", file, "bytes", n, "result", result, "err", err)
+	s.tftpSent.Add(float64(ev.Bytes))
+}
+
+// machineChanged is the registry's change hook: a debug line per change
+// (the aggregate info line is written once a second), the live view.
+func (s *Server) machineChanged(m state.Machine) {
+	if s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("machine", "mac", m.MAC, "node", m.Node, "arch", m.Arch, "ip", m.IP, "stage", m.Stage)
+	}
+	s.progress.changed(m)
+	s.view.changed(m)
 }
 
 func (s *Server) onDHCP(ev dhcp.Event) {
@@ -344,12 +359,14 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listening for HTTP on %s: %w", s.o.HTTPAddr, err)
 	}
 	var tconn net.PacketConn
-	if s.o.TFTP != nil {
+	var tsrv *tftp.Server
+	if !s.o.NoTFTP {
 		tp := s.o.TFTPPort
 		if tp == 0 {
 			tp = 69
 		}
-		tconn, err = dhcp.ListenUDPOnDevice(ctx, s.o.Interface, tp, false)
+		tsrv = &tftp.Server{Files: s.ipxe, Log: s.log, OnTransfer: s.tftpDone}
+		tconn, err = ifsock.ListenUDP(ctx, s.o.Interface, tp, false)
 		if err != nil {
 			dconn.Close()
 			ln.Close()
@@ -366,9 +383,10 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	s.log.Info("netboot server running", "interface", s.o.Interface, "mode", s.o.Mode, "server", s.serverIP,
-		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown)
-	if s.o.TFTP == nil {
-		s.log.Warn("TFTP is off (--no-tftp, or not in this build): firmware PXE clients cannot load iPXE from dodai (iPXE ROMs and UEFI HTTP boot still work)")
+		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown, "serveConfigs", s.serveConfigs)
+	s.logConfigServing()
+	if tconn == nil {
+		s.log.Warn("TFTP is off (--no-tftp): firmware PXE clients cannot load iPXE from dodai (iPXE ROMs and UEFI HTTP boot still work)")
 	}
 
 	var wg sync.WaitGroup
@@ -391,7 +409,7 @@ func (s *Server) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := s.o.TFTP.Serve(ctx, tconn); err != nil && ctx.Err() == nil {
+			if err := tsrv.Serve(ctx, tconn); err != nil && ctx.Err() == nil {
 				errc <- fmt.Errorf("TFTP: %w", err)
 			}
 		}()
@@ -409,7 +427,7 @@ func (s *Server) Run(ctx context.Context) error {
 				if err := s.reg.Save(); err != nil {
 					s.log.Error("saving machine registry", "err", err)
 				}
-				if l := s.dhcpCfg.Leases; l != nil {
+				if l := s.leases; l != nil {
 					if err := l.Sync(); err != nil {
 						s.log.Error("syncing lease journal", "err", err)
 					}
@@ -419,7 +437,8 @@ func (s *Server) Run(ctx context.Context) error {
 						}
 					}
 				}
-				s.view.redraw(s.reg.List())
+				s.view.redraw(s.reg.List)
+				s.progress.flush(s.log, s.reg.Len)
 			}
 		}
 	}()
@@ -440,7 +459,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := s.reg.Save(); err != nil && runErr == nil {
 		runErr = err
 	}
-	if l := s.dhcpCfg.Leases; l != nil {
+	if l := s.leases; l != nil {
 		if err := l.Close(); err != nil && runErr == nil {
 			runErr = err
 		}
@@ -505,39 +524,74 @@ func findAssets(dir, arch string) (map[string]httpboot.Assets, error) {
 }
 
 // findIPXE checks the iPXE binaries needed for arch and returns every
-// servable one found.
-func findIPXE(dir, arch, efi string) ([]string, error) {
-	var found, missing []string
+// servable one found, by the name machines ask for, with the file it is
+// served from. The operator chose the directory, so symlinks in it are
+// followed here, once: Debian's /usr/lib/ipxe/ipxe.efi is an absolute
+// symlink to /boot/ipxe.efi. TFTP and HTTP then serve exactly these files
+// and no other name.
+func findIPXE(dir, arch, efi string) (map[string]string, error) {
 	need := map[string]bool{}
 	if arch == "amd64" {
 		need[dhcp.FileUndionly], need[efi] = true, true
 	} else {
 		need[dhcp.FileARM64SNP] = true
 	}
-	// Check with the rules TFTP serves by (os.Root: no escape from dir), so a
-	// binary that is an absolute symlink out of the directory, like Debian's
-	// /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi, counts as missing here
-	// instead of failing a machine's TFTP transfer later.
-	root, err := os.OpenRoot(dir)
-	if err != nil {
-		return nil, fmt.Errorf("opening iPXE directory: %w (install the Debian package ipxe or pass --ipxe-dir)", err)
+	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
+		return nil, fmt.Errorf("iPXE directory %s not found: install the Debian package ipxe (apt-get install ipxe) or pass --ipxe-dir", dir)
 	}
-	defer root.Close()
+	found := map[string]string{}
+	var missing, problems []string
 	for _, f := range []string{dhcp.FileUndionly, dhcp.FileSNPOnly, dhcp.FileIPXEEFI, dhcp.FileARM64SNP} {
-		if st, err := root.Stat(f); err == nil && st.Mode().IsRegular() {
-			found = append(found, f)
-		} else if need[f] {
+		path, problem := resolveBootFile(dir, f)
+		switch {
+		case problem == "":
+			found[f] = path
+		case !need[f]:
+		case problem == "missing":
 			missing = append(missing, f)
+		default:
+			problems = append(problems, problem)
 		}
+	}
+	if len(problems) > 0 {
+		return nil, fmt.Errorf("iPXE binaries in %s cannot be served: %s", dir, strings.Join(problems, "; "))
 	}
 	if len(missing) > 0 {
 		hint := "install the Debian package ipxe (apt-get install ipxe) or pass --ipxe-dir"
 		if arch == "arm64" {
 			hint = "Debian's ipxe package has no arm64 build: put an arm64 snp.efi (https://boot.ipxe.org/arm64-efi/snp.efi) at " + filepath.Join(dir, "arm64", "snp.efi")
 		}
-		return nil, fmt.Errorf("missing iPXE binaries in %s: %v (a symlink out of the directory counts as missing: TFTP never follows one): %s", dir, missing, hint)
+		return nil, fmt.Errorf("missing iPXE binaries in %s: %s: %s", dir, strings.Join(missing, ", "), hint)
 	}
 	return found, nil
+}
+
+// resolveBootFile follows the symlinks of dir/name to a regular file. The
+// problem is "missing" when nothing is there, else a sentence saying what
+// is wrong and what to do.
+func resolveBootFile(dir, name string) (path, problem string) {
+	p := filepath.Join(dir, filepath.FromSlash(name))
+	if _, err := os.Lstat(p); err != nil {
+		return "", "missing"
+	}
+	real, err := filepath.EvalSymlinks(p)
+	if err != nil {
+		target, _ := os.Readlink(p)
+		return "", fmt.Sprintf("%s is a symlink to %s, which does not exist (reinstall the package that owns it, e.g. apt-get install --reinstall ipxe, or pass --ipxe-dir with a directory that has %s)", p, target, name)
+	}
+	st, err := os.Stat(real)
+	switch {
+	case err != nil:
+		return "", fmt.Sprintf("%s: %v", p, err)
+	case !st.Mode().IsRegular():
+		return "", fmt.Sprintf("%s is not a regular file (%s)", p, real)
+	}
+	f, err := os.Open(real)
+	if err != nil {
+		return "", fmt.Sprintf("%s cannot be read (%v): dodai netboot needs read access to it", p, err)
+	}
+	f.Close()
+	return real, ""
 }
 
 func firstFile(paths ...string) string {
@@ -562,10 +616,19 @@ func (c *stageCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// IPXEDirOrDefault is the iPXE directory these options use.
-func (o Options) IPXEDirOrDefault() string {
-	if o.IPXEDir != "" {
-		return o.IPXEDir
+// logConfigServing says at startup whether machine configs go over HTTP
+// and, in proxy mode, what that risks.
+func (s *Server) logConfigServing() {
+	switch {
+	case s.serveConfigs && s.o.Mode == dhcp.ModeProxy:
+		s.log.Warn("--serve-configs in proxy mode: machine configs hold the cluster's secrets (CA keys, tokens), and in proxy mode dodai " +
+			"cannot check who holds an address: any host on the boot network that knows a node's MAC can claim that node's address in a " +
+			"DHCP REQUEST and then fetch its config. Use it only on a boot network where every host is trusted, and stop netboot once the nodes are installed.")
+	case !s.serveConfigs && s.o.Mode == dhcp.ModeProxy:
+		s.log.Info("machine configs are not served over HTTP (proxy mode): known machines boot into Talos maintenance mode and " +
+			"`dodai bootstrap` applies their configs over the Talos API (--serve-configs serves them over HTTP instead)")
+	case !s.serveConfigs:
+		s.log.Info("machine configs are not served over HTTP (--serve-configs=false): machines boot into Talos maintenance mode; " +
+			"`dodai bootstrap` applies their configs over the Talos API")
 	}
-	return DefaultIPXEDir
 }

@@ -54,6 +54,16 @@ func TestFindAssets(t *testing.T) {
 	}
 }
 
+func names(files map[string]string) string {
+	var out []string
+	for _, f := range []string{"undionly.kpxe", "snponly.efi", "ipxe.efi", "arm64/snp.efi"} {
+		if _, ok := files[f]; ok {
+			out = append(out, f)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
 func TestFindIPXE(t *testing.T) {
 	d := t.TempDir()
 	touch(t, filepath.Join(d, "undionly.kpxe"))
@@ -62,22 +72,26 @@ func TestFindIPXE(t *testing.T) {
 		t.Fatalf("missing snponly: %v", err)
 	}
 	files, err := findIPXE(d, "amd64", "ipxe.efi")
-	if err != nil || strings.Join(files, ",") != "undionly.kpxe,ipxe.efi" {
+	if err != nil || names(files) != "undionly.kpxe,ipxe.efi" || files["ipxe.efi"] != filepath.Join(d, "ipxe.efi") {
 		t.Fatalf("%v %v", files, err)
 	}
 	if _, err := findIPXE(d, "arm64", "snponly.efi"); err == nil || !strings.Contains(err.Error(), "no arm64 build") {
 		t.Fatalf("arm64: %v", err)
 	}
 	touch(t, filepath.Join(d, "arm64", "snp.efi"))
-	if files, err := findIPXE(d, "arm64", "snponly.efi"); err != nil || !strings.Contains(strings.Join(files, ","), "arm64/snp.efi") {
+	if files, err := findIPXE(d, "arm64", "snponly.efi"); err != nil || !strings.Contains(names(files), "arm64/snp.efi") {
 		t.Fatalf("arm64 present: %v %v", files, err)
+	}
+	if _, err := findIPXE(filepath.Join(d, "nope"), "amd64", "snponly.efi"); err == nil || !strings.Contains(err.Error(), "apt-get install ipxe") {
+		t.Fatalf("no directory: %v", err)
 	}
 }
 
-// TestFindIPXESymlinkOutOfDir: Debian's /usr/lib/ipxe/ipxe.efi is an
-// absolute symlink to /boot/ipxe.efi, which TFTP refuses to follow; the
-// startup check must refuse it too instead of passing it on to machines.
-func TestFindIPXESymlinkOutOfDir(t *testing.T) {
+// TestFindIPXESymlinks: Debian's /usr/lib/ipxe/ipxe.efi is an absolute
+// symlink to /boot/ipxe.efi. The operator chose that directory, so the
+// link is followed and the real file served; a dangling link or a link to
+// a directory is an error that says what is wrong and what to do.
+func TestFindIPXESymlinks(t *testing.T) {
 	outside := t.TempDir()
 	touch(t, filepath.Join(outside, "ipxe.efi"))
 	d := t.TempDir()
@@ -89,12 +103,23 @@ func TestFindIPXESymlinkOutOfDir(t *testing.T) {
 	if err := os.Symlink("real-snponly.efi", filepath.Join(d, "snponly.efi")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := findIPXE(d, "amd64", "ipxe.efi"); err == nil || !strings.Contains(err.Error(), "[ipxe.efi]") || !strings.Contains(err.Error(), "symlink out of the directory") {
-		t.Fatalf("escaping symlink accepted: %v", err)
+	files, err := findIPXE(d, "amd64", "ipxe.efi")
+	if err != nil || files["ipxe.efi"] != filepath.Join(outside, "ipxe.efi") || files["snponly.efi"] != filepath.Join(d, "real-snponly.efi") {
+		t.Fatalf("symlinks not resolved: %v %v", files, err)
 	}
-	files, err := findIPXE(d, "amd64", "snponly.efi")
-	if err != nil || strings.Join(files, ",") != "undionly.kpxe,snponly.efi" {
-		t.Fatalf("a symlink inside the directory must be served: %v %v", files, err)
+	// Dangling: the package's target is gone.
+	os.Remove(filepath.Join(outside, "ipxe.efi"))
+	_, err = findIPXE(d, "amd64", "ipxe.efi")
+	if err == nil || !strings.Contains(err.Error(), "is a symlink to "+filepath.Join(outside, "ipxe.efi")+", which does not exist") || !strings.Contains(err.Error(), "--ipxe-dir") {
+		t.Fatalf("dangling link: %v", err)
+	}
+	// Not needed (snponly.efi chosen): a broken ipxe.efi is no error.
+	if files, err := findIPXE(d, "amd64", "snponly.efi"); err != nil || names(files) != "undionly.kpxe,snponly.efi" {
+		t.Fatalf("broken unneeded link: %v %v", files, err)
+	}
+	os.MkdirAll(filepath.Join(outside, "ipxe.efi"), 0o755)
+	if _, err := findIPXE(d, "amd64", "ipxe.efi"); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("link to a directory: %v", err)
 	}
 }
 

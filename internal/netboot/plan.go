@@ -6,6 +6,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/netboot/ipxe"
 )
@@ -36,14 +37,20 @@ func Plan(spec cluster.Spec) (string, error) {
 		fmt.Fprintf(&s, "addresses:  from the site's DHCP server (proxyDHCP answers boot clients only, never assigns)\n")
 	}
 	fmt.Fprintf(&s, "answers:    %s\n", map[bool]string{true: "only the MACs below (onlyKnown)", false: "every PXE/HTTP boot client; unknown machines boot to maintenance mode"}[b.OnlyKnown])
+	serve := b.Mode == cluster.BootModeDHCP
+	if serve {
+		fmt.Fprintf(&s, "configs:    over HTTP (talos.config=), only to the address dodai leased to the machine\n")
+	} else {
+		fmt.Fprintf(&s, "configs:    not over HTTP: machines boot into Talos maintenance mode, dodai bootstrap applies configs over the Talos API (--serve-configs changes that)\n")
+	}
 	fmt.Fprintf(&s, "boot files: BIOS %s, UEFI x86-64 %s, UEFI arm64 %s, UEFI HTTP boot %s/ipxe/%s\n\n", dhcp.FileUndionly, dhcp.FileSNPOnly, dhcp.FileARM64SNP, base, dhcp.FileSNPOnly)
 
 	tw := tabwriter.NewWriter(&s, 0, 0, 3, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tROLE\tMAC\tRESERVED ADDRESS\tCONFIG")
 	for _, n := range spec.Nodes {
-		resMAC, _ := cluster.ParseMAC(AddressMAC(n))
+		resMAC, _ := macaddr.Parse(AddressMAC(n))
 		for _, m := range n.MACs {
-			mac, err := cluster.ParseMAC(m)
+			mac, err := macaddr.Parse(m)
 			if err != nil {
 				return "", err
 			}
@@ -51,7 +58,11 @@ func Plan(spec cluster.Spec) (string, error) {
 			if n.Address != "" && b.Mode == cluster.BootModeDHCP && mac == resMAC {
 				addr = strings.SplitN(n.Address, "/", 2)[0]
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s/config?mac=%s\n", n.Name, n.Role, mac, addr, base, mac)
+			config := "Talos API (dodai bootstrap)"
+			if serve {
+				config = base + "/config?mac=" + mac.String()
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, mac, addr, config)
 		}
 	}
 	if err := tw.Flush(); err != nil {
@@ -61,11 +72,11 @@ func Plan(spec cluster.Spec) (string, error) {
 		if len(n.MACs) == 0 {
 			continue
 		}
-		mac, err := cluster.ParseMAC(AddressMAC(n))
+		mac, err := macaddr.Parse(AddressMAC(n))
 		if err != nil {
 			return "", err
 		}
-		script, err := ipxe.Boot(ipxe.Params{BaseURL: base, MAC: mac, Arch: spec.Image.Arch, Known: true, ExtraArgs: spec.Image.ExtraKernelArgs})
+		script, err := ipxe.Boot(ipxe.Params{BaseURL: base, MAC: mac, Arch: spec.Image.Arch, Config: serve, ExtraArgs: spec.Image.ExtraKernelArgs})
 		if err != nil {
 			return "", fmt.Errorf("node %s: %w", n.Name, err)
 		}

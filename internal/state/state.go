@@ -29,6 +29,10 @@ type Machine struct {
 	Stage    string    `json:"stage"`
 	Node     string    `json:"node,omitempty"`
 	LastSeen time.Time `json:"lastSeen"`
+	// BootStarted is when the machine's latest netboot began (its first
+	// DHCP of that boot); netboot compares it with when dodai bootstrap
+	// applied the node's config to tell a reboot after the install.
+	BootStarted time.Time `json:"bootStarted,omitzero"`
 }
 
 // Machines is the netboot registry file content.

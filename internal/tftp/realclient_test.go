@@ -19,6 +19,14 @@ import (
 // Tests with the real clients from Debian (hack/deps/tftp.apt): tftp-hpa's
 // tftp, atftp and curl, talking to the server on 127.0.0.1.
 
+// skipShort skips the real-client tests in the fast tier (go test -short).
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real TFTP clients run in the full tier only (-short skips them)")
+	}
+}
+
 func needTool(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
@@ -74,6 +82,7 @@ func sameFile(t *testing.T, got string, want []byte) {
 }
 
 func TestRealClients(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	out := t.TempDir()
@@ -116,6 +125,7 @@ func TestRealClients(t *testing.T) {
 }
 
 func TestRealClientErrors(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	out := t.TempDir()
@@ -156,6 +166,7 @@ func TestRealClientErrors(t *testing.T) {
 // TestRealClientNetascii: tftp-hpa in ascii mode gets back the original
 // text (it converts CR LF to LF), proving the server's conversion.
 func TestRealClientNetascii(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	text := "#!ipxe\ndhcp\nchain http://10.0.0.1/boot.ipxe\n"
@@ -178,6 +189,7 @@ func TestRealClientNetascii(t *testing.T) {
 // TestRealClientRollover fetches a file of more than 65535 blocks of 512
 // bytes, so block numbers wrap past 65535 to 0.
 func TestRealClientRollover(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	const size = 65536*512 + 100_000 // 33.6 MB, 65732 blocks
@@ -208,6 +220,7 @@ func TestRealClientRollover(t *testing.T) {
 
 // TestRealClientsConcurrent runs 50 real clients at once.
 func TestRealClientsConcurrent(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	out := t.TempDir()
@@ -257,6 +270,7 @@ func TestRealClientsConcurrent(t *testing.T) {
 // TestIPv6 serves on [::1] (ListenAndServe) and on an IPv6 wildcard socket;
 // curl fetches over IPv6.
 func TestIPv6(t *testing.T) {
+	skipShort(t)
 	t.Parallel()
 	dir := t.TempDir()
 	data := writeRandom(t, dir, "f.bin", 100_000)

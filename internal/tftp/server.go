@@ -13,7 +13,8 @@
 //
 // Every request is served from a fresh UDP socket (its own transfer ID)
 // bound to the local address the request arrived on. Files are opened
-// through os.Root, so no name, ".." or symlink can reach outside Root.
+// through os.Root, so no name, ".." or symlink can reach outside Root; or,
+// with Files, only the listed names are served at all.
 package tftp
 
 import (
@@ -31,6 +32,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Defaults for the zero values of Server's fields.
@@ -50,7 +53,13 @@ const (
 // Server serves files below Root, read-only. The zero value of every field
 // except Root is usable.
 type Server struct {
-	Root          string        // directory served read-only (the iPXE binaries)
+	Root string // directory served read-only (the iPXE binaries)
+	// Files, when set, replaces Root: exactly these names (relative,
+	// slash-separated, as a request names them after the leading "/" and
+	// "." components are dropped) are served, each from its file; every
+	// other name is "file not found". The caller chose those files, so
+	// symlinks in their paths are followed.
+	Files         map[string]string
 	Log           *slog.Logger  // may be nil
 	Timeout       time.Duration // per-packet retransmit timeout default (1s); clients may negotiate "timeout"
 	Retries       int           // default 5
@@ -150,14 +159,19 @@ func (s *Server) ListenAndServe(ctx context.Context, addr string) error {
 // them and returns nil. conn is not closed. It returns an error if Root
 // cannot be opened or reading conn fails.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
-	if s.Root == "" {
+	var root *os.Root
+	switch {
+	case s.Files != nil:
+	case s.Root == "":
 		return errors.New("tftp: Server.Root is empty")
+	default:
+		r, err := os.OpenRoot(s.Root)
+		if err != nil {
+			return fmt.Errorf("opening TFTP root: %w", err)
+		}
+		defer r.Close()
+		root = r
 	}
-	root, err := os.OpenRoot(s.Root)
-	if err != nil {
-		return fmt.Errorf("opening TFTP root: %w", err)
-	}
-	defer root.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -170,7 +184,16 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 
 	rd := newRequestReader(conn)
 	log := s.log()
-	log.Info("TFTP server listening", "addr", conn.LocalAddr().String(), "root", s.Root)
+	attrs := []any{"addr", conn.LocalAddr().String()}
+	if dev := boundDevice(conn); dev != "" {
+		attrs = append(attrs, "interface", dev)
+	}
+	if s.Files != nil {
+		attrs = append(attrs, "files", len(s.Files))
+	} else {
+		attrs = append(attrs, "root", s.Root)
+	}
+	log.Info("TFTP server listening", attrs...)
 	buf := make([]byte, 65536)
 	for {
 		n, peer, local, err := rd.read(buf)
@@ -334,7 +357,7 @@ func (s *Server) prepare(root *os.Root, raw []byte) (*transfer, *Error) {
 	if err != nil {
 		return nil, &Error{Code: ErrCodeAccessViolation, Message: err.Error()}
 	}
-	f, perr := openRegular(root, rel, req.Filename)
+	f, perr := s.open(root, rel, req.Filename)
 	if perr != nil {
 		return nil, perr
 	}
@@ -379,11 +402,23 @@ func rawOpcode(raw []byte) uint16 {
 	return uint16(raw[0])<<8 | uint16(raw[1])
 }
 
+// open opens rel from Files or below root.
+func (s *Server) open(root *os.Root, rel, requested string) (*os.File, *Error) {
+	if s.Files == nil {
+		return openRegular(root.OpenFile, rel, requested)
+	}
+	path, ok := s.Files[rel]
+	if !ok {
+		return nil, &Error{Code: ErrCodeFileNotFound, Message: fmt.Sprintf("file not found: %q", requested)}
+	}
+	return openRegular(os.OpenFile, path, requested)
+}
+
 // openRegular opens rel below root, refusing anything but a regular file.
 // O_NONBLOCK keeps a FIFO from blocking the open; it does not affect
 // regular files.
-func openRegular(root *os.Root, rel, requested string) (*os.File, *Error) {
-	f, err := root.OpenFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+func openRegular(openFile func(string, int, fs.FileMode) (*os.File, error), rel, requested string) (*os.File, *Error) {
+	f, err := openFile(rel, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
@@ -410,6 +445,24 @@ func openRegular(root *os.Root, rel, requested string) (*os.File, *Error) {
 		return nil, &Error{Code: ErrCodeAccessViolation, Message: fmt.Sprintf("access violation: %q is %s", requested, what)}
 	}
 	return f, nil
+}
+
+// boundDevice returns the interface conn is bound to (SO_BINDTODEVICE), ""
+// when none.
+func boundDevice(conn net.PacketConn) string {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return ""
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return ""
+	}
+	var dev string
+	_ = rc.Control(func(fd uintptr) {
+		dev, _ = unix.GetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE)
+	})
+	return dev
 }
 
 // unwrapPathError drops the *PathError wrapper so messages sent to clients

@@ -498,6 +498,9 @@ func TestFileShrinks(t *testing.T) {
 // still varies the sequence) for several window sizes, including across the
 // block-number rollover, and checks that every byte arrives intact.
 func TestRandomLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("random loss across the rollover takes ~10 s: full tier only")
+	}
 	t.Parallel()
 	dir := t.TempDir()
 	lock := writeRandom(t, dir, "lock", 512*80+17)

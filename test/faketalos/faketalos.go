@@ -12,6 +12,12 @@
 // (as trustd would issue it). Bootstrap, Kubeconfig, ServiceList and
 // EtcdMemberList behave like a configured node. Faults can be injected, and
 // every call is recorded for assertions.
+//
+// Day 2 (apply.go, upgrade.go, day2.go, image.go, kube.go): ApplyConfiguration
+// on a configured node with Talos' modes and dry-run answers, Upgrade
+// (reboot into the new version and image, or roll back), the running
+// MachineConfig and ExtensionStatus resources, the boot ID, and a kubelet
+// (test/fakekubelet) registering the node in a real kube-apiserver.
 package faketalos
 
 import (
@@ -52,6 +58,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
+	"k8s.io/client-go/kubernetes"
 )
 
 // DefaultPort is the Talos API port; tests normally use a dynamic one.
@@ -62,8 +69,14 @@ type Faults struct {
 	// ApplyError makes every non-dry-run ApplyConfiguration fail with
 	// codes.Internal and this message.
 	ApplyError string
-	// NeverReturn: after a successful apply the node never comes back.
+	// NeverReturn: after a successful apply (or any reboot) the node never
+	// comes back.
 	NeverReturn bool
+	// UpgradeRollback: the image of an upgrade fails to boot and Talos
+	// rolls back; the node comes back with its old version and extensions.
+	UpgradeRollback bool
+	// UpgradeNeverReturn: after an upgrade the node never comes back.
+	UpgradeNeverReturn bool
 	// BootstrapNotAvailable answers the first N Bootstrap calls with
 	// FailedPrecondition "bootstrap is not available yet".
 	BootstrapNotAvailable int
@@ -92,6 +105,12 @@ type Options struct {
 	Faults Faults
 	// Group links nodes of one cluster (trustd and etcd membership).
 	Group *Group
+	// Kube, when set, is the cluster the node's kubelet registers in once
+	// configured (see kube.go).
+	Kube kubernetes.Interface
+	// Factory resolves upgrade images and Inventory.Schematic to their
+	// extensions (see image.go); nil knows only the vanilla installer.
+	Factory *Factory
 }
 
 // Call is one recorded API call.
@@ -173,6 +192,7 @@ type Node struct {
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
+	day2      day2
 }
 
 // Start starts a node in maintenance mode. Stop it with Close.
@@ -191,6 +211,7 @@ func Start(opts Options) (*Node, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &Node{opts: opts, ctx: ctx, cancel: cancel}
+	n.initImage()
 	opts.Group.add(n)
 	if err := n.serveMaintenance(); err != nil {
 		cancel()
@@ -253,6 +274,7 @@ func (n *Node) Close() {
 		srv.Stop()
 	}
 	n.wg.Wait()
+	n.stopKubelet(false)
 }
 
 func (n *Node) record(c Call) {
@@ -316,7 +338,7 @@ func (n *Node) reboot(cfg config.Provider) {
 	case <-n.ctx.Done():
 		return
 	}
-	if n.opts.Faults.NeverReturn {
+	if n.faults().NeverReturn {
 		n.mu.Lock()
 		n.phase = "gone"
 		n.mu.Unlock()
@@ -394,6 +416,9 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 	if err := n.populate(n.ctx, st, addr, runtime.MachineStageRunning, hostname); err != nil {
 		return err
 	}
+	if err := n.bootResources(n.ctx, st, cfg); err != nil {
+		return err
+	}
 	var lis net.Listener
 	for {
 		// The address may still be held by a server that is shutting down.
@@ -428,6 +453,7 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 	n.mu.Unlock()
 	n.wg.Add(1)
 	go func() { defer n.wg.Done(); _ = srv.Serve(lis) }()
+	n.startKubelet(cfg)
 	return nil
 }
 
@@ -505,8 +531,8 @@ func (s *maintenanceService) ApplyConfiguration(_ context.Context, in *machineap
 			ModeDetails: "Dry run summary:\nNode is running in maintenance mode and does not have a config yet.",
 		}}}, nil
 	}
-	if n.opts.Faults.ApplyError != "" {
-		return fail(status.Error(codes.Internal, n.opts.Faults.ApplyError))
+	if f := n.faults(); f.ApplyError != "" {
+		return fail(status.Error(codes.Internal, f.ApplyError))
 	}
 	n.mu.Lock()
 	n.applied = append(n.applied, slices.Clone(in.Data))
@@ -534,15 +560,10 @@ type runningService struct {
 	isCP bool
 }
 
-func (s *runningService) ApplyConfiguration(context.Context, *machineapi.ApplyConfigurationRequest) (*machineapi.ApplyConfigurationResponse, error) {
-	s.n.record(Call{Method: "ApplyConfiguration", Phase: "running", Code: codes.Unimplemented})
-	return nil, status.Error(codes.Unimplemented, "fake node: re-applying configuration is not supported")
-}
-
 func (s *runningService) Version(context.Context, *emptypb.Empty) (*machineapi.VersionResponse, error) {
 	s.n.record(Call{Method: "Version", Phase: "running"})
 	return &machineapi.VersionResponse{Messages: []*machineapi.Version{{
-		Version:  &machineapi.VersionInfo{Tag: s.n.opts.Inventory.TalosVersion, Arch: "amd64", Os: "linux"},
+		Version:  &machineapi.VersionInfo{Tag: s.n.TalosVersion(), Arch: "amd64", Os: "linux"},
 		Platform: &machineapi.PlatformInfo{Name: "metal", Mode: "metal"},
 	}}}, nil
 }

@@ -22,6 +22,10 @@ type Inventory struct {
 	Hostname string
 	// TalosVersion reported by runtime.Version, default v1.11.5.
 	TalosVersion string
+	// Schematic is the Image Factory schematic ID of the image the machine
+	// boots and is installed with ("" for a vanilla image); its extensions
+	// come from Options.Factory.
+	Schematic string
 	// Links are the NICs; the first one carries the maintenance address.
 	Links []Link
 	// Disks of the machine.

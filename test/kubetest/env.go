@@ -31,8 +31,9 @@ import (
 // Options select what Start runs besides etcd and kube-apiserver.
 type Options struct {
 	// ControllerManager starts kube-controller-manager with the namespace,
-	// garbage-collector and service-account controllers, so deleted
-	// namespaces go away and owner references are honoured.
+	// garbage-collector, service-account and disruption controllers, so
+	// deleted namespaces go away, owner references are honoured and
+	// PodDisruptionBudgets get the status evictions are checked against.
 	ControllerManager bool
 	// Flux, when set, installs the Flux CRDs and starts source-controller and
 	// helm-controller with these options.
@@ -346,7 +347,9 @@ func (e *Env) startControllerManager(ctx context.Context) error {
 			"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(ports[0]),
 			"--cert-dir=" + filepath.Join(e.Dir, "kube-controller-manager"),
 			"--leader-elect=false",
-			"--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller",
+			// disruption-controller keeps PodDisruptionBudget status, which
+			// the Eviction API enforces (drain tests).
+			"--controllers=namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller,disruption-controller",
 			"--service-account-private-key-file=" + e.pki.saKey, "--root-ca-file=" + e.pki.caCert,
 			"--use-service-account-credentials=false",
 		}

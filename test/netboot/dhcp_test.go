@@ -253,7 +253,11 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	site.start(t, dl, nil, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+conf, "--pid-file="+filepath.Join(work, "dnsmasq.pid"))
 	waitLog(t, dl, "DHCP, IP range", nil, 10*time.Second)
 
-	startDodai(t, srv, filepath.Join(work, "dodai.log"), "-C", dir, "--interface", "br0", "--assets", fakeAssets(t, 1024), "--ipxe-dir", "/usr/lib/ipxe")
+	dlog := filepath.Join(work, "dodai.log")
+	startDodai(t, srv, dlog, "-C", dir, "--interface", "br0", "--assets", fakeAssets(t, 1024), "--ipxe-dir", "/usr/lib/ipxe")
+	if b, _ := os.ReadFile(dlog); !strings.Contains(string(b), "machine configs are not served over HTTP (proxy mode)") {
+		t.Fatalf("no startup line about config serving:\n%s", b)
+	}
 
 	self, _ := os.Executable()
 	probe := func(c *netns, name string) string {
@@ -331,5 +335,14 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	}
 	if r.Type != "ACK" || r.File != "snponly.efi" || r.YIAddr != "0.0.0.0" || r.Server != "10.99.0.1" || r.Class != "PXEClient" {
 		t.Fatalf("4011 reply: %+v", r)
+	}
+	// No config over HTTP in proxy mode by default: not even from the
+	// address the known machine claimed in its own REQUEST (that is the
+	// attack: anyone can claim it). The script boots it into maintenance.
+	if code, body := curl(t, cs[2], "http://10.99.0.1:8080/config?mac="+macPXE); code != "404" || strings.Contains(body, "cp1") {
+		t.Fatalf("config in proxy mode: %s %q", code, body)
+	}
+	if code, body := curl(t, cs[2], "http://10.99.0.1:8080/boot.ipxe?mac="+macPXE+"&arch=x86_64"); code != "200" || strings.Contains(body, "talos.config") {
+		t.Fatalf("proxy-mode script: %s\n%s", code, body)
 	}
 }

@@ -53,6 +53,9 @@ func TestMain(m *testing.M) {
 // need fails the test when a tool is missing (hack/test.sh installs them).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("network namespaces, real DHCP clients and QEMU: full tier only (-short skips them)")
+	}
 	if os.Geteuid() != 0 {
 		t.Fatal("netboot integration tests need root (ip netns, tap devices); run them via hack/test.sh as root")
 	}
@@ -263,7 +266,8 @@ func startDodai(t *testing.T, ns *netns, logPath string, args ...string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot", "--log-format", "json"}, args...)...)
+	// -v: the per-machine stage lines the tests look for are debug level.
+	c := ns.start(t, logPath, []string{envMain + "=1"}, self, append([]string{"netboot", "--log-format", "json", "-v"}, args...)...)
 	waitLog(t, logPath, "netboot server running", c, 20*time.Second)
 	return c
 }

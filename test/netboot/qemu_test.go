@@ -59,7 +59,9 @@ const (
 // kernel via dodai netboot: BIOS (SeaBIOS + QEMU's iPXE ROM → HTTP script)
 // and UEFI (OVMF PXE → TFTP snponly.efi → iPXE → HTTP script), in proxy mode
 // beside a separate DHCP server and in dhcp mode. The machine is listed in
-// cluster.yaml, so it must come up with its own config.
+// cluster.yaml, so in dhcp mode (and in proxy mode with --serve-configs) it
+// must come up with its own config; in proxy mode by default it must come
+// up in maintenance mode, without any config URL.
 func TestQEMUBoot(t *testing.T) {
 	need(t, "ip", "qemu-system-x86_64", "dnsmasq", "cpio", "gzip", "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/lib/ipxe/qemu/efi-virtio.rom")
 	kernel, initrd := kernelAndInitramfs(t)
@@ -67,10 +69,15 @@ func TestQEMUBoot(t *testing.T) {
 	copyFile(t, kernel, filepath.Join(assets, "kernel-amd64"), 0o644)
 	copyFile(t, initrd, filepath.Join(assets, "initramfs-amd64.xz"), 0o644)
 	for i, c := range []struct {
-		fw   firmware
-		mode string
-	}{{uefiHTTP, "dhcp"}, {bios, "dhcp"}, {uefi, "proxy"}, {bios, "proxy"}, {uefi, "dhcp"}} { // the slowest first, so it overlaps the others
-		t.Run(fmt.Sprintf("%s-%s", c.fw, c.mode), func(t *testing.T) {
+		fw    firmware
+		mode  string
+		serve bool // --serve-configs
+	}{{uefiHTTP, "dhcp", false}, {bios, "dhcp", false}, {uefi, "proxy", false}, {bios, "proxy", true}, {uefi, "dhcp", false}} { // the slowest first, so it overlaps the others
+		name := fmt.Sprintf("%s-%s", c.fw, c.mode)
+		if c.serve {
+			name += "-serve-configs"
+		}
+		t.Run(name, func(t *testing.T) {
 			if runtime.NumCPU() > 1 {
 				t.Parallel() // one TCG vCPU each
 			}
@@ -78,12 +85,12 @@ func TestQEMUBoot(t *testing.T) {
 			// its initramfs was sent, before its OS DHCPs and fetches the
 			// config): the lease must survive and the config still work.
 			restart := c.fw == bios && c.mode == "dhcp"
-			qemuBoot(t, c.fw, c.mode, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i), restart)
+			qemuBoot(t, c.fw, c.mode, c.serve, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i), restart)
 		})
 	}
 }
 
-func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool) {
+func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac string, restart bool) {
 	work := t.TempDir()
 	dir := writeCluster(t, mode, nil, testNode{"node1", "controlplane", mac, ""})
 	ns := newNS(t)
@@ -99,6 +106,10 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 	if fw == uefiHTTP {
 		dodaiArgs = append(dodaiArgs, "--no-tftp")
 	}
+	if serve {
+		dodaiArgs = append(dodaiArgs, "--serve-configs")
+	}
+	wantConfig := mode == "dhcp" || serve
 	dproc := startDodai(t, ns, dl, dodaiArgs...)
 	dlog, _ := os.ReadFile(dl)
 	haveTFTP := !strings.Contains(string(dlog), "TFTP is off")
@@ -187,8 +198,14 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 	if !strings.Contains(s, "PROBE: dhcp ok mac="+mac) {
 		t.Fatalf("probe kernel did not come up on the network\n%s", dump())
 	}
-	if !strings.Contains(s, "PROBE: config fetched: hostname: node1") {
+	switch {
+	case wantConfig && !strings.Contains(s, "PROBE: config fetched: hostname: node1"):
 		t.Fatalf("machine did not get its config\n%s", dump())
+	case !wantConfig && !strings.Contains(s, "PROBE: no talos.config: maintenance mode"):
+		t.Fatalf("machine did not boot into maintenance mode\n%s", dump())
+	}
+	if serve && mode == "proxy" && !strings.Contains(string(serverLog), "--serve-configs in proxy mode") {
+		t.Errorf("no startup warning about --serve-configs in proxy mode\n%s", dump())
 	}
 	if restart {
 		// The OS got the same address iPXE got before the restart.
@@ -205,8 +222,15 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 			t.Fatalf("the restarted server did not serve the config\n%s", dump())
 		}
 	}
-	// The chain went through dodai: DHCP decision, script, kernel, initramfs, config.
-	for _, want := range []string{`"stage":"ipxe"`, `"stage":"kernel"`, `"stage":"initramfs"`, `"stage":"config"`, `"msg":"served machine config","node":"node1"`} {
+	// The chain went through dodai: DHCP decision, script, kernel,
+	// initramfs, config (when served).
+	wants := []string{`"stage":"ipxe"`, `"stage":"kernel"`, `"stage":"initramfs"`}
+	if wantConfig {
+		wants = append(wants, `"stage":"config"`, `"msg":"served machine config","node":"node1"`)
+	} else if strings.Contains(string(serverLog), `"msg":"served machine config"`) {
+		t.Errorf("a config was served in proxy mode without --serve-configs\n%s", dump())
+	}
+	for _, want := range wants {
 		if !strings.Contains(string(serverLog), want) {
 			t.Errorf("server log lacks %s\n%s", want, dump())
 		}
@@ -225,7 +249,7 @@ func qemuBoot(t *testing.T, fw firmware, mode, assets, mac string, restart bool)
 			t.Errorf("UEFI did not load snponly.efi over TFTP\n%s", hl)
 		}
 	}
-	t.Logf("%s/%s: booted to its config in %s", fw, mode, elapsed.Round(100*time.Millisecond))
+	t.Logf("%s/%s: booted (config: %v) in %s", fw, mode, wantConfig, elapsed.Round(100*time.Millisecond))
 	if os.Getenv("NB_DUMP") != "" {
 		t.Log(dump())
 	}

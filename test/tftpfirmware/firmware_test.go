@@ -61,6 +61,9 @@ func TestMain(m *testing.M) {
 
 func need(t *testing.T, paths ...string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU firmware in a network namespace: full tier only (-short skips it)")
+	}
 	for _, p := range paths {
 		if strings.HasPrefix(p, "/") {
 			if _, err := os.Stat(p); err != nil {

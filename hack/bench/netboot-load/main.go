@@ -1,27 +1,21 @@
 // Command netboot-load is the load generator of hack/bench/netboot.sh: full
 // DHCPv4 handshakes (DISCOVER → OFFER → REQUEST → ACK) for many MACs at a
-// given concurrency (dhcp mode), or many parallel HTTP downloads (http
-// mode). It prints one JSON result line. Packets are built with
-// github.com/insomniacslk/dhcp; replies are demultiplexed by transaction ID.
+// given concurrency with their latency (dhcp mode), or many parallel HTTP
+// downloads (http mode). It prints one JSON result line. Replies are
+// matched to handshakes by transaction ID.
 package main
 
 import (
-	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/insomniacslk/dhcp/dhcpv4"
 )
 
 func main() {
@@ -48,134 +42,6 @@ func main() {
 		os.Exit(1)
 	}
 	json.NewEncoder(os.Stdout).Encode(res)
-}
-
-type dhcpResult struct {
-	Mode        string  `json:"mode"`
-	MACs        int     `json:"macs"`
-	Concurrency int     `json:"concurrency"`
-	OK          int64   `json:"ok"`
-	Failed      int64   `json:"failed"`
-	Seconds     float64 `json:"seconds"`
-	PerSecond   float64 `json:"handshakes_per_second"`
-}
-
-func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		rc.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1)
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<20)
-			serr = syscall.SetsockoptString(int(fd), syscall.SOL_SOCKET, syscall.SO_BINDTODEVICE, iface)
-		})
-		return serr
-	}}
-	conn, err := lc.ListenPacket(context.Background(), "udp4", ":68")
-	if err != nil {
-		return nil, err
-	}
-	defer conn.Close()
-	var mu sync.Mutex
-	waiting := map[dhcpv4.TransactionID]chan *dhcpv4.DHCPv4{}
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			k, _, err := conn.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			m, err := dhcpv4.FromBytes(buf[:k])
-			if err != nil || m.OpCode != dhcpv4.OpcodeBootReply {
-				continue
-			}
-			mu.Lock()
-			ch := waiting[m.TransactionID]
-			mu.Unlock()
-			if ch != nil {
-				select {
-				case ch <- m:
-				default:
-				}
-			}
-		}
-	}()
-	bcast := &net.UDPAddr{IP: net.IPv4bcast, Port: 67}
-	exchange := func(req *dhcpv4.DHCPv4, want dhcpv4.MessageType) (*dhcpv4.DHCPv4, error) {
-		ch := make(chan *dhcpv4.DHCPv4, 4)
-		mu.Lock()
-		waiting[req.TransactionID] = ch
-		mu.Unlock()
-		defer func() { mu.Lock(); delete(waiting, req.TransactionID); mu.Unlock() }()
-		for try := 0; try < 3; try++ {
-			if _, err := conn.WriteTo(req.ToBytes(), bcast); err != nil {
-				return nil, err
-			}
-			t := time.NewTimer(2 * time.Second)
-		wait:
-			for {
-				select {
-				case m := <-ch:
-					if m.MessageType() == want {
-						t.Stop()
-						return m, nil
-					}
-					if m.MessageType() == dhcpv4.MessageTypeNak {
-						t.Stop()
-						return nil, errors.New("NAK")
-					}
-				case <-t.C:
-					break wait
-				}
-			}
-		}
-		return nil, errors.New("timeout")
-	}
-	var next, ok, failed atomic.Int64
-	var wg sync.WaitGroup
-	start := time.Now()
-	for w := 0; w < c; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n) {
-					return
-				}
-				mac := net.HardwareAddr{0x02, byte(seed), 0, 0, 0, 0}
-				binary.BigEndian.PutUint32(mac[2:], uint32(i))
-				mods := []dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}
-				if pxe {
-					mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClassIdentifier("PXEClient:Arch:00000:UNDI:002001")),
-						dhcpv4.WithGeneric(dhcpv4.OptionClientSystemArchitectureType, []byte{0, 0}))
-				}
-				d, err := dhcpv4.NewDiscovery(mac, mods...)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				off, err := exchange(d, dhcpv4.MessageTypeOffer)
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				r, err := dhcpv4.NewRequestFromOffer(off, dhcpv4.WithBroadcast(true))
-				if err != nil {
-					failed.Add(1)
-					continue
-				}
-				if _, err := exchange(r, dhcpv4.MessageTypeAck); err != nil {
-					failed.Add(1)
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	secs := time.Since(start).Seconds()
-	return &dhcpResult{Mode: "dhcp", MACs: n, Concurrency: c, OK: ok.Load(), Failed: failed.Load(), Seconds: secs, PerSecond: float64(ok.Load()) / secs}, nil
 }
 
 type httpResult struct {

@@ -17,6 +17,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
 
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
 )
 
@@ -52,7 +53,7 @@ type Config struct {
 	// EFIBinary is the x86-64 UEFI boot file: snponly.efi (default) or ipxe.efi.
 	EFIBinary string
 	// Known reports whether a MAC is listed in the cluster file (nil: none).
-	Known func(mac string) bool
+	Known func(mac macaddr.MAC) bool
 	// OnlyKnown ignores every MAC not Known.
 	OnlyKnown bool
 	// NoARM64 is set when there is no arm64 iPXE binary: arm64 clients are
@@ -62,7 +63,7 @@ type Config struct {
 	// dhcp mode only:
 
 	// Leases allocates addresses.
-	Leases *Leases
+	Leases LeaseStore
 	// Subnet of the boot network (netmask).
 	Subnet netip.Prefix
 	// Router and DNS handed out (optional).
@@ -74,7 +75,9 @@ type Config struct {
 
 // Client is what a request says about the machine.
 type Client struct {
-	MAC string
+	// MAC is the client hardware address (chaddr); zero when the request is
+	// not from an Ethernet client (hlen other than 6).
+	MAC macaddr.MAC
 	// Arch is option 93 (first value); HasArch false when absent.
 	Arch    iana.Arch
 	HasArch bool
@@ -86,7 +89,10 @@ type Client struct {
 
 // Classify reads the boot-relevant fields of a request.
 func Classify(m *dhcpv4.DHCPv4) Client {
-	c := Client{MAC: m.ClientHWAddr.String()}
+	var c Client
+	if m.HWType == iana.HWTypeEthernet {
+		c.MAC, _ = macaddr.FromBytes(m.ClientHWAddr)
+	}
 	if a := m.ClientArch(); len(a) > 0 {
 		c.Arch, c.HasArch = a[0], true
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
+
+	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
 var (
@@ -235,8 +237,8 @@ func TestDestination(t *testing.T) {
 func TestOnlyKnown(t *testing.T) {
 	cfg := proxyConfig()
 	cfg.OnlyKnown = true
-	known := "52:54:00:12:34:56"
-	cfg.Known = func(mac string) bool { return mac == known }
+	known := macaddr.MustParse("52:54:00:12:34:56")
+	cfg.Known = func(mac macaddr.MAC) bool { return mac == known }
 	if r, ev := cfg.Handle(request(t, dhcpv4.MessageTypeDiscover, biosPXE...), PortDHCP); r == nil {
 		t.Fatalf("known MAC ignored: %s", ev.Ignored)
 	}
@@ -246,7 +248,7 @@ func TestOnlyKnown(t *testing.T) {
 	}
 }
 
-func dhcpConfig(t *testing.T, path string, res map[string]netip.Addr, now func() time.Time) *Config {
+func dhcpConfig(t *testing.T, path string, res map[macaddr.MAC]netip.Addr, now func() time.Time) *Config {
 	t.Helper()
 	l, err := NewLeases(LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.102"), Reservations: res, Now: now})
 	if err != nil {
@@ -337,7 +339,7 @@ func TestDHCPModeHandshake(t *testing.T) {
 }
 
 func TestDHCPModeReservationAndDecline(t *testing.T) {
-	res := map[string]netip.Addr{"52:54:00:12:34:56": netip.MustParseAddr("10.99.0.11")}
+	res := map[macaddr.MAC]netip.Addr{macaddr.MustParse("52:54:00:12:34:56"): netip.MustParseAddr("10.99.0.11")}
 	cfg := dhcpConfig(t, "", res, nil)
 	// The reserved machine gets its node address even asking for another.
 	ip, _ := handshake(t, cfg, testMAC, reqIP("10.99.0.101"))
@@ -362,7 +364,7 @@ func TestDHCPModeReservationAndDecline(t *testing.T) {
 	if _, ev := cfg.Handle(spoof, PortDHCP); ev.Ignored != ErrNotOwner.Error() {
 		t.Fatalf("spoofed decline: %q", ev.Ignored)
 	}
-	if le, ok := cfg.Leases.Lookup(other.String()); !ok || le.IP != ip2 {
+	if le, ok := cfg.Leases.Lookup(macaddr.MAC(other)); !ok || le.IP != ip2 {
 		t.Fatalf("spoofed DECLINE took the lease: %+v %v", le, ok)
 	}
 	dec := request(t, dhcpv4.MessageTypeDecline, hw(other), reqIP(ip2.String()), serverID(serverIP.String()))
@@ -443,7 +445,7 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte{})
 	f.Add(make([]byte, 240))
 	l, err := NewLeases(LeaseOptions{Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.110"),
-		Reservations: map[string]netip.Addr{"52:54:00:12:34:56": netip.MustParseAddr("10.99.0.11")}})
+		Reservations: map[macaddr.MAC]netip.Addr{macaddr.MustParse("52:54:00:12:34:56"): netip.MustParseAddr("10.99.0.11")}})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -451,7 +453,7 @@ func FuzzHandle(f *testing.F) {
 		Subnet: netip.MustParsePrefix("10.99.0.0/24"), LeaseTime: time.Hour, Router: serverIP}
 	pcfg := proxyConfig()
 	pcfg.OnlyKnown = true
-	pcfg.Known = func(string) bool { return true }
+	pcfg.Known = func(macaddr.MAC) bool { return true }
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := dhcpv4.FromBytes(b)
 		if err != nil {
@@ -488,10 +490,10 @@ func TestLeaseJournal(t *testing.T) {
 	j.WriteString(`{"mac":"02:00:00:00:00:0b","ip":"10.99`)
 	j.Close()
 	cfg2 := dhcpConfig(t, path, nil, nil)
-	if le, ok := cfg2.Leases.Lookup(a.String()); !ok || le.IP != ipA {
+	if le, ok := cfg2.Leases.Lookup(macaddr.MAC(a)); !ok || le.IP != ipA {
 		t.Fatalf("lease lost: %v %v", le, ok)
 	}
-	if err := cfg2.Leases.Close(); err != nil {
+	if err := cfg2.Leases.(*Leases).Close(); err != nil {
 		t.Fatal(err)
 	}
 	// Close folded everything into the snapshot.

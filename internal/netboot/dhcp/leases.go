@@ -13,15 +13,16 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/fsutil"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
 // Lease is one address binding of the dhcp-mode server.
 type Lease struct {
-	MAC    string     `json:"mac"`
-	IP     netip.Addr `json:"ip"`
-	Expiry time.Time  `json:"expiry"`
+	MAC    macaddr.MAC `json:"mac"`
+	IP     netip.Addr  `json:"ip"`
+	Expiry time.Time   `json:"expiry"`
 	// Declined marks an address a client reported in use (DHCPDECLINE);
-	// MAC is then empty and the address is not offered until Expiry.
+	// MAC is then zero and the address is not offered until Expiry.
 	Declined bool `json:"declined,omitempty"`
 }
 
@@ -50,15 +51,15 @@ const declineHold = 10 * time.Minute
 type Leases struct {
 	path       string
 	start, end netip.Addr
-	reserved   map[string]netip.Addr // MAC → reserved address
-	reservedIP map[netip.Addr]string // reserved address → MAC
+	reserved   map[macaddr.MAC]netip.Addr // MAC → reserved address
+	reservedIP map[netip.Addr]macaddr.MAC // reserved address → MAC
 	now        func() time.Time
 
 	mu      sync.Mutex
-	byMAC   map[string]*Lease // bound leases
+	byMAC   map[macaddr.MAC]*Lease // bound leases
 	byIP    map[netip.Addr]*Lease
-	offers  map[string]Lease // MAC → offered, not yet bound
-	offerIP map[netip.Addr]string
+	offers  map[macaddr.MAC]Lease // MAC → offered, not yet bound
+	offerIP map[netip.Addr]macaddr.MAC
 	next    netip.Addr // allocation cursor
 
 	journal  *os.File // append-only log of changes since the snapshot
@@ -71,8 +72,8 @@ type LeaseOptions struct {
 	Path string
 	// Start and End bound the dynamic range (inclusive).
 	Start, End netip.Addr
-	// Reservations map MACs (canonical lowercase) to fixed addresses.
-	Reservations map[string]netip.Addr
+	// Reservations map MACs to fixed addresses.
+	Reservations map[macaddr.MAC]netip.Addr
 	// Now overrides the clock (tests).
 	Now func() time.Time
 }
@@ -84,9 +85,9 @@ func NewLeases(o LeaseOptions) (*Leases, error) {
 	}
 	l := &Leases{
 		path: o.Path, start: o.Start, end: o.End, now: o.Now,
-		reserved: map[string]netip.Addr{}, reservedIP: map[netip.Addr]string{},
-		byMAC: map[string]*Lease{}, byIP: map[netip.Addr]*Lease{},
-		offers: map[string]Lease{}, offerIP: map[netip.Addr]string{},
+		reserved: map[macaddr.MAC]netip.Addr{}, reservedIP: map[netip.Addr]macaddr.MAC{},
+		byMAC: map[macaddr.MAC]*Lease{}, byIP: map[netip.Addr]*Lease{},
+		offers: map[macaddr.MAC]Lease{}, offerIP: map[netip.Addr]macaddr.MAC{},
 		next: o.Start,
 	}
 	if l.now == nil {
@@ -152,11 +153,11 @@ func (l *Leases) apply(le Lease) {
 	if !le.IP.Is4() {
 		return
 	}
-	if old := l.byIP[le.IP]; old != nil && old.MAC != "" && old.MAC != le.MAC && l.byMAC[old.MAC] == old {
+	if old := l.byIP[le.IP]; old != nil && !old.MAC.IsZero() && old.MAC != le.MAC && l.byMAC[old.MAC] == old {
 		delete(l.byMAC, old.MAC)
 	}
-	if le.Declined || le.MAC == "" {
-		le.MAC, le.Declined = "", true
+	if le.Declined || le.MAC.IsZero() {
+		le.MAC, le.Declined = macaddr.MAC{}, true
 		delete(l.byIP, le.IP)
 		l.byIP[le.IP] = &le
 		return
@@ -242,7 +243,7 @@ func (l *Leases) Close() error {
 }
 
 // usable reports whether ip may be given to mac right now. Caller holds mu.
-func (l *Leases) usable(ip netip.Addr, mac string, now time.Time) bool {
+func (l *Leases) usable(ip netip.Addr, mac macaddr.MAC, now time.Time) bool {
 	if owner, ok := l.reservedIP[ip]; ok && owner != mac {
 		return false
 	}
@@ -261,7 +262,7 @@ func (l *Leases) usable(ip netip.Addr, mac string, now time.Time) bool {
 // lease, the requested address if free, else the next free one in the range)
 // and holds it for the client for a short while. It returns false when the
 // pool is exhausted.
-func (l *Leases) Offer(mac string, requested netip.Addr) (netip.Addr, bool) {
+func (l *Leases) Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
@@ -286,7 +287,7 @@ func (l *Leases) inRange(ip netip.Addr) bool {
 	return ip.Is4() && l.start.Compare(ip) <= 0 && ip.Compare(l.end) <= 0
 }
 
-func (l *Leases) pick(mac string, requested netip.Addr, now time.Time) (netip.Addr, bool) {
+func (l *Leases) pick(mac macaddr.MAC, requested netip.Addr, now time.Time) (netip.Addr, bool) {
 	if ip, ok := l.reserved[mac]; ok {
 		return ip, true
 	}
@@ -332,7 +333,7 @@ func (l *Leases) pick(mac string, requested netip.Addr, now time.Time) (netip.Ad
 // Bind commits ip to mac for d (DHCPREQUEST). It fails when ip belongs to
 // someone else, is outside the pool and not mac's reservation. The lease is
 // persisted before Bind returns.
-func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
+func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
 	l.mu.Lock()
 	now := l.now()
 	if res, ok := l.reserved[mac]; ok && res != ip {
@@ -361,7 +362,7 @@ func (l *Leases) Bind(mac string, ip netip.Addr, d time.Duration) error {
 
 // Release ends mac's lease on ip (DHCPRELEASE). The address stays
 // associated with mac (offered again to it first) but is free for others.
-func (l *Leases) Release(mac string, ip netip.Addr) error {
+func (l *Leases) Release(mac macaddr.MAC, ip netip.Addr) error {
 	l.mu.Lock()
 	le := l.byMAC[mac]
 	if le == nil || le.IP != ip {
@@ -382,7 +383,7 @@ var ErrNotOwner = errors.New("DECLINE of an address that is not this client's: i
 // found it in use) and drops mac's lease on it. Only the client that holds
 // or was offered ip may decline it; anyone else's DECLINE (a spoofed one
 // would take a live lease away) returns ErrNotOwner and changes nothing.
-func (l *Leases) Decline(mac string, ip netip.Addr) error {
+func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	l.mu.Lock()
 	if !l.inRange(ip) {
 		l.mu.Unlock()
@@ -411,7 +412,7 @@ func (l *Leases) Decline(mac string, ip netip.Addr) error {
 }
 
 // Lookup returns mac's bound, unexpired lease.
-func (l *Leases) Lookup(mac string) (Lease, bool) {
+func (l *Leases) Lookup(mac macaddr.MAC) (Lease, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	le := l.byMAC[mac]
@@ -436,3 +437,25 @@ func (l *Leases) snapshotLocked() []Lease {
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
+
+// LeaseStore is what the dhcp-mode decisions need from an address store:
+// *Leases keeps leases in a file of the cluster directory; another store
+// (e.g. one in the Kubernetes API) can take its place.
+type LeaseStore interface {
+	// Offer picks and briefly holds an address for mac (DISCOVER); false
+	// when the pool is exhausted.
+	Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool)
+	// Bind commits ip to mac for d (REQUEST); it returns only once the
+	// lease is persisted, so an ACK is never sent for a lease a restarted
+	// server would not know.
+	Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error
+	// Release ends mac's lease on ip (RELEASE).
+	Release(mac macaddr.MAC, ip netip.Addr) error
+	// Decline quarantines ip reported in use by its holder (DECLINE);
+	// ErrNotOwner when ip is not mac's lease or offer.
+	Decline(mac macaddr.MAC, ip netip.Addr) error
+	// Lookup returns mac's bound, unexpired lease.
+	Lookup(mac macaddr.MAC) (Lease, bool)
+}
+
+var _ LeaseStore = (*Leases)(nil)

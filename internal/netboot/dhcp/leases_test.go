@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
 // TestLeaseReuseKeepsTheNewOwner: A's lease on X expires, B binds X, then A
@@ -21,7 +23,7 @@ func TestLeaseReuseKeepsTheNewOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	x, y := netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("10.0.0.11")
-	const a, b, c = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"
+	a, b, c := macaddr.MAC{2, 0, 0, 0, 0, 0x0a}, macaddr.MAC{2, 0, 0, 0, 0, 0x0b}, macaddr.MAC{2, 0, 0, 0, 0, 0x0c}
 	if err := l.Bind(a, x, time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +66,7 @@ func TestDeclineOnlyByOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := netip.MustParseAddr("10.0.0.10")
-	const a, evil = "02:00:00:00:00:0a", "02:00:00:00:00:ee"
+	a, evil := macaddr.MAC{2, 0, 0, 0, 0, 0x0a}, macaddr.MAC{2, 0, 0, 0, 0, 0xee}
 	if err := l.Bind(a, x, time.Hour); err != nil {
 		t.Fatal(err)
 	}

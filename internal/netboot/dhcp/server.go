@@ -6,36 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
-	"syscall"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
-)
 
-// ListenUDPOnDevice opens a UDP socket on port, bound to the interface
-// (SO_BINDTODEVICE), broadcast-capable when asked (DHCP). Unlike
-// server4.NewIPv4UDPConn it sets neither SO_REUSEADDR nor SO_REUSEPORT, so
-// a second server on the same port (another dodai, a dnsmasq) is an error
-// instead of silently splitting the requests between them.
-func ListenUDPOnDevice(ctx context.Context, ifname string, port int, broadcast bool) (net.PacketConn, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if broadcast {
-				if serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_BROADCAST, 1); serr != nil {
-					return
-				}
-			}
-			serr = dhcpv4.BindToInterface(int(fd), ifname)
-		})
-		if err != nil {
-			return err
-		}
-		return serr
-	}}
-	return lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(port))
-}
+	"github.com/dodai-dev/dodai/internal/netboot/ifsock"
+)
 
 // Server runs the decision function on real sockets: UDP 67 (DHCP and
 // proxyDHCP) and UDP 4011 (PXE boot server), both bound to one interface.
@@ -63,14 +39,14 @@ func (s *Server) Listen() (dhcpConn, pxeConn net.PacketConn, err error) {
 	if pp == 0 {
 		pp = int(PortPXE)
 	}
-	c, err := ListenUDPOnDevice(context.Background(), s.Interface, dp, true)
+	c, err := ifsock.ListenUDP(context.Background(), s.Interface, dp, true)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening DHCP socket on %s port %d: %w", s.Interface, dp, err)
 	}
 	if pp < 0 {
 		return c, nil, nil
 	}
-	p, err := ListenUDPOnDevice(context.Background(), s.Interface, pp, true)
+	p, err := ifsock.ListenUDP(context.Background(), s.Interface, pp, true)
 	if err != nil {
 		c.Close()
 		return nil, nil, fmt.Errorf("opening PXE boot server socket on %s port %d: %w", s.Interface, pp, err)

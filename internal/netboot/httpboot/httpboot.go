@@ -1,9 +1,9 @@
 // Package httpboot is dodai netboot's HTTP side: the per-machine iPXE
 // script (/boot.ipxe), the Talos kernel and initramfs (/assets/<arch>/…,
 // with Range and sendfile), iPXE binaries for UEFI HTTP boot (/ipxe/…), the
-// machine config for known machines (/config, only to the machine's own
-// address) and the boot-once controls (/installed, /reinstall, loopback
-// only).
+// machine config for known machines (/config, only when configs are served,
+// and only to the machine's own address) and the boot-once controls
+// (/installed, /reinstall, loopback only).
 package httpboot
 
 import (
@@ -19,9 +19,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/ipxe"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
+	"github.com/dodai-dev/dodai/internal/state"
 )
 
 // Assets are the kernel and initramfs paths of one architecture.
@@ -32,16 +33,27 @@ type Assets struct {
 // ConfigFunc returns the rendered machine config of a node.
 type ConfigFunc func(node string) ([]byte, error)
 
+// Machines is what the HTTP side needs from the machine registry
+// (*registry.Registry, or another store with the same rules).
+type Machines interface {
+	Node(mac macaddr.MAC) (string, bool)
+	Known(mac macaddr.MAC) bool
+	Installed(mac macaddr.MAC) bool
+	ConfigAllowed(mac macaddr.MAC, ip netip.Addr) bool
+	Observe(mac macaddr.MAC, src registry.Source, ip netip.Addr, arch string, stage registry.Stage) state.Machine
+	SetInstalled(mac macaddr.MAC, installed bool) state.Machine
+}
+
 // Server serves the HTTP endpoints. Build it with New.
 type Server struct {
-	baseURL   string
-	assets    map[string]Assets
-	ipxeDir   string
-	ipxeFiles map[string]bool
-	extraArgs []string
-	reg       *registry.Registry
-	config    ConfigFunc
-	log       *slog.Logger
+	baseURL      string
+	assets       map[string]Assets
+	ipxeFiles    map[string]string
+	extraArgs    []string
+	reg          Machines
+	config       ConfigFunc
+	serveConfigs bool
+	log          *slog.Logger
 
 	requests *prometheus.CounterVec
 	bytes    *prometheus.CounterVec
@@ -53,14 +65,18 @@ type Options struct {
 	BaseURL string
 	// Assets per architecture (amd64, arm64).
 	Assets map[string]Assets
-	// IPXEDir holds the iPXE binaries; IPXEFiles lists the names (relative,
-	// slash-separated) that may be served from it over HTTP.
-	IPXEDir   string
-	IPXEFiles []string
+	// IPXEFiles maps the iPXE binaries served under /ipxe/ for UEFI HTTP
+	// boot (names relative, slash-separated) to their files; nothing else
+	// is reachable there.
+	IPXEFiles map[string]string
 	// ExtraKernelArgs from spec.image.extraKernelArgs.
 	ExtraKernelArgs []string
-	Registry        *registry.Registry
-	// Config renders a node's machine config.
+	Registry        Machines
+	// ServeConfigs puts talos.config= on known machines' kernel command
+	// line and serves /config; when false every machine boots into Talos
+	// maintenance mode and /config answers 404.
+	ServeConfigs bool
+	// Config renders a node's machine config (needed with ServeConfigs).
 	Config ConfigFunc
 	Log    *slog.Logger
 	// Metrics registers the HTTP counters (optional).
@@ -69,13 +85,13 @@ type Options struct {
 
 // New builds the server.
 func New(o Options) (*Server, error) {
-	s := &Server{baseURL: o.BaseURL, assets: o.Assets, ipxeDir: o.IPXEDir, ipxeFiles: map[string]bool{},
-		extraArgs: o.ExtraKernelArgs, reg: o.Registry, config: o.Config, log: o.Log}
+	if o.ServeConfigs && o.Config == nil {
+		return nil, fmt.Errorf("httpboot: ServeConfigs without a Config renderer")
+	}
+	s := &Server{baseURL: o.BaseURL, assets: o.Assets, ipxeFiles: o.IPXEFiles,
+		extraArgs: o.ExtraKernelArgs, reg: o.Registry, config: o.Config, serveConfigs: o.ServeConfigs, log: o.Log}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	for _, f := range o.IPXEFiles {
-		s.ipxeFiles[f] = true
 	}
 	s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dodai_netboot_http_requests_total", Help: "HTTP requests by endpoint and status code."}, []string{"endpoint", "code"})
 	s.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "dodai_netboot_http_sent_bytes_total", Help: "Bytes of files sent, by endpoint."}, []string{"endpoint"})
@@ -151,7 +167,7 @@ func (s *Server) bootScript(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, ipxe.Rechain(s.baseURL))
 		return
 	}
-	mac, err := cluster.ParseMAC(q.Get("mac"))
+	mac, err := macaddr.Parse(q.Get("mac"))
 	if err != nil {
 		s.fail(w, "boot.ipxe", http.StatusBadRequest, "mac: "+err.Error())
 		return
@@ -164,13 +180,13 @@ func (s *Server) bootScript(w http.ResponseWriter, r *http.Request) {
 	var script string
 	if s.reg.Installed(mac) {
 		script = ipxe.LocalDisk(mac)
-		s.log.Info("machine is installed: booting it from disk", "mac", mac)
+		s.log.Debug("machine is installed: booting it from disk", "mac", mac)
 	} else {
 		if _, ok := s.assets[arch]; !ok {
 			s.fail(w, "boot.ipxe", http.StatusNotFound, "no Talos assets for "+arch+" (see --assets)")
 			return
 		}
-		script, err = ipxe.Boot(ipxe.Params{BaseURL: s.baseURL, MAC: mac, Arch: arch, Known: s.reg.Known(mac), ExtraArgs: s.extraArgs})
+		script, err = ipxe.Boot(ipxe.Params{BaseURL: s.baseURL, MAC: mac, Arch: arch, Config: s.serveConfigs && s.reg.Known(mac), ExtraArgs: s.extraArgs})
 		if err != nil {
 			s.fail(w, "boot.ipxe", http.StatusInternalServerError, err.Error())
 			return
@@ -202,7 +218,7 @@ func (s *Server) asset(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if m := r.URL.Query().Get("mac"); m != "" {
-		if mac, err := cluster.ParseMAC(m); err == nil && r.Header.Get("Range") == "" {
+		if mac, err := macaddr.Parse(m); err == nil && r.Header.Get("Range") == "" {
 			s.reg.Observe(mac, registry.FromHTTP, remoteAddr(r), arch, stage)
 		}
 	}
@@ -236,23 +252,29 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, endpoint, pat
 // ipxeFile serves the iPXE binaries for UEFI HTTP boot; only the listed
 // names, so nothing outside them is reachable.
 func (s *Server) ipxeFile(w http.ResponseWriter, r *http.Request) {
-	name := r.PathValue("path")
-	if !s.ipxeFiles[name] {
+	path, ok := s.ipxeFiles[r.PathValue("path")]
+	if !ok {
 		s.fail(w, "ipxe", http.StatusNotFound, "not found")
 		return
 	}
-	s.serveFile(w, r, "ipxe", filepath.Join(s.ipxeDir, filepath.FromSlash(name)))
+	s.serveFile(w, r, "ipxe", path)
 }
 
 // machineConfig serves a known machine's config, only to the address the
-// machine's own DHCP exchange bound; everything else is 403.
+// machine's own DHCP exchange bound; everything else is 403. Without
+// ServeConfigs it serves nothing (404).
 func (s *Server) machineConfig(w http.ResponseWriter, r *http.Request) {
-	mac, err := cluster.ParseMAC(r.URL.Query().Get("mac"))
+	from := remoteAddr(r)
+	if !s.serveConfigs {
+		s.log.Warn("refused config request: machine configs are not served", "from", from, "mac", r.URL.Query().Get("mac"))
+		s.fail(w, "config", http.StatusNotFound, "machine configs are not served here: dodai bootstrap applies them over the Talos API (proxy mode without --serve-configs)")
+		return
+	}
+	mac, err := macaddr.Parse(r.URL.Query().Get("mac"))
 	if err != nil {
 		s.fail(w, "config", http.StatusBadRequest, "mac: "+err.Error())
 		return
 	}
-	from := remoteAddr(r)
 	node, known := s.reg.Node(mac)
 	if !known || !s.reg.ConfigAllowed(mac, from) {
 		s.log.Warn("refused config request", "mac", mac, "from", from, "known", known)
@@ -287,7 +309,7 @@ func (s *Server) setInstalled(installed bool) http.HandlerFunc {
 			s.fail(w, endpoint, http.StatusForbidden, "only from the netboot host itself")
 			return
 		}
-		mac, err := cluster.ParseMAC(r.URL.Query().Get("mac"))
+		mac, err := macaddr.Parse(r.URL.Query().Get("mac"))
 		if err != nil {
 			s.fail(w, endpoint, http.StatusBadRequest, "mac: "+err.Error())
 			return

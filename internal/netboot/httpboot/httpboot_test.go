@@ -15,12 +15,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
 )
 
 const (
 	knownMAC = "52:54:00:12:34:56"
 	otherMAC = "52:54:00:00:00:02"
+)
+
+var (
+	known = macaddr.MustParse(knownMAC)
+	other = macaddr.MustParse(otherMAC)
 )
 
 type fixture struct {
@@ -30,7 +36,9 @@ type fixture struct {
 	s      *Server
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureConfigs(t, true) }
+
+func newFixtureConfigs(t *testing.T, serveConfigs bool) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	kernel := bytes.Repeat([]byte("0123456789abcdef"), 64*1024) // 1 MiB
@@ -44,16 +52,16 @@ func newFixture(t *testing.T) *fixture {
 	}
 	k := write("amd64/vmlinuz", kernel)
 	i := write("amd64/initramfs.xz", []byte("initramfs"))
-	write("ipxe/snponly.efi", []byte("EFI"))
+	efi := write("ipxe/snponly.efi", []byte("EFI"))
 	write("secret", []byte("nope"))
-	reg, err := registry.New(registry.Options{Known: map[string]string{knownMAC: "cp1", otherMAC: "cp2"}})
+	reg, err := registry.New(registry.Options{Known: map[macaddr.MAC]string{known: "cp1", other: "cp2"}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	s, err := New(Options{
 		BaseURL: "http://10.0.0.1:8080", Assets: map[string]Assets{"amd64": {Kernel: k, Initramfs: i}},
-		IPXEDir: filepath.Join(dir, "ipxe"), IPXEFiles: []string{"snponly.efi"},
-		ExtraKernelArgs: []string{"extra=1"}, Registry: reg, Metrics: prometheus.NewRegistry(),
+		IPXEFiles:       map[string]string{"snponly.efi": efi},
+		ExtraKernelArgs: []string{"extra=1"}, Registry: reg, Metrics: prometheus.NewRegistry(), ServeConfigs: serveConfigs,
 		Config: func(node string) ([]byte, error) { return []byte("machine: " + node + "\n"), nil },
 	})
 	if err != nil {
@@ -85,7 +93,7 @@ func TestBootScriptEndpoint(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "talos.config=http://10.0.0.1:8080/config?mac=${mac}") || !strings.Contains(body, "extra=1") {
 		t.Fatalf("%d\n%s", code, body)
 	}
-	if m, _ := f.reg.Get(knownMAC); m.Stage != "ipxe" || m.Arch != "amd64" {
+	if m, _ := f.reg.Get(known); m.Stage != "ipxe" || m.Arch != "amd64" {
 		t.Fatalf("registry %+v", m)
 	}
 	code, body, _ = f.do(t, "GET", "/boot.ipxe?mac=02:00:00:00:00:09&arch=x86_64")
@@ -119,7 +127,7 @@ func TestAssetsRange(t *testing.T) {
 	if code, _, _ := f.do(t, "GET", "/assets/amd64/vmlinuz", "Range", fmt.Sprintf("bytes=%d-", len(f.kernel)+5)); code != 416 {
 		t.Fatalf("unsatisfiable range: %d", code)
 	}
-	if m, _ := f.reg.Get(knownMAC); m.Stage != "kernel" {
+	if m, _ := f.reg.Get(known); m.Stage != "kernel" {
 		t.Fatalf("stage %+v", m)
 	}
 	for _, p := range []string{"/assets/amd64/secret", "/assets/arm64/vmlinuz", "/assets/amd64/..%2fsecret", "/assets/../secret", "/ipxe/../secret", "/ipxe/secret"} {
@@ -144,21 +152,21 @@ func TestConfigAccess(t *testing.T) {
 		t.Fatalf("before DHCP: %d", code)
 	}
 	// The machine's DHCP exchange bound 127.0.0.1 (the test client).
-	f.reg.Observe(knownMAC, registry.FromDHCP, lo, "amd64", registry.StageDHCP)
+	f.reg.Observe(known, registry.FromDHCP, lo, "amd64", registry.StageDHCP)
 	code, body, h := f.do(t, "GET", "/config?mac="+knownMAC)
 	if code != 200 || body != "machine: cp1\n" || h.Get("Cache-Control") != "no-store" {
 		t.Fatalf("own config: %d %q", code, body)
 	}
-	if m, _ := f.reg.Get(knownMAC); m.Stage != "config" {
+	if m, _ := f.reg.Get(known); m.Stage != "config" {
 		t.Fatalf("stage %+v", m)
 	}
 	// Another known machine's config: its DHCP bound another address.
-	f.reg.Observe(otherMAC, registry.FromDHCP, netip.MustParseAddr("10.0.0.7"), "amd64", registry.StageDHCP)
+	f.reg.Observe(other, registry.FromDHCP, netip.MustParseAddr("10.0.0.7"), "amd64", registry.StageDHCP)
 	if code, body, _ := f.do(t, "GET", "/config?mac="+otherMAC); code != 403 || strings.Contains(body, "cp2") {
 		t.Fatalf("other's config: %d %q", code, body)
 	}
 	// Unknown MAC, bad MAC.
-	f.reg.Observe("02:00:00:00:00:01", registry.FromDHCP, lo, "", registry.StageDHCP)
+	f.reg.Observe(macaddr.MustParse("02:00:00:00:00:01"), registry.FromDHCP, lo, "", registry.StageDHCP)
 	if code, _, _ := f.do(t, "GET", "/config?mac=02:00:00:00:00:01"); code != 403 {
 		t.Fatalf("unknown: %d", code)
 	}
@@ -166,7 +174,7 @@ func TestConfigAccess(t *testing.T) {
 		t.Fatalf("bad mac: %d", code)
 	}
 	// Boot once: the next netboot after the config fetch boots from disk.
-	f.reg.Observe(knownMAC, registry.FromDHCP, lo, "amd64", registry.StageIPXE)
+	f.reg.Observe(known, registry.FromDHCP, lo, "amd64", registry.StageIPXE)
 	code, body, _ = f.do(t, "GET", "/boot.ipxe?mac="+knownMAC+"&arch=x86_64")
 	if code != 200 || !strings.Contains(body, "sanboot") || strings.Contains(body, "kernel") {
 		t.Fatalf("installed machine: %d\n%s", code, body)
@@ -178,10 +186,29 @@ func TestConfigAccess(t *testing.T) {
 	if _, body, _ := f.do(t, "GET", "/boot.ipxe?mac="+knownMAC+"&arch=x86_64"); !strings.Contains(body, "kernel ") {
 		t.Fatalf("after reinstall:\n%s", body)
 	}
-	if code, _, _ := f.do(t, "POST", "/installed?mac="+knownMAC); code != 200 || !f.reg.Installed(knownMAC) {
+	if code, _, _ := f.do(t, "POST", "/installed?mac="+knownMAC); code != 200 || !f.reg.Installed(known) {
 		t.Fatalf("installed: %d", code)
 	}
 	if code, _, _ := f.do(t, "GET", "/installed?mac="+knownMAC); code != 405 {
 		t.Fatalf("GET /installed: %d", code)
+	}
+}
+
+// TestNoConfigServing: without ServeConfigs (proxy mode's default) known
+// machines get no talos.config= (they boot into maintenance mode) and
+// /config serves nothing, even to the machine's own DHCP address.
+func TestNoConfigServing(t *testing.T) {
+	f := newFixtureConfigs(t, false)
+	code, body, _ := f.do(t, "GET", "/boot.ipxe?mac="+knownMAC+"&arch=x86_64")
+	if code != 200 || strings.Contains(body, "talos.config") || !strings.Contains(body, "kernel http://10.0.0.1:8080/assets/amd64/vmlinuz") {
+		t.Fatalf("script: %d\n%s", code, body)
+	}
+	f.reg.Observe(known, registry.FromDHCP, netip.MustParseAddr("127.0.0.1"), "amd64", registry.StageDHCP)
+	code, body, _ = f.do(t, "GET", "/config?mac="+knownMAC)
+	if code != 404 || strings.Contains(body, "cp1") || !strings.Contains(body, "dodai bootstrap") {
+		t.Fatalf("config: %d %q", code, body)
+	}
+	if m, _ := f.reg.Get(known); m.Stage == "config" {
+		t.Fatal("refused request moved the machine to stage config")
 	}
 }

@@ -9,18 +9,22 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
+
+	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
 // Params describe one machine's boot.
 type Params struct {
 	// BaseURL of the HTTP server, e.g. http://10.0.0.1:8080 (no trailing slash).
 	BaseURL string
-	// MAC is the machine's canonical MAC (lowercase, colons).
-	MAC string
+	// MAC is the machine's MAC.
+	MAC macaddr.MAC
 	// Arch is amd64 or arm64.
 	Arch string
-	// Known machines get talos.config=; unknown ones boot to maintenance mode.
-	Known bool
+	// Config puts talos.config= (the machine's config URL) on the command
+	// line; without it Talos boots into maintenance mode and waits for
+	// its config over the Talos API (dodai bootstrap).
+	Config bool
 	// ExtraArgs are appended to the kernel command line (spec.image.extraKernelArgs).
 	ExtraArgs []string
 }
@@ -43,7 +47,7 @@ func KernelArgs(p Params) []string {
 	args = append(args, "init_on_alloc=1", "slab_nomerge", "pti=on", "printk.devkmsg=on",
 		// UEFI: the EFI stub finds the initrd by name.
 		"initrd="+Initramfs)
-	if p.Known {
+	if p.Config {
 		// ${mac} is expanded by iPXE to the booting NIC's MAC (colon form);
 		// the server checks it against the requester's address anyway.
 		args = append(args, "talos.config="+p.BaseURL+"/config?mac=${mac}")
@@ -69,17 +73,18 @@ func Boot(p Params) (string, error) {
 	assets := p.BaseURL + "/assets/" + p.Arch + "/"
 	var b strings.Builder
 	b.WriteString("#!ipxe\n")
-	fmt.Fprintf(&b, "# dodai netboot: %s (%s)\n", macComment(p.MAC), p.Arch)
-	fmt.Fprintf(&b, "kernel %s%s?mac=%s %s\n", assets, Kernel, url.QueryEscape(p.MAC), strings.Join(args, " "))
-	fmt.Fprintf(&b, "initrd --name %s %s%s?mac=%s\n", Initramfs, assets, Initramfs, url.QueryEscape(p.MAC))
+	mac := url.QueryEscape(p.MAC.String())
+	fmt.Fprintf(&b, "# dodai netboot: %s (%s)\n", p.MAC, p.Arch)
+	fmt.Fprintf(&b, "kernel %s%s?mac=%s %s\n", assets, Kernel, mac, strings.Join(args, " "))
+	fmt.Fprintf(&b, "initrd --name %s %s%s?mac=%s\n", Initramfs, assets, Initramfs, mac)
 	b.WriteString("boot\n")
 	return b.String(), nil
 }
 
 // LocalDisk renders the script for installed machines: leave iPXE so the
 // firmware boots the next device (UEFI), or boot the first BIOS disk.
-func LocalDisk(mac string) string {
-	return "#!ipxe\n# dodai netboot: " + macComment(mac) + " is installed: booting from local disk\n" +
+func LocalDisk(mac macaddr.MAC) string {
+	return "#!ipxe\n# dodai netboot: " + mac.String() + " is installed: booting from local disk\n" +
 		"iseq ${platform} efi && exit 1 ||\n" +
 		"sanboot --no-describe --drive 0x80 || exit 1\n"
 }
@@ -99,8 +104,4 @@ func NormalizeArch(a string) (string, bool) {
 		return "arm64", true
 	}
 	return "", false
-}
-
-func macComment(m string) string {
-	return unsafeArg.ReplaceAllString(m, "")
 }

@@ -7,12 +7,14 @@
 package registry
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
-	"sort"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -56,31 +58,44 @@ const (
 // of made-up MACs cannot exhaust memory. Known machines are always kept.
 const MaxUnknown = 10000
 
-// Registry is safe for concurrent use.
+// Registry is the file-backed machine registry, safe for concurrent use.
 type Registry struct {
 	path       string
 	maxUnknown int
-	unknown    int               // machines without a node name
-	known      map[string]string // MAC → node name
+	unknown    int                    // machines without a node name
+	known      map[macaddr.MAC]string // MAC → node name
+	applied    func(node string) (time.Time, bool)
 	now        func() time.Time
 
 	mu       sync.Mutex
-	machines map[string]*state.Machine
-	// bootIP is the address a machine's own DHCP exchange bound (dhcp-mode
-	// lease or proxy-seen requested/client address). Only it may fetch the
-	// machine's config.
-	bootIP map[string]netip.Addr
-	dirty  bool
+	machines map[macaddr.MAC]*machine
+	dirty    bool
 	// OnChange is called (outside the lock) after a machine changed.
 	onChange func(state.Machine)
+}
+
+// machine is a registry entry: the persisted record plus what is only
+// kept in memory.
+type machine struct {
+	state.Machine
+	// bootIP is the address the machine's own DHCP exchange bound (dhcp-mode
+	// lease or proxy-seen requested/client address). Only it may fetch the
+	// machine's config. Never loaded from the file: a new DHCP exchange
+	// must bind it again.
+	bootIP netip.Addr
 }
 
 // Options configure New.
 type Options struct {
 	// Path of machines.json; empty: memory only.
 	Path string
-	// Known maps canonical MACs to node names (from cluster.yaml).
-	Known map[string]string
+	// Known maps MACs to node names (from cluster.yaml).
+	Known map[macaddr.MAC]string
+	// ConfigApplied reports when `dodai bootstrap` applied a node's config
+	// over the Talos API (nil: never). A known machine whose config was
+	// applied after its latest netboot began has installed Talos, so its next
+	// netboot boots from disk, as after a config fetch over HTTP.
+	ConfigApplied func(node string) (time.Time, bool)
 	// OnChange is called after a machine's record changed.
 	OnChange func(state.Machine)
 	// Now overrides the clock.
@@ -91,13 +106,13 @@ type Options struct {
 
 // New loads the registry file (if present).
 func New(o Options) (*Registry, error) {
-	r := &Registry{path: o.Path, known: o.Known, now: o.Now, onChange: o.OnChange, maxUnknown: o.MaxUnknown,
-		machines: map[string]*state.Machine{}, bootIP: map[string]netip.Addr{}}
+	r := &Registry{path: o.Path, known: o.Known, applied: o.ConfigApplied, now: o.Now, onChange: o.OnChange, maxUnknown: o.MaxUnknown,
+		machines: map[macaddr.MAC]*machine{}}
 	if r.maxUnknown <= 0 {
 		r.maxUnknown = MaxUnknown
 	}
 	if r.known == nil {
-		r.known = map[string]string{}
+		r.known = map[macaddr.MAC]string{}
 	}
 	if r.now == nil {
 		r.now = time.Now
@@ -107,74 +122,82 @@ func New(o Options) (*Registry, error) {
 		if err := state.ReadJSON(o.Path, &f); err != nil {
 			return nil, fmt.Errorf("loading machine registry: %w", err)
 		}
-		for i := range f.Machines {
-			m := f.Machines[i]
-			if m.MAC == "" {
-				continue
+		for _, m := range f.Machines {
+			mac, err := macaddr.Parse(m.MAC)
+			if err != nil {
+				continue // not written by us; the next save drops it
 			}
-			m.Node = r.known[m.MAC]
+			m.MAC = mac.String()
+			m.Node = r.known[mac]
 			if m.Node == "" {
 				r.evictUnknownLocked()
 				r.unknown++
 			}
-			r.machines[m.MAC] = &m
+			r.machines[mac] = &machine{Machine: m}
 		}
 	}
 	return r, nil
 }
 
 // Node returns the node name of a known MAC.
-func (r *Registry) Node(mac string) (string, bool) {
+func (r *Registry) Node(mac macaddr.MAC) (string, bool) {
 	n, ok := r.known[mac]
 	return n, ok
 }
 
 // Known reports whether mac is listed in the cluster file.
-func (r *Registry) Known(mac string) bool { _, ok := r.known[mac]; return ok }
+func (r *Registry) Known(mac macaddr.MAC) bool { _, ok := r.known[mac]; return ok }
 
 // Observe records that mac reached stage (from src, with address ip and
-// arch when known). Stages only move forward within a boot; a new netboot
-// (DHCP/iPXE stage) after the config was fetched marks the machine
-// installed: Talos fetched its config, installed, and rebooted.
-func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, stage Stage) state.Machine {
+// arch when known). Stages only move forward within a boot. A new netboot
+// (DHCP/iPXE stage seen over DHCP) of a machine that has installed Talos —
+// it fetched its config, or dodai bootstrap applied it after this machine's
+// latest netboot began — marks it installed.
+func (r *Registry) Observe(mac macaddr.MAC, src Source, ip netip.Addr, arch string, stage Stage) state.Machine {
 	r.mu.Lock()
 	m := r.machines[mac]
 	if m == nil {
 		m = r.addLocked(mac)
 	}
-	before := *m
+	before := m.Machine
 	if arch != "" {
 		m.Arch = arch
 	}
 	if ip.IsValid() && !ip.IsUnspecified() {
+		ip = ip.Unmap()
 		if src == FromDHCP {
-			r.bootIP[mac] = ip
+			m.bootIP = ip
 			m.IP = ip.String()
 		} else if m.IP == "" {
 			m.IP = ip.String()
 		}
 	}
+	now := r.now().UTC()
 	cur := Stage(m.Stage)
+	newBoot := (stage == StageDHCP || stage == StageIPXE) && src == FromDHCP
 	switch {
 	case stage == "":
 	case cur == StageInstalled:
 		// stays installed until Reinstall
-	case cur == StageConfig && (stage == StageDHCP || stage == StageIPXE) && src == FromDHCP:
+	case newBoot && (cur == StageConfig || (cur.rank() >= StageKernel.rank() && r.appliedSinceLocked(m))):
 		m.Stage = string(StageInstalled)
-	case (stage == StageDHCP || stage == StageIPXE) && src == FromDHCP:
+	case newBoot:
 		// a new boot starts over (e.g. a reboot before the config fetch),
 		// but within one boot the DHCP→iPXE order holds.
 		if cur.rank() < StageKernel.rank() && cur.rank() > stage.rank() {
 			break
 		}
+		if cur == "" || cur.rank() >= StageKernel.rank() {
+			m.BootStarted = now
+		}
 		m.Stage = string(stage)
 	case stage.rank() > cur.rank():
 		m.Stage = string(stage)
 	}
-	m.LastSeen = r.now().UTC()
+	m.LastSeen = now
 	changed := before.Stage != m.Stage || before.IP != m.IP || before.Arch != m.Arch
 	r.dirty = r.dirty || changed || before.LastSeen.IsZero()
-	out := *m
+	out := m.Machine
 	r.mu.Unlock()
 	if changed && r.onChange != nil {
 		r.onChange(out)
@@ -182,10 +205,19 @@ func (r *Registry) Observe(mac string, src Source, ip netip.Addr, arch string, s
 	return out
 }
 
-// evictUnknownLocked makes room for one more unknown machine.
+// appliedSinceLocked reports whether dodai bootstrap applied m's node config
+// after m's latest netboot began.
+func (r *Registry) appliedSinceLocked(m *machine) bool {
+	if m.Node == "" || r.applied == nil {
+		return false
+	}
+	at, ok := r.applied(m.Node)
+	return ok && at.After(m.BootStarted)
+}
+
 // addLocked adds a new machine, counting (and bounding) unknown ones.
-func (r *Registry) addLocked(mac string) *state.Machine {
-	m := &state.Machine{MAC: mac, Node: r.known[mac]}
+func (r *Registry) addLocked(mac macaddr.MAC) *machine {
+	m := &machine{Machine: state.Machine{MAC: mac.String(), Node: r.known[mac]}}
 	if m.Node == "" {
 		r.evictUnknownLocked()
 		r.unknown++
@@ -194,20 +226,21 @@ func (r *Registry) addLocked(mac string) *state.Machine {
 	return m
 }
 
+// evictUnknownLocked makes room for one more unknown machine.
 func (r *Registry) evictUnknownLocked() {
 	for r.unknown >= r.maxUnknown {
-		var oldest *state.Machine
-		for _, m := range r.machines {
+		var oldest *machine
+		var oldestMAC macaddr.MAC
+		for mac, m := range r.machines {
 			if m.Node == "" && (oldest == nil || m.LastSeen.Before(oldest.LastSeen)) {
-				oldest = m
+				oldest, oldestMAC = m, mac
 			}
 		}
 		if oldest == nil {
 			r.unknown = 0
 			return
 		}
-		delete(r.machines, oldest.MAC)
-		delete(r.bootIP, oldest.MAC)
+		delete(r.machines, oldestMAC)
 		r.unknown--
 		r.dirty = true
 	}
@@ -217,29 +250,27 @@ func (r *Registry) evictUnknownLocked() {
 // mac must be a known machine and ip an address that the DHCP exchange of
 // one of that node's own NICs bound (the NIC that netbooted and the one
 // Talos fetches the config from may differ).
-func (r *Registry) ConfigAllowed(mac string, ip netip.Addr) bool {
+func (r *Registry) ConfigAllowed(mac macaddr.MAC, ip netip.Addr) bool {
 	node, ok := r.known[mac]
-	if !ok {
+	if !ok || !ip.IsValid() {
 		return false
 	}
 	ip = ip.Unmap()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if b, ok := r.bootIP[mac]; ok && b == ip {
-		return true
-	}
 	for m, n := range r.known {
-		if n == node && m != mac {
-			if b, ok := r.bootIP[m]; ok && b == ip {
-				return true
-			}
+		if n != node {
+			continue
+		}
+		if e := r.machines[m]; e != nil && e.bootIP == ip {
+			return true
 		}
 	}
 	return false
 }
 
 // Installed reports whether mac should boot from its disk.
-func (r *Registry) Installed(mac string) bool {
+func (r *Registry) Installed(mac macaddr.MAC) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := r.machines[mac]
@@ -248,20 +279,23 @@ func (r *Registry) Installed(mac string) bool {
 
 // SetInstalled marks mac installed (true) or back to be reinstalled
 // (false: its next netboot boots Talos again).
-func (r *Registry) SetInstalled(mac string, installed bool) state.Machine {
+func (r *Registry) SetInstalled(mac macaddr.MAC, installed bool) state.Machine {
 	r.mu.Lock()
 	m := r.machines[mac]
+	now := r.now().UTC()
 	if m == nil {
 		m = r.addLocked(mac)
-		m.LastSeen = r.now().UTC()
+		m.LastSeen = now
 	}
 	if installed {
 		m.Stage = string(StageInstalled)
 	} else {
 		m.Stage = string(StageDHCP)
+		// A config applied before now belongs to the previous install.
+		m.BootStarted = now
 	}
 	r.dirty = true
-	out := *m
+	out := m.Machine
 	r.mu.Unlock()
 	if r.onChange != nil {
 		r.onChange(out)
@@ -270,34 +304,42 @@ func (r *Registry) SetInstalled(mac string, installed bool) state.Machine {
 }
 
 // Get returns one machine.
-func (r *Registry) Get(mac string) (state.Machine, bool) {
+func (r *Registry) Get(mac macaddr.MAC) (state.Machine, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	m := r.machines[mac]
 	if m == nil {
 		return state.Machine{}, false
 	}
-	return *m, true
+	return m.Machine, true
 }
 
-// List returns all machines sorted by node name then MAC.
+// List returns all machines sorted by node name (known machines first)
+// then MAC.
 func (r *Registry) List() []state.Machine {
 	r.mu.Lock()
 	out := make([]state.Machine, 0, len(r.machines))
 	for _, m := range r.machines {
-		out = append(out, *m)
+		out = append(out, m.Machine)
 	}
 	r.mu.Unlock()
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Node != out[j].Node {
-			if out[i].Node == "" || out[j].Node == "" {
-				return out[i].Node != ""
+	slices.SortFunc(out, func(a, b state.Machine) int {
+		if a.Node != b.Node {
+			if a.Node == "" || b.Node == "" {
+				return cmp.Compare(b.Node, a.Node) // named ones first
 			}
-			return out[i].Node < out[j].Node
+			return cmp.Compare(a.Node, b.Node)
 		}
-		return out[i].MAC < out[j].MAC
+		return cmp.Compare(a.MAC, b.MAC)
 	})
 	return out
+}
+
+// Len returns the number of machines in the registry.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.machines)
 }
 
 // CountByStage returns the number of machines per stage.

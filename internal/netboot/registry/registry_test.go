@@ -1,20 +1,33 @@
 package registry
 
 import (
-	"fmt"
 	"net/netip"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
-const mac = "52:54:00:12:34:56"
+var mac = macaddr.MustParse("52:54:00:12:34:56")
+
+func known(pairs ...any) map[macaddr.MAC]string {
+	m := map[macaddr.MAC]string{}
+	for i := 0; i+1 < len(pairs); i += 2 {
+		switch k := pairs[i].(type) {
+		case macaddr.MAC:
+			m[k] = pairs[i+1].(string)
+		case string:
+			m[macaddr.MustParse(k)] = pairs[i+1].(string)
+		}
+	}
+	return m
+}
 
 func TestStagesAndBootOnce(t *testing.T) {
 	var changes []string
-	r, err := New(Options{Known: map[string]string{mac: "cp1"}, OnChange: func(m state.Machine) { changes = append(changes, m.Stage) }})
+	r, err := New(Options{Known: known(mac, "cp1"), OnChange: func(m state.Machine) { changes = append(changes, m.Stage) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,7 +72,7 @@ func TestStagesAndBootOnce(t *testing.T) {
 }
 
 func TestConfigAllowed(t *testing.T) {
-	r, _ := New(Options{Known: map[string]string{mac: "cp1"}})
+	r, _ := New(Options{Known: known(mac, "cp1")})
 	dhcpIP := netip.MustParseAddr("10.0.0.5")
 	other := netip.MustParseAddr("10.0.0.6")
 	if r.ConfigAllowed(mac, dhcpIP) {
@@ -78,17 +91,17 @@ func TestConfigAllowed(t *testing.T) {
 		t.Fatal("v4-mapped remote address refused")
 	}
 	// Unknown machines never get a config.
-	r.Observe("02:00:00:00:00:01", FromDHCP, other, "", StageDHCP)
-	if r.ConfigAllowed("02:00:00:00:00:01", other) {
+	r.Observe(macaddr.MustParse("02:00:00:00:00:01"), FromDHCP, other, "", StageDHCP)
+	if r.ConfigAllowed(macaddr.MustParse("02:00:00:00:00:01"), other) {
 		t.Fatal("unknown machine allowed")
 	}
 }
 
 func TestPersist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "state", "machines.json")
-	r, _ := New(Options{Path: path, Known: map[string]string{mac: "cp1"}})
+	r, _ := New(Options{Path: path, Known: known(mac, "cp1")})
 	r.Observe(mac, FromDHCP, netip.MustParseAddr("10.0.0.5"), "amd64", StageDHCP)
-	r.Observe("02:00:00:00:00:01", FromDHCP, netip.MustParseAddr("10.0.0.6"), "arm64", StageIPXE)
+	r.Observe(macaddr.MustParse("02:00:00:00:00:01"), FromDHCP, netip.MustParseAddr("10.0.0.6"), "arm64", StageIPXE)
 	if err := r.Save(); err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +112,7 @@ func TestPersist(t *testing.T) {
 	if len(f.Machines) != 2 || f.Machines[0].Node != "cp1" || f.Machines[0].IP != "10.0.0.5" || f.Machines[1].Arch != "arm64" {
 		t.Fatalf("file: %+v", f.Machines)
 	}
-	r2, err := New(Options{Path: path, Known: map[string]string{mac: "cp1"}})
+	r2, err := New(Options{Path: path, Known: known(mac, "cp1")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,8 +127,8 @@ func TestPersist(t *testing.T) {
 }
 
 func TestConfigAllowedOtherNIC(t *testing.T) {
-	const nic2, stranger = "52:54:00:12:34:57", "52:54:00:99:99:99"
-	r, _ := New(Options{Known: map[string]string{mac: "cp1", nic2: "cp1", stranger: "cp2"}})
+	nic2, stranger := macaddr.MustParse("52:54:00:12:34:57"), macaddr.MustParse("52:54:00:99:99:99")
+	r, _ := New(Options{Known: known(mac, "cp1", nic2, "cp1", stranger, "cp2")})
 	ip2 := netip.MustParseAddr("10.0.0.9")
 	// cp1 netbooted via mac, but its OS came up on nic2 with another address.
 	r.Observe(mac, FromDHCP, netip.MustParseAddr("10.0.0.5"), "", StageIPXE)
@@ -132,11 +145,11 @@ func TestConfigAllowedOtherNIC(t *testing.T) {
 
 func TestUnknownMachinesBounded(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
-	r, _ := New(Options{Known: map[string]string{mac: "cp1"}, MaxUnknown: 3, Now: func() time.Time { return now }})
+	r, _ := New(Options{Known: known(mac, "cp1"), MaxUnknown: 3, Now: func() time.Time { return now }})
 	r.Observe(mac, FromDHCP, netip.Addr{}, "", StageDHCP)
 	for i := 0; i < 10; i++ {
 		now = now.Add(time.Second)
-		r.Observe(fmt.Sprintf("02:00:00:00:00:%02x", i), FromDHCP, netip.Addr{}, "", StageDHCP)
+		r.Observe(macaddr.MAC{2, 0, 0, 0, 0, byte(i)}, FromDHCP, netip.Addr{}, "", StageDHCP)
 	}
 	ms := r.List()
 	if len(ms) != 4 || ms[0].Node != "cp1" {
@@ -146,5 +159,63 @@ func TestUnknownMachinesBounded(t *testing.T) {
 		if m.MAC < "02:00:00:00:00:07" {
 			t.Fatalf("kept an old unknown machine: %+v", ms)
 		}
+	}
+}
+
+// TestInstalledAfterBootstrapApplied: without config serving (proxy mode),
+// dodai bootstrap applies the config over the Talos API; the machine's next
+// netboot after that is the reboot after the install and boots from disk.
+// A reboot before the config was applied, or after a reinstall request,
+// netboots Talos again.
+func TestInstalledAfterBootstrapApplied(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var applied time.Time
+	r, _ := New(Options{Known: known(mac, "cp1"), Now: func() time.Time { return now },
+		ConfigApplied: func(node string) (time.Time, bool) { return applied, node == "cp1" && !applied.IsZero() }})
+	ip := netip.MustParseAddr("10.0.0.5")
+	boot := func() {
+		r.Observe(mac, FromDHCP, ip, "amd64", StageDHCP)
+		now = now.Add(time.Second)
+		r.Observe(mac, FromDHCP, ip, "amd64", StageIPXE)
+		r.Observe(mac, FromHTTP, ip, "amd64", StageKernel)
+		r.Observe(mac, FromHTTP, ip, "amd64", StageInitramfs)
+		now = now.Add(time.Minute)
+	}
+	boot()
+	// Rebooted in maintenance mode before bootstrap: netboots Talos again.
+	if m := r.Observe(mac, FromDHCP, ip, "amd64", StageDHCP); m.Stage != "dhcp" {
+		t.Fatalf("reboot before apply: %s", m.Stage)
+	}
+	now = now.Add(time.Second)
+	r.Observe(mac, FromDHCP, ip, "amd64", StageIPXE)
+	r.Observe(mac, FromHTTP, ip, "amd64", StageInitramfs)
+	now = now.Add(time.Minute)
+	applied = now // dodai bootstrap applies the config
+	now = now.Add(time.Minute)
+	// Talos' own DHCP renewals (no stage) change nothing.
+	r.Observe(mac, FromDHCP, ip, "", "")
+	if m := r.Observe(mac, FromDHCP, ip, "amd64", StageDHCP); m.Stage != "installed" {
+		t.Fatalf("netboot after apply: %s", m.Stage)
+	}
+	// Reinstall: the old apply no longer counts.
+	now = now.Add(time.Minute)
+	r.SetInstalled(mac, false)
+	now = now.Add(time.Second)
+	boot()
+	if m := r.Observe(mac, FromDHCP, ip, "amd64", StageDHCP); m.Stage != "dhcp" {
+		t.Fatalf("reboot after reinstall request, before the new apply: %s", m.Stage)
+	}
+	// The boot start survives a restart of the server (machines.json).
+	path := filepath.Join(t.TempDir(), "machines.json")
+	r.path = path
+	r.dirty = true
+	if err := r.Save(); err != nil {
+		t.Fatal(err)
+	}
+	r2, _ := New(Options{Path: path, Known: known(mac, "cp1"), Now: func() time.Time { return now },
+		ConfigApplied: func(string) (time.Time, bool) { return applied, true }})
+	r2.Observe(mac, FromHTTP, ip, "amd64", StageInitramfs)
+	if m := r2.Observe(mac, FromDHCP, ip, "amd64", StageDHCP); m.Stage != "dhcp" {
+		t.Fatalf("after restart, an apply older than the boot counted: %s", m.Stage)
 	}
 }

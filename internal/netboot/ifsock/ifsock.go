@@ -1,0 +1,42 @@
+// Package ifsock opens the UDP sockets of dodai netboot (DHCP on 67, the PXE
+// boot server on 4011, TFTP on 69) bound to one network interface, so the
+// server answers only on the boot network the operator chose.
+package ifsock
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ListenUDP opens a UDP socket on port (all IPv4 addresses), bound to the
+// interface ifname with SO_BINDTODEVICE and broadcast-capable when asked
+// (DHCP). Unlike insomniacslk/dhcp's server4.NewIPv4UDPConn it sets neither
+// SO_REUSEADDR nor SO_REUSEPORT, so a second server on the same port
+// (another dodai, a dnsmasq) is an error instead of silently splitting the
+// requests between them.
+func ListenUDP(ctx context.Context, ifname string, port int, broadcast bool) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			if broadcast {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
+					return
+				}
+			}
+			serr = unix.BindToDevice(int(fd), ifname)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := lc.ListenPacket(ctx, "udp4", ":"+strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
