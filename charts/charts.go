@@ -10,5 +10,5 @@ import "embed"
 
 // FS holds one directory per chart.
 //
-//go:embed all:cert-manager-issuers all:kubevirt all:kubevirt-cdi all:linstor all:capi-providers all:monitoring
+//go:embed all:cert-manager-issuers all:kubevirt all:kubevirt-cdi all:linstor all:capi-providers all:monitoring all:dodai
 var FS embed.FS

@@ -17,9 +17,9 @@ import (
 func TestChartsRender(t *testing.T) {
 	want := map[string][]string{
 		"cert-manager-issuers": {"ClusterIssuer", "Certificate", "ClusterIssuer"},
-		"kubevirt":             {"KubeVirt"},
-		"kubevirt-cdi":         {"CDI"},
-		"linstor":              {"LinstorCluster", "Secret", "LinstorSatelliteConfiguration"},
+		"kubevirt":             nil, // objects: [] by default
+		"kubevirt-cdi":         nil,
+		"linstor":              {"LinstorCluster", "Secret", "LinstorSatelliteConfiguration", "StorageClass"},
 		"capi-providers":       {"CoreProvider", "BootstrapProvider", "ControlPlaneProvider", "InfrastructureProvider"},
 		"monitoring":           {"VMSingle", "VMAgent"},
 	}
@@ -34,6 +34,16 @@ func TestChartsRender(t *testing.T) {
 	got := renderKinds(t, "cert-manager-issuers", map[string]any{"letsencrypt": map[string]any{"email": "ops@example.com"}})
 	if len(got) != 5 {
 		t.Errorf("with email: %v", got)
+	}
+	obj := map[string]any{"apiVersion": "instancetype.kubevirt.io/v1beta1", "kind": "VirtualMachineClusterInstancetype",
+		"metadata": map[string]any{"name": "small"}, "spec": map[string]any{"cpu": map[string]any{"guest": 1}}}
+	for _, c := range []string{"kubevirt", "kubevirt-cdi"} {
+		if got := renderKinds(t, c, map[string]any{"objects": []any{obj, obj}}); strings.Join(got, ",") != "VirtualMachineClusterInstancetype,VirtualMachineClusterInstancetype" {
+			t.Errorf("%s with objects: %v", c, got)
+		}
+	}
+	if got := renderKinds(t, "linstor", map[string]any{"storageClass": map[string]any{"default": false}}); len(got) != 4 {
+		t.Errorf("linstor without a default class: %v", got)
 	}
 }
 

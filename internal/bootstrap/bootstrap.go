@@ -355,15 +355,7 @@ func (r *runner) authClient(ctx context.Context, addr string) (*client.Client, e
 
 // answers checks once whether the node answers the authenticated API.
 func (r *runner) answers(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	c, err := r.authClient(ctx, addr)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_, err = c.Version(ctx)
-	return err
+	return Answers(ctx, r.tc, addr, r.port)
 }
 
 // discover finds the given nodes in maintenance mode by MAC.
@@ -431,59 +423,9 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		}
 		return "", fmt.Errorf("machine with MAC %s not found in maintenance mode %s (is it booted from the Talos image? see `dodai discover`)", strings.Join(n.MACs, "/"), where)
 	}
-	log = log.With("maintenance", m.Address)
-	if _, err := talos.Contract(m.TalosVersion); err != nil {
-		return "", err
-	}
-	if r.spec.TalosVersion != "" && !talos.SameMinor(m.TalosVersion, r.spec.TalosVersion) {
-		log.Warn("node runs a different Talos minor than spec.talosVersion; rendering for the node's version", "node", m.TalosVersion, "spec", r.spec.TalosVersion)
-	}
-	disk, err := ResolveDisk(n, m.Disks)
+	addr, err := ApplyConfig(ctx, ApplyOptions{Spec: r.spec, Renderer: r.opts.Renderer, Port: r.port, Log: r.log}, n, m, storeRecord{r.store, n.Name})
 	if err != nil {
 		return "", err
-	}
-	prev := r.store.node(n.Name)
-	if err := CheckConfirmed(n.Name, prev.Disk, disk); err != nil {
-		return "", err
-	}
-	cfg, err := r.opts.Renderer.NodeConfigFor(n.Name, machineconfig.NodeOptions{InstallDisk: disk.DevPath, TalosVersion: m.TalosVersion})
-	if err != nil {
-		return "", err
-	}
-	mc, err := talos.Maintenance(ctx, talos.Endpoint(m.Address, r.port))
-	if err != nil {
-		return "", err
-	}
-	defer mc.Close()
-	dry, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT, DryRun: true})
-	if err != nil {
-		return "", fmt.Errorf("dry-run of the config on %s refused: %w", m.Address, grpcErr(err))
-	}
-	for _, msg := range dry.GetMessages() {
-		for _, w := range msg.GetWarnings() {
-			log.Warn("Talos warns about the config", "warning", w)
-		}
-	}
-	log.Info("applying config", "disk", disk.DevPath, "talos", m.TalosVersion)
-	addr := NodeIP(n)
-	if addr == "" {
-		addr = m.Address // DHCP: the lease usually stays
-	}
-	// Recorded before the call: if dodai dies while the node takes the
-	// config, the next run knows to wait for it instead of searching.
-	// The disk is confirmed from here on.
-	if err := r.store.updateNode(n.Name, func(s *NodeState) {
-		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
-		if s.Disk == nil {
-			s.Disk = recordOf(disk)
-		}
-		s.Applied, s.Address = now(), addr
-	}); err != nil {
-		return "", err
-	}
-	if _, err := mc.ApplyConfiguration(ctx, &machine.ApplyConfigurationRequest{Data: cfg, Mode: machine.ApplyConfigurationRequest_REBOOT}); err != nil {
-		_ = r.store.updateNode(n.Name, func(s *NodeState) { s.Applied = nil })
-		return "", fmt.Errorf("applying config on %s: %w", m.Address, grpcErr(err))
 	}
 	r.setAddr(n.Name, addr)
 	if err := r.waitUp(ctx, n.Name, addr, m.Address); err != nil {

@@ -11,16 +11,22 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
 func init() {
 	// `dodai status`: the machines netboot has seen (state/machines.json).
-	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(_ context.Context, g *Globals, _ StatusOptions) (bool, error) {
-		var ms state.Machines
-		if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
+	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
+		ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
+		if err != nil {
 			return false, err
+		}
+		if !pivoted {
+			if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
+				return false, err
+			}
 		}
 		return true, g.Print(ms, func(w io.Writer) error {
 			if len(ms.Machines) == 0 {
@@ -46,7 +52,7 @@ func netbootDash(s string) string {
 func init() {
 	register(func(g *Globals) *cobra.Command {
 		var o netboot.Options
-		var serveConfigs bool
+		var serveConfigs, force bool
 		cmd := &cobra.Command{
 			Use:   "netboot",
 			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -73,6 +79,9 @@ applied it) boots from disk on its next netboot (POST /reinstall?mac=… from
 the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			Args: cobra.NoArgs,
 			RunE: func(cmd *cobra.Command, _ []string) error {
+				if err := refusePivoted(g.ClusterDir, force); err != nil {
+					return err
+				}
 				src, err := g.Load()
 				if err != nil {
 					return err
@@ -104,6 +113,11 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 				if err != nil {
 					return err
 				}
+				release, err := handover.Lock(g.ClusterDir, "dodai netboot")
+				if err != nil {
+					return err
+				}
+				defer release()
 				return srv.Run(cmd.Context())
 			},
 		}
@@ -116,6 +130,7 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
 		f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
 		f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
+		f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
 		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))

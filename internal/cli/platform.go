@@ -172,6 +172,7 @@ Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
 		f.BoolVar(&skipCNI, "skip-cni", false, "don't pre-install the CNI releases with Helm")
 		f.BoolVar(&noKick, "no-kick", false, "don't ask Flux to reconcile dependents when a release becomes Ready")
 		cmd.AddCommand(renderCmd, installCmd)
+		cmd.AddCommand(platformCheckCommands(g)...)
 		return cmd
 	})
 

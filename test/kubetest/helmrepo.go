@@ -39,6 +39,9 @@ type ChartSpec struct {
 	Values string
 	// Templates are extra files under templates/ (name → content).
 	Templates map[string]string
+	// CRDs are files under crds/ (name → content), which Helm installs
+	// before the templates.
+	CRDs map[string]string
 	// Fail makes rendering fail with this message (a template calling
 	// `fail`), like a broken chart.
 	Fail string
@@ -267,6 +270,12 @@ func PackageChart(name string, spec ChartSpec) ([]byte, error) {
 			return nil, fmt.Errorf("chart %s: invalid template name %q", name, n)
 		}
 		files["templates/"+n] = c
+	}
+	for n, c := range spec.CRDs {
+		if strings.Contains(n, "..") || strings.HasPrefix(n, "/") {
+			return nil, fmt.Errorf("chart %s: invalid CRD file name %q", name, n)
+		}
+		files["crds/"+n] = c
 	}
 	if spec.Fail != "" {
 		files["templates/fail.yaml"] = fmt.Sprintf("{{ fail %q }}\n", spec.Fail)

@@ -21,10 +21,13 @@ func TestStartupErrors(t *testing.T) {
 	assets := fakeAssets(t, 16)
 	noInitrd := t.TempDir()
 	write(t, filepath.Join(noInitrd, "kernel-amd64"), "k")
+	other := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
 	noSecrets := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:cc:00:01", ""})
 	os.Remove(filepath.Join(noSecrets, "secrets.yaml"))
 	self, _ := os.Executable()
-	// A second server on the same interface: port 67 is taken.
+	// A server runs: a second one for the same cluster directory is refused
+	// by its lock, one for another cluster on the same interface finds port
+	// 67 taken.
 	startDodai(t, ns, filepath.Join(t.TempDir(), "first.log"), "-C", dir, "--interface", "withaddr", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
 	for _, tc := range []struct {
 		name string
@@ -39,7 +42,8 @@ func TestStartupErrors(t *testing.T) {
 		{"bad mode", []string{"--interface", "withaddr", "--assets", assets, "--mode", "bootp"}, "--mode must be proxy or dhcp"},
 		{"bad efi binary", []string{"--interface", "withaddr", "--assets", assets, "--efi-binary", "x.efi"}, "--efi-binary must be"},
 		{"no interface", []string{"--assets", assets}, "no boot interface"},
-		{"port 67 taken", []string{"--interface", "withaddr", "--assets", assets}, "opening DHCP socket on withaddr port 67"},
+		{"same cluster twice", []string{"--interface", "withaddr", "--assets", assets}, "dodai netboot pid"},
+		{"port 67 taken", []string{"-C", other, "--interface", "withaddr", "--assets", assets}, "opening DHCP socket on withaddr port 67"},
 		{"no secrets", []string{"-C", noSecrets, "--interface", "withaddr", "--assets", assets}, "run `dodai init` first"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -177,7 +177,7 @@ func TestPlatformInstall(t *testing.T) {
 		}
 	}
 	dir := filepath.Join(t.TempDir(), "cluster")
-	disabled := "    components:\n      capi-providers: {enabled: false}\n      linstor: {enabled: false}\n      piraeus-operator: {enabled: false}\n"
+	disabled := "    components:\n      capi-providers: {enabled: false}\n      kamaji: {enabled: false}\n      linstor: {enabled: false}\n      piraeus-operator: {enabled: false}\n"
 	mirror := "    bundle: full\n    mirror:\n      helm: " + repo.URL() + "\n"
 	fluxDir := fluxManifestDir(t, env)
 	installArgs := []string{"-C", dir, "platform", "install", "--kubeconfig", env.Kubeconfig, "--flux-manifests", fluxDir}
@@ -409,7 +409,7 @@ func TestPlatformInstall(t *testing.T) {
 		if out, _, code := dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig); code != 0 {
 			t.Errorf("status after Flux reconciled (exit %d):\n%s", code, out)
 		}
-		cm, err := env.Client.CoreV1().ConfigMaps("cozy-telepresence").Get(ctx, "traffic-manager-telepresence", metav1.GetOptions{})
+		cm, err := env.Client.CoreV1().ConfigMaps("cozy-telepresence").Get(ctx, "traffic-manager-telepresence-oss", metav1.GetOptions{})
 		if err != nil || cm.Data["changed"] != "yes" {
 			t.Errorf("new values not rolled out: %v %v", err, cm.Data)
 		}
@@ -421,10 +421,10 @@ func TestPlatformInstall(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("install: %d %s", code, errOut)
 		}
-		if !strings.Contains(out, "pruned 4") {
+		if !strings.Contains(out, "pruned 6") { // 4 HelmReleases, namespaces cozy-kamaji and cozy-linstor
 			t.Errorf("output: %s", out)
 		}
-		for _, k := range []string{"cozy-cluster-api/capi-providers", "cozy-linstor/linstor", "cozy-linstor/piraeus-operator"} {
+		for _, k := range []string{"cozy-cluster-api/capi-providers", "cozy-kamaji/kamaji", "cozy-linstor/linstor", "cozy-linstor/piraeus-operator"} {
 			p := strings.SplitN(k, "/", 2)
 			if _, err := env.Dynamic.Resource(status.HelmReleaseGVR).Namespace(p[0]).Get(ctx, p[1], metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 				t.Errorf("%s still there: %v", k, err)
@@ -450,9 +450,9 @@ func TestPlatformInstall(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 		}
-		waitAllReady(t, ctx, env, 21)
+		waitAllReady(t, ctx, env, 20)
 		out, _, code = dodai(t, ctx, "status", "components", "--kubeconfig", env.Kubeconfig)
-		if code != 0 || strings.Count(out, " True ") != 21 {
+		if code != 0 || strings.Count(out, " True ") != 20 {
 			t.Errorf("status after pruning (%d):\n%s", code, out)
 		}
 	})

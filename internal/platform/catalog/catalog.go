@@ -56,6 +56,12 @@ type Component struct {
 	CNI    bool           `yaml:"cni,omitempty"`
 	Source Source         `yaml:"source"`
 	Values map[string]any `yaml:"values,omitempty"`
+	// ValuesWith maps another component's name to values merged over Values
+	// when that component is enabled too (e.g. cilium chained with kubeovn).
+	ValuesWith map[string]map[string]any `yaml:"valuesWith,omitempty"`
+	// Namespaces the chart writes into besides its release namespace
+	// (hard-coded by the chart); dodai creates them like release namespaces.
+	Namespaces []string `yaml:"namespaces,omitempty"`
 	// DependsOn names other components.
 	DependsOn []string `yaml:"dependsOn,omitempty"`
 }
@@ -117,6 +123,11 @@ func (c *Catalog) check() error {
 		for _, d := range comp.DependsOn {
 			if !seen[d] {
 				return fmt.Errorf("component %q depends on unknown %q", comp.Name, d)
+			}
+		}
+		for w := range comp.ValuesWith {
+			if !seen[w] {
+				return fmt.Errorf("component %q: valuesWith names unknown %q", comp.Name, w)
 			}
 		}
 	}

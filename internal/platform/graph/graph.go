@@ -32,6 +32,8 @@ type Release struct {
 	// DependsOn names enabled releases (edges to components the bundle
 	// leaves out are dropped).
 	DependsOn []string `json:"dependsOn,omitempty"`
+	// Namespaces the chart writes into besides Namespace (created by dodai).
+	Namespaces []string `json:"namespaces,omitempty"`
 	// Extra marks a user-defined component.
 	Extra bool `json:"extra,omitempty"`
 }
@@ -149,7 +151,8 @@ func Resolve(cat *catalog.Catalog, p cluster.Platform) (*Graph, error) {
 		}
 		path := "spec.platform.components." + c.Name
 		o := p.Components[c.Name]
-		r := Release{Name: c.Name, Namespace: c.Namespace, ReleaseName: c.ReleaseName, Privileged: c.Privileged, CNI: c.CNI}
+		r := Release{Name: c.Name, Namespace: c.Namespace, ReleaseName: c.ReleaseName, Privileged: c.Privileged, CNI: c.CNI,
+			Namespaces: append([]string(nil), c.Namespaces...)}
 		if c.Source.Dodai != "" {
 			if o.Version != "" {
 				add(path+".version", "%s is one of dodai's own charts; its version follows dodai", c.Name)
@@ -167,7 +170,13 @@ func Resolve(cat *catalog.Catalog, p cluster.Platform) (*Graph, error) {
 				r.Source.Version = o.Version
 			}
 		}
-		r.Values = MergeValues(c.Values, o.Values)
+		vals := c.Values
+		for _, w := range sortedKeys(c.ValuesWith) {
+			if enabled[w] {
+				vals = MergeValues(vals, c.ValuesWith[w])
+			}
+		}
+		r.Values = MergeValues(vals, o.Values)
 		for _, d := range c.DependsOn {
 			switch {
 			case enabled[d]:

@@ -93,13 +93,18 @@ func TestBundlesResolve(t *testing.T) {
 			}
 		}
 	}
-	// The article's layers (reference §2).
+	// The article's layers (reference §2), except kamaji: its etcd needs the
+	// default StorageClass that linstor creates, so it waits for linstor.
 	g, _ := Resolve(cat, cluster.Platform{})
 	layers := g.Layers()
 	want := [][]string{{"cilium"}, {"kubeovn"},
 		{"cert-manager", "fluxcd", "dashboard", "grafana-operator", "kubevirt-operator", "kubevirt-cdi-operator", "metallb", "rabbitmq-operator", "redis-operator", "telepresence"},
-		{"cert-manager-issuers", "victoria-metrics-operator", "postgres-operator", "piraeus-operator", "kamaji", "capi-operator", "kubevirt", "kubevirt-cdi"},
-		{"monitoring", "mariadb-operator", "linstor", "capi-providers"}}
+		{"cert-manager-issuers", "victoria-metrics-operator", "postgres-operator", "piraeus-operator", "capi-operator", "kubevirt", "kubevirt-cdi"},
+		{"monitoring", "mariadb-operator", "linstor", "capi-providers"},
+		{"kamaji"}}
+	if len(layers) != len(want) {
+		t.Errorf("%d layers, want %d", len(layers), len(want))
+	}
 	for i := range want {
 		got := append([]string(nil), layers[i]...)
 		if !sameSet(got, want[i]) {
@@ -235,5 +240,37 @@ func TestMirrors(t *testing.T) {
 				t.Errorf("source %+v", s)
 			}
 		})
+	}
+}
+
+// Cilium is chained behind kube-ovn only where kube-ovn is enabled (full);
+// in distro it is the only CNI and keeps its own CNI config. A user's values
+// still win over both.
+func TestValuesWithOtherComponent(t *testing.T) {
+	cat, err := catalog.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chaining := func(p cluster.Platform) any {
+		g, err := Resolve(cat, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, _ := g.Release("cilium")
+		cni, _ := c.Values["cni"].(map[string]any)
+		return cni["chainingMode"]
+	}
+	if got := chaining(cluster.Platform{Bundle: "full"}); got != "generic-veth" {
+		t.Errorf("full: chainingMode %v", got)
+	}
+	if got := chaining(cluster.Platform{Bundle: "distro"}); got != nil {
+		t.Errorf("distro: chainingMode %v, want none", got)
+	}
+	if got := chaining(cluster.Platform{Bundle: "full", DropDependents: true, Components: map[string]cluster.ComponentOverride{"kubeovn": {Enabled: off()}}}); got != nil {
+		t.Errorf("kubeovn disabled: chainingMode %v", got)
+	}
+	user := cluster.Platform{Components: map[string]cluster.ComponentOverride{"cilium": {Values: map[string]any{"cni": map[string]any{"chainingMode": "none"}}}}}
+	if got := chaining(user); got != "none" {
+		t.Errorf("user override: chainingMode %v", got)
 	}
 }

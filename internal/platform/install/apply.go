@@ -265,3 +265,17 @@ func (a *Applier) waitGone(ctx context.Context, r Ref) error {
 		}
 	}
 }
+
+// Namespaced reports whether objects of this kind live in a namespace, from
+// the API server's discovery (refreshed once for CRDs applied a moment ago).
+func (a *Applier) Namespaced(gvk schema.GroupVersionKind) (bool, error) {
+	m, err := a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		a.mapper.Reset()
+		m, err = a.mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	}
+	if err != nil {
+		return false, err
+	}
+	return m.Scope.Name() == meta.RESTScopeNameNamespace, nil
+}

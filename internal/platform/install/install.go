@@ -378,9 +378,30 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	lastKick := map[string]time.Time{}
 	var allSince time.Time
 	lastMsg := map[string]string{}
+	// timedOut reports, from the last list read, which releases were not
+	// Ready when the wait ran out, with their root causes.
+	timedOut := func(cause error, hrs []helmv2.HelmRelease, rule map[string]readiness.Result) error {
+		rep := status.FromHelmReleases(hrs, time.Now())
+		var b strings.Builder
+		rep.WriteRootCauses(&b)
+		var notReady []string
+		for _, r := range w.Graph.Releases {
+			if !rule[key(r)].IsReady() {
+				notReady = append(notReady, key(r))
+			}
+		}
+		return fmt.Errorf("%d of %d releases not Ready (%s): %w\n%s", len(notReady), total, strings.Join(notReady, ", "), cause, strings.TrimRight(b.String(), "\n"))
+	}
+	var lastHRs []helmv2.HelmRelease
+	var lastRule map[string]readiness.Result
 	for {
 		list, err := hrRes.List(ctx, metav1.ListOptions{})
 		if err != nil {
+			// The deadline can fall inside the list call: what was read
+			// last still says what is missing.
+			if ctx.Err() != nil && lastRule != nil {
+				return timedOut(ctx.Err(), lastHRs, lastRule)
+			}
 			return fmt.Errorf("listing HelmReleases: %w", err)
 		}
 		state := map[string]*metav1.Condition{}
@@ -397,6 +418,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			state[k] = apimeta.FindStatusCondition(hr.Status.Conditions, meta.ReadyCondition)
 			rule[k] = readiness.Of(u)
 		}
+		lastHRs, lastRule = hrs, rule
 		// The one readiness rule: the current generation observed, Ready
 		// True; a stale Ready=True of the previous generation does not count.
 		ready := func(k string) bool { return rule[k].IsReady() }
@@ -463,16 +485,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			rep := status.FromHelmReleases(hrs, time.Now())
-			var b strings.Builder
-			rep.WriteRootCauses(&b)
-			var notReady []string
-			for _, r := range w.Graph.Releases {
-				if !ready(key(r)) {
-					notReady = append(notReady, key(r))
-				}
-			}
-			return fmt.Errorf("%d of %d releases not Ready (%s): %w\n%s", len(notReady), total, strings.Join(notReady, ", "), ctx.Err(), strings.TrimRight(b.String(), "\n"))
+			return timedOut(ctx.Err(), hrs, rule)
 		case <-time.After(w.Poll):
 		}
 	}

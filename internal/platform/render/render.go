@@ -103,7 +103,9 @@ func labels(extra map[string]string) map[string]string {
 func Namespaces(g *graph.Graph) []*corev1.Namespace {
 	priv := map[string]bool{}
 	for _, r := range g.Releases {
-		priv[r.Namespace] = priv[r.Namespace] || r.Privileged
+		for _, ns := range append([]string{r.Namespace}, r.Namespaces...) {
+			priv[ns] = priv[ns] || r.Privileged
+		}
 	}
 	names := make([]string, 0, len(priv))
 	for n := range priv {

@@ -1,0 +1,177 @@
+// Package machines keeps the netboot machine registry as Machine objects
+// (dodai.dev/v1alpha1) instead of state/machines.json: one object per MAC
+// seen, named after the MAC, with the node of the cluster file it is in its
+// spec and what the boot servers observed (arch, address, stage, last seen,
+// which boot server) in its status. `dodai netboot --in-cluster` saves its
+// registry here, `dodai pivot` moves a cluster directory's registry here,
+// and `dodai status netboot` reads it back.
+package machines
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dodai-dev/dodai/api/v1alpha1"
+	"github.com/dodai-dev/dodai/internal/state"
+)
+
+// Store reads and writes Machines of one namespace.
+type Store struct {
+	Client    client.Client
+	Namespace string
+	// Server names this boot server in status.bootServer.
+	Server string
+	// NodeMACs returns every MAC the cluster file lists for a node (nil:
+	// only the MAC seen goes into spec.macs).
+	NodeMACs func(node string) []string
+}
+
+// FromObject converts a Machine to the registry's record.
+func FromObject(m *v1alpha1.Machine) state.Machine {
+	out := state.Machine{Node: m.Spec.Node, IP: m.Status.IP, Arch: m.Status.Arch, Stage: m.Status.Stage}
+	if len(m.Spec.MACs) > 0 {
+		out.MAC = string(m.Spec.MACs[0])
+	}
+	if m.Status.LastSeen != nil {
+		out.LastSeen = m.Status.LastSeen.UTC()
+	}
+	if m.Status.BootStarted != nil {
+		out.BootStarted = m.Status.BootStarted.UTC()
+	}
+	return out
+}
+
+// List returns every Machine as registry records, sorted by node then MAC
+// (unknown machines last), as `dodai status` prints them.
+func (s *Store) List(ctx context.Context) ([]state.Machine, error) {
+	var list v1alpha1.MachineList
+	if err := s.Client.List(ctx, &list, client.InNamespace(s.Namespace)); err != nil {
+		return nil, fmt.Errorf("listing Machines in %s: %w", s.Namespace, err)
+	}
+	out := make([]state.Machine, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, FromObject(&list.Items[i]))
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			if out[i].Node == "" || out[j].Node == "" {
+				return out[i].Node != ""
+			}
+			return out[i].Node < out[j].Node
+		}
+		return out[i].MAC < out[j].MAC
+	})
+	return out, nil
+}
+
+// Put writes one registry record: it creates the Machine if needed and
+// updates its status when anything changed. With keepNewer, a Machine
+// whose lastSeen is later than the record's is left as it is (an import
+// must not roll back what a running boot server saw since). It returns
+// the number of apiserver writes made.
+func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int, error) {
+	name := v1alpha1.MachineName(rec.MAC)
+	key := client.ObjectKey{Namespace: s.Namespace, Name: name}
+	writes := 0
+	for try := 0; try < 3; try++ {
+		m := &v1alpha1.Machine{}
+		err := s.Client.Get(ctx, key, m)
+		switch {
+		case apierrors.IsNotFound(err):
+			m = &v1alpha1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}, Spec: s.spec(rec)}
+			if rec.Node != "" {
+				m.Labels = map[string]string{v1alpha1.LabelNode: rec.Node}
+			}
+			writes++
+			if err := s.Client.Create(ctx, m); err != nil {
+				if apierrors.IsAlreadyExists(err) {
+					continue
+				}
+				return writes, fmt.Errorf("creating Machine %s: %w", name, err)
+			}
+		case err != nil:
+			return writes, fmt.Errorf("reading Machine %s: %w", name, err)
+		default:
+			// Seen in the cluster at or after the record (a tie at
+			// second precision included): the cluster's view wins.
+			if keepNewer && m.Status.LastSeen != nil && !m.Status.LastSeen.Time.Before(rec.LastSeen.Truncate(time.Second)) {
+				return writes, nil
+			}
+			if want := s.spec(rec); !slices.Equal(m.Spec.MACs, want.MACs) || m.Spec.Node != want.Node {
+				m.Spec = want
+				if rec.Node != "" {
+					if m.Labels == nil {
+						m.Labels = map[string]string{}
+					}
+					m.Labels[v1alpha1.LabelNode] = rec.Node
+				}
+				writes++
+				if err := s.Client.Update(ctx, m); err != nil {
+					if apierrors.IsConflict(err) {
+						continue
+					}
+					return writes, fmt.Errorf("updating Machine %s: %w", name, err)
+				}
+			}
+		}
+		st := m.Status.DeepCopy()
+		st.Arch, st.IP, st.Stage = rec.Arch, rec.IP, rec.Stage
+		if st.Arch != "amd64" && st.Arch != "arm64" {
+			st.Arch = ""
+		}
+		if !rec.LastSeen.IsZero() {
+			t := metav1.NewTime(rec.LastSeen.Truncate(time.Second))
+			st.LastSeen = &t
+		}
+		if !rec.BootStarted.IsZero() {
+			t := metav1.NewTime(rec.BootStarted.Truncate(time.Second))
+			st.BootStarted = &t
+		}
+		if s.Server != "" {
+			st.BootServer = s.Server
+		}
+		if equalStatus(&m.Status, st) {
+			return writes, nil
+		}
+		m.Status = *st
+		writes++
+		if err := s.Client.Status().Update(ctx, m); err != nil {
+			if apierrors.IsConflict(err) {
+				continue
+			}
+			return writes, fmt.Errorf("updating status of Machine %s: %w", name, err)
+		}
+		return writes, nil
+	}
+	return writes, fmt.Errorf("writing Machine %s: kept conflicting with other writers", name)
+}
+
+func equalStatus(a, b *v1alpha1.MachineStatus) bool {
+	same := func(x, y *metav1.Time) bool {
+		if x == nil || y == nil {
+			return x == y
+		}
+		return x.Equal(y)
+	}
+	return a.Arch == b.Arch && a.IP == b.IP && a.Stage == b.Stage && a.BootServer == b.BootServer &&
+		same(a.LastSeen, b.LastSeen) && same(a.BootStarted, b.BootStarted)
+}
+
+func (s *Store) spec(rec state.Machine) v1alpha1.MachineSpec {
+	macs := []v1alpha1.MAC{v1alpha1.MAC(rec.MAC)}
+	if rec.Node != "" && s.NodeMACs != nil {
+		for _, m := range s.NodeMACs(rec.Node) {
+			if v := v1alpha1.MAC(m); !slices.Contains(macs, v) {
+				macs = append(macs, v)
+			}
+		}
+	}
+	return v1alpha1.MachineSpec{MACs: macs, Node: rec.Node}
+}

@@ -1,0 +1,256 @@
+// Package netbootstore is the state of `dodai netboot --in-cluster`: the
+// dhcp-mode leases as DHCPLeases (package leases) and the machine registry
+// as Machines (package machines), in one namespace of the cluster, shared by
+// every boot server replica. It watches both kinds, so a replica seeds its
+// registry from what the others saw, learns their changes as they happen
+// (boot once holds whichever replica a machine reaches next), and knows when
+// the controller applied a node's config. Registry changes are written
+// behind the DHCP exchange, latest state per MAC, so a handshake waits only
+// for its lease write.
+package netbootstore
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/dodai-dev/dodai/api/v1alpha1"
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/incluster/kube"
+	"github.com/dodai-dev/dodai/internal/incluster/leases"
+	"github.com/dodai-dev/dodai/internal/incluster/machines"
+	"github.com/dodai-dev/dodai/internal/incluster/pivot"
+	"github.com/dodai-dev/dodai/internal/macaddr"
+	"github.com/dodai-dev/dodai/internal/state"
+)
+
+// Options of Open.
+type Options struct {
+	REST      *rest.Config
+	Namespace string
+	// Server names this replica (status.bootServer, DHCPLease server).
+	Server  string
+	Cluster *cluster.Cluster
+	Log     *slog.Logger
+}
+
+// Store is one replica's view and writer of the shared state.
+type Store struct {
+	o        Options
+	client   client.Client
+	cache    cache.Cache
+	machines *machines.Store
+	leases   *leases.Leases
+
+	mu       sync.Mutex
+	pending  map[string]state.Machine // MAC → latest unwritten record
+	kick     chan struct{}
+	onRemote func(state.Machine)
+
+	machineWrites atomic.Int64
+}
+
+// Open connects, starts the watches (until ctx ends) and waits until they
+// have synced.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	c, err := kube.Client(o.REST)
+	if err != nil {
+		return nil, err
+	}
+	ca, err := cache.New(o.REST, cache.Options{Scheme: kube.Scheme(), DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}})
+	if err != nil {
+		return nil, fmt.Errorf("watching %s: %w", o.Namespace, err)
+	}
+	s := &Store{o: o, client: c, cache: ca, pending: map[string]state.Machine{}, kick: make(chan struct{}, 1),
+		machines: &machines.Store{Client: c, Namespace: o.Namespace, Server: o.Server, NodeMACs: pivot.NodeMACs(o.Cluster)}}
+	inf, err := ca.GetInformer(ctx, &v1alpha1.Machine{})
+	if err != nil {
+		return nil, fmt.Errorf("watching Machines: %w", err)
+	}
+	if _, err := inf.AddEventHandler(toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    s.remote,
+		UpdateFunc: func(_, obj any) { s.remote(obj) },
+	}); err != nil {
+		return nil, err
+	}
+	if _, err := ca.GetInformer(ctx, &v1alpha1.DHCPLease{}); err != nil {
+		return nil, fmt.Errorf("watching DHCPLeases: %w", err)
+	}
+	go func() {
+		if err := ca.Start(ctx); err != nil {
+			o.Log.Error("watching the cluster", "err", err)
+		}
+	}()
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if !ca.WaitForCacheSync(sctx) {
+		return nil, fmt.Errorf("Machines and DHCPLeases in namespace %s: the watch did not sync within a minute (are the CRDs installed? run dodai pivot)", o.Namespace)
+	}
+	return s, nil
+}
+
+// remote passes another replica's (or the controller's) change on.
+func (s *Store) remote(obj any) {
+	m, ok := obj.(*v1alpha1.Machine)
+	if !ok || m.Status.BootServer == s.o.Server {
+		return
+	}
+	s.mu.Lock()
+	f := s.onRemote
+	s.mu.Unlock()
+	if f != nil {
+		f(machines.FromObject(m))
+	}
+}
+
+// OnRemote sets the function receiving machine records that other boot
+// servers wrote (call it before Run).
+func (s *Store) OnRemote(f func(state.Machine)) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.onRemote = f
+}
+
+// Machines returns every Machine, to seed the registry.
+func (s *Store) Machines(ctx context.Context) ([]state.Machine, error) {
+	var list v1alpha1.MachineList
+	if err := s.cache.List(ctx, &list, client.InNamespace(s.o.Namespace)); err != nil {
+		return nil, err
+	}
+	out := make([]state.Machine, 0, len(list.Items))
+	for i := range list.Items {
+		out = append(out, machines.FromObject(&list.Items[i]))
+	}
+	return out, nil
+}
+
+// ConfigApplied reports when the controller applied node's config (the
+// latest Join.Applied of its Machines).
+func (s *Store) ConfigApplied(node string) (time.Time, bool) {
+	var list v1alpha1.MachineList
+	if err := s.cache.List(context.Background(), &list, client.InNamespace(s.o.Namespace)); err != nil {
+		return time.Time{}, false
+	}
+	var at time.Time
+	for _, m := range list.Items {
+		if m.Spec.Node == node && m.Status.Join != nil && m.Status.Join.Applied != nil && m.Status.Join.Applied.After(at) {
+			at = m.Status.Join.Applied.Time
+		}
+	}
+	return at, !at.IsZero()
+}
+
+// Leases returns the dhcp-mode allocator over the shared DHCPLeases.
+func (s *Store) Leases(ctx context.Context, start, end netip.Addr, reservations map[macaddr.MAC]netip.Addr) (*leases.Leases, error) {
+	l, err := leases.New(ctx, leases.Options{Client: s.client, Cache: s.cache, Namespace: s.o.Namespace,
+		Start: start, End: end, Reservations: reservations, Server: s.o.Server, Log: s.o.Log})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.WaitSynced(ctx); err != nil {
+		return nil, err
+	}
+	s.leases = l
+	return l, nil
+}
+
+// MachineChanged queues a registry record for writing (the registry's
+// change hook); only the latest record per MAC is written.
+func (s *Store) MachineChanged(m state.Machine) {
+	s.mu.Lock()
+	s.pending[m.MAC] = m
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Writes is the number of apiserver writes this replica sent (leases and
+// Machines).
+func (s *Store) Writes() int64 {
+	n := s.machineWrites.Load()
+	if s.leases != nil {
+		n += s.leases.Writes()
+	}
+	return n
+}
+
+// Run writes queued registry records until ctx ends, then flushes what is
+// left (bounded to 10 s).
+func (s *Store) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.flush(fctx)
+			cancel()
+			return
+		case <-s.kick:
+		}
+		s.flush(ctx)
+		// Batch: changes arriving meanwhile go out together next round.
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+const flushWorkers = 8
+
+func (s *Store) flush(ctx context.Context) {
+	s.mu.Lock()
+	batch := s.pending
+	s.pending = map[string]state.Machine{}
+	s.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	work := make(chan state.Machine)
+	var wg sync.WaitGroup
+	for range min(flushWorkers, len(batch)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				n, err := s.machines.Put(ctx, m, false)
+				s.machineWrites.Add(int64(n))
+				if err != nil && ctx.Err() == nil {
+					s.o.Log.Warn("saving machine", "mac", m.MAC, "err", err)
+					s.requeue(m)
+				}
+			}
+		}()
+	}
+	for _, m := range batch {
+		work <- m
+	}
+	close(work)
+	wg.Wait()
+}
+
+// requeue puts a record back unless a newer one is already queued.
+func (s *Store) requeue(m state.Machine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, newer := s.pending[m.MAC]; !newer {
+		s.pending[m.MAC] = m
+	}
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
