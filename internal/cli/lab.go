@@ -3,7 +3,6 @@ package cli
 import (
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -32,11 +31,7 @@ lab down stops and removes exactly what lab up made. Needs root.`,
 		Short: "Create the namespace, machines and BMCs, and write the lab's cluster.yaml",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			self, err := os.Executable()
-			if err != nil {
-				return err
-			}
-			o.Dir, o.Self, o.Log = g.ClusterDir, self, g.Err
+			o.Dir, o.Log = g.ClusterDir, g.Err
 			st, err := lab.Up(o)
 			if err != nil {
 				return err
@@ -102,16 +97,7 @@ next:
 			})
 		},
 	}
-	hook := &cobra.Command{
-		Use:    "bmc-hook MACHINE-DIR MC get|set PARM [VALUE]...",
-		Short:  "ipmi_sim's chassis_control program for a lab machine (internal)",
-		Hidden: true,
-		Args:   cobra.MinimumNArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) error {
-			return lab.Hook(args[0], args[1:], g.Out)
-		},
-	}
-	cmd.AddCommand(up, down, status, hook)
+	cmd.AddCommand(up, down, status)
 	return cmd
 }
 

@@ -158,6 +158,21 @@ func WriteHook(dir string) (string, error) {
 	return p, nil
 }
 
+// shellSafe: s needs no quoting in a sh command line.
+func shellSafe(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', strings.ContainsRune("/._+,:@=-", r):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
 // HookCommand is the chassis_control command for the machine in machineDir
 // (ipmi_sim appends the MC address and runs it through sh).
 func HookCommand(hook, machineDir string) string { return hook + " " + machineDir }

@@ -47,10 +47,6 @@ type Options struct {
 	// Probe builds the probe system into DIR/assets when that directory
 	// doesn't exist (no Talos assets at hand).
 	Probe bool
-	// Self is the dodai binary ipmi_sim runs as its chassis_control
-	// program; Env is added to ipmi_sim's environment.
-	Self string
-	Env  []string
 	// Log receives progress lines.
 	Log io.Writer
 }
@@ -161,9 +157,6 @@ func Up(o Options) (*State, error) {
 			return nil, fmt.Errorf("%s not found: install the Debian packages iproute2, qemu-system-x86 and openipmi (hack/deps/power.apt, netboot.apt)", tool)
 		}
 	}
-	if strings.ContainsAny(o.Dir+o.Self, " \"'\\\n") {
-		return nil, fmt.Errorf("the cluster directory and the dodai binary path must not contain spaces or quotes (ipmi_sim runs the BMC program through sh)")
-	}
 	if _, err := Load(o.Dir); err == nil {
 		return nil, fmt.Errorf("a lab is already up in %s (dodai lab down first)", o.Dir)
 	}
@@ -174,11 +167,18 @@ func Up(o Options) (*State, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !shellSafe(dir) {
+		return nil, fmt.Errorf("cluster directory %q: only letters, digits and /._+,:@=- please (ipmi_sim runs the BMC program through sh)", dir)
+	}
 	if err := os.MkdirAll(filepath.Join(dir, stateDir), 0o755); err != nil {
 		return nil, err
 	}
 	st := &State{Netns: "dodai-lab-" + randomHex(4), Created: time.Now().UTC(), Accel: o.Accel, Files: map[string]string{}}
 	if err := st.save(dir); err != nil {
+		return nil, err
+	}
+	hook, err := WriteHook(filepath.Join(dir, stateDir))
+	if err != nil {
 		return nil, err
 	}
 	fail := func(err error) (*State, error) {
@@ -235,15 +235,15 @@ func Up(o Options) (*State, error) {
 		if err := vm.prepareDisk(o.DiskGiB); err != nil {
 			return fail(err)
 		}
-		if err := WriteMachine(m.Dir, Machine{Name: name, Start: map[string][]string{BootDisk: vm.QEMUArgs(BootDisk), BootPXE: vm.QEMUArgs(BootPXE)}}); err != nil {
+		if err := WriteMachine(m.Dir, map[string][]string{BootDisk: vm.QEMUArgs(BootDisk), BootPXE: vm.QEMUArgs(BootPXE)}); err != nil {
 			return fail(err)
 		}
 		sc := SimConfig{Name: name, Addr: m.BMCAddr, Port: cluster.DefaultIPMIPort, Username: creds.Username, Password: creds.Password,
-			ChassisControl: o.Self + " lab bmc-hook " + m.Dir}
+			ChassisControl: HookCommand(hook, m.Dir)}
 		if err := WriteSim(m.BMCDir, sc); err != nil {
 			return fail(err)
 		}
-		p, err := StartSim(m.BMCDir, st.Netns, o.Env)
+		p, err := StartSim(m.BMCDir, st.Netns)
 		if err != nil {
 			return fail(fmt.Errorf("BMC of %s: %w", name, err))
 		}

@@ -2,19 +2,14 @@ package lab
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/dodai-dev/dodai/internal/fsutil"
 )
 
 // Boot devices a machine starts from.
