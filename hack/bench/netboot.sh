@@ -1,42 +1,65 @@
 #!/usr/bin/env bash
-# Netboot benchmarks (docs/benchmarks.md, "## Netboot"): dodai netboot vs
-# dnsmasq (DHCP handshakes/s, 2,000 MACs, concurrency 1 and 32), vs nginx
-# with sendfile (HTTP, 50 clients each fetching a 10 MiB kernel and a
-# 60 MiB initramfs), and dodai's memory per 1,000 machines seen. Everything
-# runs between two network namespaces this script creates (veth); it
-# deletes them and kills what it started (by PID) on exit. Needs root and
-# hack/deps/netboot.apt (dnsmasq-base, nginx-light, iproute2).
-#   usage: hack/bench/netboot.sh            # prints a markdown table
+# Netboot benchmarks (docs/benchmarks.md, "Netboot"): dodai netboot against
+# dnsmasq for DHCP (complete handshakes for fresh MACs, one at a time and 32
+# at once: throughput, p50/p99 latency, server CPU per handshake), against
+# nginx with sendfile for HTTP (50 clients each fetching a 10 MiB kernel and
+# a 60 MiB initramfs), and dodai's memory (anonymous and file-mapped, idle
+# and per 1,000 machines).
+#
+# Every run starts its server fresh; runs are interleaved (the server order
+# alternates from one repetition to the next) and repeated REPS times; the
+# report gives median and best per server and the load average. Everything
+# runs between two network namespaces this script creates (a veth pair),
+# never on a real interface; it deletes them and kills what it started (by
+# PID) on exit, and is bounded by DEADLINE seconds.
+#
+#   usage: hack/bench/netboot.sh [REPS]        (root; default 7 repetitions)
+#   env:   N=2000 MACs per DHCP run, LEASEFILE=0 skips dnsmasq with its lease
+#          file (slow: it rewrites and fsyncs the file per lease), HTTP=0
+#          skips HTTP, OUT=FILE keeps the per-run JSON lines.
+# Needs hack/deps/netboot.apt (dnsmasq-base, nginx-light, iproute2) and Go.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+DEADLINE="${DEADLINE:-3600}"
+if [ -z "${NETBOOT_BENCH_INNER:-}" ]; then
+  exec timeout -k 15 "$DEADLINE" env NETBOOT_BENCH_INNER=1 bash "$0" "$@"
+fi
+REPS="${1:-7}"
+N="${N:-2000}"
+[ "$(id -u)" = 0 ] || { echo "run as root (creates network namespaces)" >&2; exit 1; }
+for t in dnsmasq nginx ip jq go; do command -v $t >/dev/null || { echo "missing $t (hack/deps/netboot.apt)" >&2; exit 1; }; done
+
 RUN=$(mktemp -d /tmp/dodai-nb-bench.XXXXXX)
 NS_S=dodai-nbb-s-$$
 NS_C=dodai-nbb-c-$$
 PIDS=()
 cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  set +e
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   sleep 0.3
   for ns in $NS_S $NS_C; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
-    ip netns del "$ns" 2>/dev/null || true
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
   done
+  [ -n "${OUT:-}" ] && cp "$RUN/results.jsonl" "$OUT" 2>/dev/null
   rm -rf "$RUN"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
-echo "building dodai and the load generator..." >&2
+echo "==> building dodai, the load generator and the report" >&2
 go build -o "$RUN/dodai" ./cmd/dodai
 go build -o "$RUN/load" ./hack/bench/netboot-load
+go build -o "$RUN/report" ./hack/bench/report
 
 ip netns add $NS_S; ip netns add $NS_C
 ip -n $NS_S link set lo up; ip -n $NS_C link set lo up
 ip -n $NS_S link add s0 type veth peer name c0 netns $NS_C
 ip -n $NS_S addr add 10.99.0.1/20 dev s0
 ip -n $NS_S link set s0 up; ip -n $NS_C link set c0 up
-S() { ip netns exec $NS_S "$@"; }
 C() { ip netns exec $NS_C "$@"; }
 
-# cluster dir and assets (10 MiB kernel, 60 MiB initramfs)
+# cluster dir and assets (10 MiB kernel, 60 MiB initramfs of random data)
 CL=$RUN/cluster; mkdir -p $CL $RUN/assets/amd64
 head -c $((10<<20)) /dev/urandom > $RUN/assets/amd64/vmlinuz
 head -c $((60<<20)) /dev/urandom > $RUN/assets/amd64/initramfs.xz
@@ -55,19 +78,18 @@ spec:
   nodes:
     - {name: cp1, role: controlplane, macs: ["52:54:00:00:00:01"], address: 10.99.0.11/20, installDisk: {path: /dev/vda}}
 YAML
+"$RUN/dodai" init -C $RUN/init >/dev/null 2>&1 && cp $RUN/init/secrets.yaml $CL/secrets.yaml
 
-"$RUN/dodai" init -C $RUN/init >/dev/null && cp $RUN/init/secrets.yaml $CL/secrets.yaml
-
-start_dodai() {
+SP=""
+start_dodai() { # $1: extra flags
   rm -rf $CL/state
   ip netns exec $NS_S "$RUN/dodai" netboot -C $CL --interface s0 --mode dhcp --assets $RUN/assets --ipxe-dir /usr/lib/ipxe \
-    --http-addr :8080 --log-format json >"$RUN/dodai.log" 2>&1 &
-  DPID=$!; PIDS+=($DPID)
-  for _ in $(seq 100); do grep -q "netboot server running" "$RUN/dodai.log" && return 0; sleep 0.1; done
+    --http-addr :8080 --log-format json ${1:-} >"$RUN/dodai.log" 2>&1 &
+  SP=$!; PIDS+=($SP)
+  for _ in $(seq 200); do grep -q "netboot server running" "$RUN/dodai.log" && return 0; sleep 0.1; done
   cat "$RUN/dodai.log" >&2; exit 1
 }
-stop_pid() { kill "$1"; wait "$1" 2>/dev/null || true; }
-start_dnsmasq() { # $1: extra config line (e.g. leasefile-ro)
+start_dnsmasq() { # $1: extra config line (leasefile-ro)
   rm -f $RUN/dnsmasq.leases
   cat > $RUN/dnsmasq.conf <<CONF
 ${1:-}
@@ -82,35 +104,59 @@ no-ping
 user=root
 CONF
   ip netns exec $NS_S dnsmasq --keep-in-foreground --conf-file=$RUN/dnsmasq.conf --pid-file=$RUN/dnsmasq.pid >"$RUN/dnsmasq.log" 2>&1 &
-  MPID=$!; PIDS+=($MPID)
+  SP=$!; PIDS+=($SP)
   sleep 0.5
+  kill -0 $SP || { cat "$RUN/dnsmasq.log" >&2; exit 1; }
 }
-rss_kb() { awk '/VmRSS/ {print $2}' /proc/"$1"/status; }
-# the dodai process is the child of `ip netns exec` (which execs: same PID)
-load() { C "$RUN/load" -mode dhcp -i c0 "$@"; }
-field() { sed -E "s/.*\"$1\":([0-9.]+).*/\1/"; }
+stop_server() { kill "$SP" 2>/dev/null; wait "$SP" 2>/dev/null || true; SP=""; }
+# on-CPU time of every thread of a process, in ns (schedstat)
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {printf "%d", s}'; }
+kib() { awk -v k="$2:" '$1 == k {print $2}' /proc/"$1"/status; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+record() { # bench group server rep load1 metrics-json
+  printf '{"bench":"%s","group":"%s","server":"%s","rep":%s,"load1":%s,"m":%s}\n' "$@" >> "$RUN/results.jsonl"
+}
 
-declare -A R
-for c in 1 32; do
-  start_dnsmasq
-  R[dnsmasq_$c]=$(load -n 2000 -c $c -seed $((c+10)))
-  stop_pid $MPID
-  start_dnsmasq leasefile-ro
-  R[dnsmasqro_$c]=$(load -n 2000 -c $c -seed $((c+30)))
-  stop_pid $MPID
-  start_dodai
-  before=$(rss_kb $DPID)
-  R[dodai_$c]=$(load -n 2000 -c $c -seed $((c+20)))
-  sleep 1.5 # let the registry flush
-  after=$(rss_kb $DPID)
-  R[rss_$c]="$before $after"
-  stop_pid $DPID
+run_dhcp() { # server c rep
+  local s=$1 c=$2 rep=$3 l a0 f0 c0 c1 res
+  case $s in
+    dodai) start_dodai ;;
+    dodai-sync) start_dodai "--lease-durability sync" ;;
+    dnsmasq-ro) start_dnsmasq leasefile-ro ;;
+    dnsmasq) start_dnsmasq ;;
+  esac
+  sleep 0.5
+  l=$(load1); a0=$(kib $SP RssAnon); f0=$(kib $SP RssFile); c0=$(cpu_ns $SP)
+  res=$(C "$RUN/load" -mode dhcp -i c0 -n "$N" -c "$c" -seed $(( (rep * 7 + c) % 250 + 1 )))
+  c1=$(cpu_ns $SP)
+  echo "  $s c=$c rep $rep: $res" >&2
+  record dhcp "$N MACs, c=$c" "$s" "$rep" "$l" "$(echo "$res" | jq -c --argjson cpu $((c1 - c0)) \
+    '{handshakes_s: .handshakes_per_second, p50_ms, p99_ms, server_cpu_us: ($cpu / 1000 / ([.ok,1]|max)), naks, failed}')"
+  if [ "$s" = dodai ] && [ "$c" = 32 ]; then
+    sleep 2 # the registry's save and the lease journal's sync
+    record memory "dodai netboot" dodai "$rep" "$l" "$(jq -nc --argjson a0 "$a0" --argjson f0 "$f0" --argjson a1 "$(kib $SP RssAnon)" \
+      --argjson f1 "$(kib $SP RssFile)" --argjson n "$N" --argjson lines "$(wc -l < "$RUN/dodai.log")" \
+      '{anon_per_1000_machines_kib: (($a1 - $a0) * 1000 / $n), idle_anon_kib: $a0, idle_file_kib: $f0, anon_after_kib: $a1, file_after_kib: $f1, log_lines: $lines}')"
+  fi
+  stop_server
+}
+
+servers=(dodai dodai-sync dnsmasq-ro)
+[ "${LEASEFILE:-1}" = 1 ] && servers+=(dnsmasq)
+echo "==> DHCP: ${servers[*]}, $N MACs, c=1 and c=32, $REPS repetitions" >&2
+for rep in $(seq "$REPS"); do
+  order=("${servers[@]}")
+  if (( rep % 2 == 0 )); then order=(); for ((i=${#servers[@]}-1; i>=0; i--)); do order+=("${servers[$i]}"); done; fi
+  for c in 1 32; do
+    for s in "${order[@]}"; do run_dhcp "$s" "$c" "$rep"; done
+  done
 done
 
-# HTTP: dodai vs nginx (sendfile) on the same files
-C ip addr add 10.99.0.2/20 dev c0
-start_dodai
-cat > $RUN/nginx.conf <<NGX
+if [ "${HTTP:-1}" = 1 ]; then
+  echo "==> HTTP: 50 clients × (10 MiB + 60 MiB), $REPS repetitions" >&2
+  C ip addr add 10.99.0.2/20 dev c0
+  start_dodai; DP=$SP
+  cat > $RUN/nginx.conf <<NGX
 daemon off;
 user root;
 worker_processes auto;
@@ -124,27 +170,22 @@ http {
   server { listen 8081 backlog=1024; root $RUN/assets; }
 }
 NGX
-ip netns exec $NS_S nginx -c $RUN/nginx.conf >"$RUN/nginx.log" 2>&1 &
-NPID=$!; PIDS+=($NPID)
-sleep 0.5
-R[http_dodai]=$(C "$RUN/load" -mode http -c 50 -urls http://10.99.0.1:8080/assets/amd64/vmlinuz,http://10.99.0.1:8080/assets/amd64/initramfs.xz)
-R[http_nginx]=$(C "$RUN/load" -mode http -c 50 -urls http://10.99.0.1:8081/amd64/vmlinuz,http://10.99.0.1:8081/amd64/initramfs.xz)
-R[http_dodai2]=$(C "$RUN/load" -mode http -c 50 -urls http://10.99.0.1:8080/assets/amd64/vmlinuz,http://10.99.0.1:8080/assets/amd64/initramfs.xz)
-R[http_nginx2]=$(C "$RUN/load" -mode http -c 50 -urls http://10.99.0.1:8081/amd64/vmlinuz,http://10.99.0.1:8081/amd64/initramfs.xz)
+  ip netns exec $NS_S nginx -c $RUN/nginx.conf >"$RUN/nginx.log" 2>&1 &
+  PIDS+=($!)
+  sleep 0.5
+  for rep in $(seq "$REPS"); do
+    order=(dodai nginx); (( rep % 2 == 0 )) && order=(nginx dodai)
+    for s in "${order[@]}"; do
+      if [ $s = dodai ]; then u=http://10.99.0.1:8080/assets/amd64/vmlinuz,http://10.99.0.1:8080/assets/amd64/initramfs.xz
+      else u=http://10.99.0.1:8081/amd64/vmlinuz,http://10.99.0.1:8081/amd64/initramfs.xz; fi
+      l=$(load1)
+      res=$(C "$RUN/load" -mode http -c 50 -urls $u)
+      echo "  $s rep $rep: $res" >&2
+      record http "50 clients × (10 MiB + 60 MiB)" $s $rep $l "$(echo "$res" | jq -c '{throughput_mb_s: .mb_per_second, all_done_ms: (.seconds * 1000), failed}')"
+    done
+  done
+  SP=$DP; stop_server
+fi
 
-for k in "${!R[@]}"; do echo "$k: ${R[$k]}" >&2; done
-d1=$(echo "${R[dodai_1]}" | field handshakes_per_second); m1=$(echo "${R[dnsmasq_1]}" | field handshakes_per_second)
-d32=$(echo "${R[dodai_32]}" | field handshakes_per_second); m32=$(echo "${R[dnsmasq_32]}" | field handshakes_per_second)
-r1=$(echo "${R[dnsmasqro_1]}" | field handshakes_per_second); r32=$(echo "${R[dnsmasqro_32]}" | field handshakes_per_second)
-hd=$(echo "${R[http_dodai]} ${R[http_dodai2]}" | grep -oE '"mb_per_second":[0-9.]+' | cut -d: -f2 | sort -n | tail -1)
-hn=$(echo "${R[http_nginx]} ${R[http_nginx2]}" | grep -oE '"mb_per_second":[0-9.]+' | cut -d: -f2 | sort -n | tail -1)
-read -r b1 a1 <<<"${R[rss_1]}"; read -r b32 a32 <<<"${R[rss_32]}"
-cat <<MD
-| Benchmark | dodai netboot | reference | ratio |
-|---|---|---|---|
-| DHCP handshakes/s, 2,000 MACs, 1 at a time | $(printf %.0f $d1) | dnsmasq $(printf %.0f $m1) | $(echo "scale=2; $d1/$m1" | bc)× |
-| DHCP handshakes/s, 2,000 MACs, 32 concurrent | $(printf %.0f $d32) | dnsmasq $(printf %.0f $m32) | $(echo "scale=2; $d32/$m32" | bc)× |
-| same, dnsmasq without a lease file (leasefile-ro), 1 / 32 concurrent | $(printf %.0f $d1) / $(printf %.0f $d32) | dnsmasq $(printf %.0f $r1) / $(printf %.0f $r32) | $(echo "scale=2; $d1/$r1" | bc)× / $(echo "scale=2; $d32/$r32" | bc)× |
-| HTTP MB/s, 50 clients × (10 MiB + 60 MiB) (best of 2) | $(printf %.0f $hd) | nginx sendfile $(printf %.0f $hn) | $(echo "scale=2; $hd/$hn" | bc)× |
-| RSS growth per 1,000 machines seen (2,000 leases + registry) | $(( (a1-b1)/2 )) KiB (c=1), $(( (a32-b32)/2 )) KiB (c=32) | RSS $b32 → $a32 KiB | |
-MD
+echo "Machine: $(nproc) cores, $(uname -r), $(go version | cut -d' ' -f3), dnsmasq $(dnsmasq --version | head -1 | awk '{print $3}'), $(nginx -v 2>&1 | cut -d/ -f2)"
+"$RUN/report" "$RUN/results.jsonl"

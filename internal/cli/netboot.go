@@ -13,6 +13,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/netboot"
+	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -53,6 +54,7 @@ func init() {
 	register(func(g *Globals) *cobra.Command {
 		var o netboot.Options
 		var serveConfigs, force bool
+		var durability string
 		cmd := &cobra.Command{
 			Use:   "netboot",
 			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -109,6 +111,9 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 					o.ServeConfigs = &serveConfigs
 				}
 				o.ConfigApplied = bootstrapApplied(g.ClusterDir)
+				if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
+					return fmt.Errorf("--lease-durability: %w", err)
+				}
 				srv, err := netboot.New(o)
 				if err != nil {
 					return err
@@ -130,6 +135,7 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
 		f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
 		f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
+		f.StringVar(&durability, "lease-durability", "write", "dhcp mode: when a lease counts as recorded before its ACK: write (in the journal; survives any crash of dodai) or sync (fdatasync'd, group commit; also survives a power loss)")
 		f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
 		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))

@@ -65,8 +65,14 @@ func (m MAC) String() string {
 	return string(b[:])
 }
 
-// AppendText appends the canonical form to b (encoding.TextAppender).
-func (m MAC) AppendText(b []byte) ([]byte, error) { return m.appendTo(b), nil }
+// AppendText appends the canonical form to b (encoding.TextAppender); the
+// zero MAC appends nothing, like MarshalText.
+func (m MAC) AppendText(b []byte) ([]byte, error) {
+	if m.IsZero() {
+		return b, nil
+	}
+	return m.appendTo(b), nil
+}
 
 func (m MAC) appendTo(b []byte) []byte {
 	for i, x := range m {
@@ -78,12 +84,22 @@ func (m MAC) appendTo(b []byte) []byte {
 	return b
 }
 
-// MarshalText writes the canonical form (JSON, YAML and slog use it).
-func (m MAC) MarshalText() ([]byte, error) { return m.appendTo(make([]byte, 0, 17)), nil }
+// MarshalText writes the canonical form (JSON, YAML and slog use it); the
+// zero MAC ("none") is the empty string.
+func (m MAC) MarshalText() ([]byte, error) {
+	if m.IsZero() {
+		return []byte{}, nil
+	}
+	return m.appendTo(make([]byte, 0, 17)), nil
+}
 
 // UnmarshalText parses any form Parse accepts, so files written by hand
-// or by older versions decode to the same value.
+// or by older versions decode to the same value; "" is the zero MAC.
 func (m *MAC) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*m = MAC{}
+		return nil
+	}
 	v, err := Parse(string(b))
 	if err != nil {
 		return err

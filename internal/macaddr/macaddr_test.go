@@ -49,6 +49,15 @@ func TestTextForms(t *testing.T) {
 	if !(MAC{}).IsZero() || m.IsZero() {
 		t.Fatal("IsZero")
 	}
+	// The zero MAC ("none", e.g. a declined address) is "" in text forms.
+	var z struct{ MAC MAC }
+	if b, _ := json.Marshal(z); string(b) != `{"MAC":""}` {
+		t.Fatalf("zero MAC: %s", b)
+	}
+	z.MAC = m
+	if err := json.Unmarshal([]byte(`{"MAC":""}`), &z); err != nil || !z.MAC.IsZero() {
+		t.Fatalf("empty MAC: %v %v", z.MAC, err)
+	}
 	if c, err := Canonical("52-54-00-AB-CD-EF"); err != nil || c != "52:54:00:ab:cd:ef" {
 		t.Fatalf("Canonical: %q %v", c, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -74,6 +75,9 @@ type Options struct {
 	// ConfigApplied reports when dodai bootstrap applied a node's config
 	// (for boot once without config serving; nil: never).
 	ConfigApplied func(node string) (time.Time, bool)
+	// LeaseDurability says when a dhcp-mode lease is persisted enough for
+	// its ACK (dhcp.DurableWrite or dhcp.DurableSync).
+	LeaseDurability dhcp.Durability
 	// NoTFTP turns the TFTP server off (firmware PXE clients then cannot
 	// load iPXE from dodai; iPXE ROMs and UEFI HTTP boot still work).
 	NoTFTP bool
@@ -100,6 +104,7 @@ type Server struct {
 	http         *httpboot.Server
 	metrics      *prometheus.Registry
 	dhcpReqs     *prometheus.CounterVec
+	dhcpCounters [2][16][16]atomic.Pointer[prometheus.Counter] // port, type, reply
 	tftpReqs     *prometheus.CounterVec
 	tftpSent     prometheus.Counter
 	assets       map[string]httpboot.Assets
@@ -261,10 +266,14 @@ func (s *Server) setupDHCPMode() error {
 			res[m] = p.Addr()
 		}
 	}
-	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: state.Path(s.o.ClusterDir, LeasesFile), Start: start, End: end, Reservations: res})
+	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: state.Path(s.o.ClusterDir, LeasesFile), Durability: s.o.LeaseDurability,
+		Start: start, End: end, Reservations: res})
 	if err != nil {
 		return err
 	}
+	s.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dodai_netboot_lease_journal_syncs_total",
+		Help: "fdatasyncs of the dhcp-mode lease journal (with --lease-durability sync, one per group of ACKs)."},
+		func() float64 { return float64(leases.Syncs()) }))
 	s.leases = leases
 	s.dhcpCfg.Leases, s.dhcpCfg.Subnet, s.dhcpCfg.LeaseTime = leases, subnet, lt
 	if b.Router != "" {
@@ -317,11 +326,7 @@ func (s *Server) machineChanged(m state.Machine) {
 }
 
 func (s *Server) onDHCP(ev dhcp.Event) {
-	reply := "none"
-	if ev.Reply != 0 {
-		reply = ev.Reply.String()
-	}
-	s.dhcpReqs.WithLabelValues(strconv.Itoa(int(ev.Port)), ev.Type.String(), reply).Inc()
+	s.dhcpCounter(ev).Inc()
 	if ev.Reply == 0 || ev.Reply == dhcpv4.MessageTypeNak {
 		if ev.IP.IsValid() && ev.Type == dhcpv4.MessageTypeRequest && s.o.Mode == dhcp.ModeProxy && s.reg.Known(ev.Client.MAC) {
 			// proxy mode: a known machine's own REQUEST to the site
@@ -339,6 +344,31 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 		ip = netip.Addr{} // not bound yet
 	}
 	s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ip, ev.Client.ArchName(), stage)
+}
+
+// dhcpCounter returns the request counter of an event's port, type and
+// reply, resolving the label values once per combination instead of per
+// packet.
+func (s *Server) dhcpCounter(ev dhcp.Event) prometheus.Counter {
+	pi := 0
+	if ev.Port == dhcp.PortPXE {
+		pi = 1
+	}
+	t, r := int(ev.Type), int(ev.Reply)
+	if t >= len(s.dhcpCounters[0]) || r >= len(s.dhcpCounters[0][0]) {
+		return s.dhcpReqs.WithLabelValues(strconv.Itoa(int(ev.Port)), ev.Type.String(), ev.Reply.String())
+	}
+	slot := &s.dhcpCounters[pi][t][r]
+	if c := slot.Load(); c != nil {
+		return *c
+	}
+	reply := "none"
+	if ev.Reply != 0 {
+		reply = ev.Reply.String()
+	}
+	c := s.dhcpReqs.WithLabelValues(strconv.Itoa(int(ev.Port)), ev.Type.String(), reply)
+	slot.Store(&c)
+	return c
 }
 
 // Run listens and serves until ctx ends, then shuts down cleanly.
@@ -419,13 +449,19 @@ func (s *Server) Run(ctx context.Context) error {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
+		var nextSave time.Time
 		for n := 1; ; n++ {
 			select {
 			case <-ctx.Done():
 				return
-			case <-t.C:
-				if err := s.reg.Save(); err != nil {
-					s.log.Error("saving machine registry", "err", err)
+			case now := <-t.C:
+				// machines.json is rewritten whole; with many machines that
+				// is not free, so at most 2% of the time goes to it.
+				if !now.Before(nextSave) {
+					if err := s.reg.Save(); err != nil {
+						s.log.Error("saving machine registry", "err", err)
+					}
+					nextSave = now.Add(50 * time.Since(now))
 				}
 				if l := s.leases; l != nil {
 					if err := l.Sync(); err != nil {

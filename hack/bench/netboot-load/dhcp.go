@@ -37,6 +37,7 @@ type dhcpResult struct {
 	OK          int     `json:"ok"`
 	Failed      int     `json:"failed"`
 	Retries     int     `json:"retries"`
+	NAKs        int     `json:"naks"`
 	Seconds     float64 `json:"seconds"`
 	PerSecond   float64 `json:"handshakes_per_second"`
 	P50Ms       float64 `json:"p50_ms"`
@@ -52,6 +53,7 @@ type handshake struct {
 	start    time.Time
 	sent     time.Time
 	tries    int
+	naks     int
 	yiaddr   [4]byte
 	serverID [4]byte
 }
@@ -207,6 +209,16 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
 				case h.state == msgDiscover && msg == msgOffer:
 					h.yiaddr, h.serverID, h.tries = yi, sid, 0
 					if err := send(h, msgRequest); err != nil {
+						return nil, err
+					}
+				case h.state == msgRequest && msg == msgNak && h.naks < maxTries:
+					// As real clients do: start over with a DISCOVER (dnsmasq
+					// NAKs a client that was offered the same address as
+					// another one at the same time).
+					res.NAKs++
+					h.naks++
+					h.tries = 0
+					if err := send(h, msgDiscover); err != nil {
 						return nil, err
 					}
 				case h.state == msgRequest && (msg == msgAck || msg == msgNak):

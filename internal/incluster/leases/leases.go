@@ -326,20 +326,20 @@ var ErrInUse = errors.New("in use by another client")
 // returns. It fails when ip is reserved for someone else, outside the pool
 // (and not mac's reservation), or bound to another client — also when
 // another replica bound it first.
-func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
+func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Durable, error) {
 	l.mu.Lock()
 	now := l.o.Now()
 	if res, ok := l.o.Reservations[mac]; ok && res != ip {
 		l.mu.Unlock()
-		return fmt.Errorf("%s is reserved %s, not %s", mac, res, ip)
+		return nil, fmt.Errorf("%s is reserved %s, not %s", mac, res, ip)
 	}
 	if _, ok := l.o.Reservations[mac]; !ok && !l.inRange(ip) {
 		l.mu.Unlock()
-		return fmt.Errorf("%s is outside the range %s-%s", ip, l.o.Start, l.o.End)
+		return nil, fmt.Errorf("%s is outside the range %s-%s", ip, l.o.Start, l.o.End)
 	}
 	if !l.usableLocked(ip, mac, now) {
 		l.mu.Unlock()
-		return fmt.Errorf("%s is %w", ip, ErrInUse)
+		return nil, fmt.Errorf("%s is %w", ip, ErrInUse)
 	}
 	l.mu.Unlock()
 	err := l.write(ip, func(cur *v1alpha1.DHCPLeaseSpec, exists bool) error {
@@ -349,8 +349,12 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
 		*cur = v1alpha1.DHCPLeaseSpec{Address: ip.String(), MAC: mac.String(), Expires: metav1.NewMicroTime(now.Add(d)), Server: l.o.Server}
 		return nil
 	})
+	if errors.Is(err, ErrInUse) {
+		return nil, err
+	}
 	if err != nil {
-		return err
+		// The apiserver did not take it: not the client's fault (no NAK).
+		return nil, fmt.Errorf("%w: %v", dhcp.ErrPersist, err)
 	}
 	l.mu.Lock()
 	if o, ok := l.offers[mac]; ok {
@@ -358,7 +362,8 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
 		delete(l.offers, mac)
 	}
 	l.mu.Unlock()
-	return nil
+	// The apiserver has it (etcd committed it): durable already.
+	return nil, nil
 }
 
 // errUnchanged makes write skip the apiserver.

@@ -141,9 +141,10 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // cluster directory; none when it never ran in dhcp mode.
 func fileLeases(dir string) ([]dhcp.Lease, error) {
 	path := state.Path(dir, netboot.LeasesFile)
-	_, err1 := os.Stat(path)
-	_, err2 := os.Stat(path + ".journal")
-	if errors.Is(err1, os.ErrNotExist) && errors.Is(err2, os.ErrNotExist) {
+	_, err := os.Stat(path)
+	// Journals: path.journal (older versions) and path.journal.N.
+	journals, _ := filepath.Glob(path + ".journal*")
+	if errors.Is(err, os.ErrNotExist) && len(journals) == 0 {
 		return nil, nil
 	}
 	// The range only steers allocation, which this read never does.

@@ -68,7 +68,7 @@ func clusterDir(t *testing.T) (string, time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:99"), netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
+	if _, err := l.Bind(macaddr.MustParse("52:54:00:00:00:99"), netip.MustParseAddr("10.99.0.100"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Close(); err != nil { // into the snapshot
@@ -78,7 +78,7 @@ func clusterDir(t *testing.T) (string, time.Time) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind(macaddr.MustParse("52:54:00:00:00:42"), netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
+	if _, err := l.Bind(macaddr.MustParse("52:54:00:00:00:42"), netip.MustParseAddr("10.99.0.101"), time.Hour); err != nil { // journal only
 		t.Fatal(err)
 	}
 	if err := l.Sync(); err != nil {

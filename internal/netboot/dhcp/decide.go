@@ -193,6 +193,9 @@ type Event struct {
 	Ignored string
 	// Port the request arrived on.
 	Port Port
+	// Durable, when not nil, must be done without error before the reply
+	// leaves (an ACK whose lease is not persisted yet).
+	Durable *Durable
 }
 
 // Port says where a request arrived: the DHCP port 67 or the PXE boot
@@ -303,14 +306,11 @@ func (cfg *Config) handlePXE(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Even
 // client GUID (97) echoed, and for iPXE 175.176 (no-pxedhcp).
 func (cfg *Config) reply(req *dhcpv4.DHCPv4, rt dhcpv4.MessageType, boot Boot, c Client) (*dhcpv4.DHCPv4, error) {
 	sip := net.IP(cfg.ServerIP.AsSlice())
-	r, err := dhcpv4.NewReplyFromRequest(req,
+	r := newReply(req,
 		dhcpv4.WithMessageType(rt),
 		dhcpv4.WithServerIP(sip),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sip)),
 	)
-	if err != nil {
-		return nil, fmt.Errorf("building reply: %w", err)
-	}
 	if boot.File != "" {
 		r.BootFileName = boot.File
 		r.UpdateOption(dhcpv4.OptBootFileName(boot.File))
@@ -332,6 +332,33 @@ func (cfg *Config) reply(req *dhcpv4.DHCPv4, rt dhcpv4.MessageType, boot Boot, c
 		r.UpdateOption(dhcpv4.OptGeneric(optIPXEEncap, []byte{ipxeNoPXEDHCP, 1, 1}))
 	}
 	return r, nil
+}
+
+// newReply is dhcpv4.NewReplyFromRequest without its first step: that
+// draws a random transaction ID from the kernel (a getrandom syscall and a
+// context timer per packet) only for the reply to overwrite it with the
+// request's. The same modifiers make the same reply.
+func newReply(req *dhcpv4.DHCPv4, mods ...dhcpv4.Modifier) *dhcpv4.DHCPv4 {
+	r := &dhcpv4.DHCPv4{
+		ClientIPAddr:  net.IPv4zero,
+		YourIPAddr:    net.IPv4zero,
+		ServerIPAddr:  net.IPv4zero,
+		GatewayIPAddr: net.IPv4zero,
+		Options:       make(dhcpv4.Options, 8),
+	}
+	for _, m := range [...]dhcpv4.Modifier{
+		dhcpv4.WithReply(req),
+		dhcpv4.WithGatewayIP(req.GatewayIPAddr),
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionRelayAgentInformation),
+		// RFC 6842: a client identifier is copied back.
+		dhcpv4.WithOptionCopied(req, dhcpv4.OptionClientIdentifier),
+	} {
+		m(r)
+	}
+	for _, m := range mods {
+		m(r)
+	}
+	return r
 }
 
 // handleDHCP is the full server: addresses from the pool or reservations,
@@ -372,9 +399,16 @@ func (cfg *Config) handleDHCP(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Eve
 			// INIT-REBOOT from another network: we are authoritative here.
 			return cfg.nak(req, ev, "address not on this network")
 		}
-		if err := cfg.Leases.Bind(mac, ip, cfg.LeaseTime); err != nil {
+		d, err := cfg.Leases.Bind(mac, ip, cfg.LeaseTime)
+		if errors.Is(err, ErrPersist) {
+			// Not the client's fault: no NAK, it retries.
+			ev.Ignored = err.Error()
+			return nil, ev
+		}
+		if err != nil {
 			return cfg.nak(req, ev, err.Error())
 		}
+		ev.Durable = d
 		return cfg.addressReply(req, ev, dhcpv4.MessageTypeAck, ip)
 	case dhcpv4.MessageTypeDecline:
 		if !sid.IsValid() || sid != cfg.ServerIP {
@@ -407,15 +441,11 @@ func (cfg *Config) handleDHCP(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Eve
 
 func (cfg *Config) nak(req *dhcpv4.DHCPv4, ev Event, why string) (*dhcpv4.DHCPv4, Event) {
 	sip := net.IP(cfg.ServerIP.AsSlice())
-	r, err := dhcpv4.NewReplyFromRequest(req,
+	r := newReply(req,
 		dhcpv4.WithMessageType(dhcpv4.MessageTypeNak),
 		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(sip)),
 		dhcpv4.WithOption(dhcpv4.OptMessage(why)),
 	)
-	if err != nil {
-		ev.Ignored = err.Error()
-		return nil, ev
-	}
 	r.SetBroadcast()
 	ev.Reply = dhcpv4.MessageTypeNak
 	ev.Ignored = ""

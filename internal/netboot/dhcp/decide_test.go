@@ -202,7 +202,7 @@ func TestPXEPort4011(t *testing.T) {
 	if ev.IP != netip.MustParseAddr("10.99.0.150") {
 		t.Errorf("event IP %s", ev.IP)
 	}
-	peer := &net.UDPAddr{IP: net.ParseIP("10.99.0.150"), Port: 68}
+	peer := netip.MustParseAddrPort("10.99.0.150:68")
 	if d := Destination(req, r, peer, PortPXE); d.String() != "10.99.0.150:68" {
 		t.Errorf("4011 reply goes to %s", d)
 	}
@@ -220,16 +220,16 @@ func TestDestination(t *testing.T) {
 	cfg := proxyConfig()
 	req := request(t, dhcpv4.MessageTypeDiscover, biosPXE...)
 	r, _ := cfg.Handle(req, PortDHCP)
-	if d := Destination(req, r, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, PortDHCP); d.String() != "255.255.255.255:68" {
+	if d := Destination(req, r, netip.MustParseAddrPort("0.0.0.0:68"), PortDHCP); d.String() != "255.255.255.255:68" {
 		t.Errorf("broadcast: %s", d)
 	}
 	req.GatewayIPAddr = net.ParseIP("10.1.0.1")
-	if d := Destination(req, r, nil, PortDHCP); d.String() != "10.1.0.1:67" {
+	if d := Destination(req, r, netip.AddrPort{}, PortDHCP); d.String() != "10.1.0.1:67" {
 		t.Errorf("relay: %s", d)
 	}
 	req.GatewayIPAddr = net.IPv4zero
 	req.ClientIPAddr = net.ParseIP("10.99.0.7")
-	if d := Destination(req, r, nil, PortDHCP); d.String() != "10.99.0.7:68" {
+	if d := Destination(req, r, netip.AddrPort{}, PortDHCP); d.String() != "10.99.0.7:68" {
 		t.Errorf("ciaddr: %s", d)
 	}
 }
@@ -468,7 +468,7 @@ func FuzzHandle(f *testing.F) {
 			}
 			if r, _ := dcfg.Handle(m, port); r != nil {
 				_ = r.ToBytes()
-				_ = Destination(m, r, &net.UDPAddr{IP: net.IPv4zero, Port: 68}, port)
+				_ = Destination(m, r, netip.MustParseAddrPort("0.0.0.0:68"), port)
 			}
 		}
 	})
@@ -476,37 +476,28 @@ func FuzzHandle(f *testing.F) {
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
 
-func TestLeaseJournal(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "leases.json")
-	cfg := dhcpConfig(t, path, nil, nil)
-	a := net.HardwareAddr{2, 0, 0, 0, 0, 0xa}
-	ipA, _ := handshake(t, cfg, a)
-	// Killed mid-write: a torn last journal line is ignored.
-	j, err := os.OpenFile(path+".journal", os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
+// TestNewReplyMatchesLibrary: newReply builds byte for byte what
+// dhcpv4.NewReplyFromRequest builds (relay agent info and client
+// identifier copied, xid, flags, giaddr, chaddr from the request).
+func TestNewReplyMatchesLibrary(t *testing.T) {
+	relay := func(m *dhcpv4.DHCPv4) {
+		m.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionRelayAgentInformation, []byte{1, 3, 'a', 'b', 'c'}))
+		m.GatewayIPAddr = net.ParseIP("10.1.0.1").To4()
 	}
-	j.WriteString(`{"mac":"02:00:00:00:00:0b","ip":"10.99`)
-	j.Close()
-	cfg2 := dhcpConfig(t, path, nil, nil)
-	if le, ok := cfg2.Leases.Lookup(macaddr.MAC(a)); !ok || le.IP != ipA {
-		t.Fatalf("lease lost: %v %v", le, ok)
+	clientID := func(m *dhcpv4.DHCPv4) {
+		m.UpdateOption(dhcpv4.OptClientIdentifier([]byte{1, 2, 0, 0, 0, 0, 9}))
+		m.SetBroadcast()
 	}
-	if err := cfg2.Leases.(*Leases).Close(); err != nil {
-		t.Fatal(err)
-	}
-	// Close folded everything into the snapshot.
-	if b, _ := os.ReadFile(path + ".journal"); len(b) != 0 {
-		t.Fatalf("journal after close: %q", b)
-	}
-	if b, _ := os.ReadFile(path); !strings.Contains(string(b), ipA.String()) {
-		t.Fatalf("snapshot: %s", b)
-	}
-	// A corrupt line in the middle is an error naming the file.
-	os.WriteFile(path+".journal", []byte("garbage\n{}\n"), 0o600)
-	_, err = NewLeases(LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.102")})
-	if err == nil || !strings.Contains(err.Error(), "journal") {
-		t.Fatalf("corrupt journal: %v", err)
+	for _, opts := range [][]reqOpt{nil, ovmf, {relay}, {clientID, relay}} {
+		req := request(t, dhcpv4.MessageTypeDiscover, opts...)
+		mods := []dhcpv4.Modifier{dhcpv4.WithMessageType(dhcpv4.MessageTypeOffer), dhcpv4.WithServerIP(net.ParseIP("10.99.0.1"))}
+		want, err := dhcpv4.NewReplyFromRequest(req, mods...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := newReply(req, mods...)
+		if !bytes.Equal(got.ToBytes(), want.ToBytes()) {
+			t.Fatalf("newReply differs:\n%s\n%s", got.Summary(), want.Summary())
+		}
 	}
 }

@@ -1,18 +1,13 @@
 package dhcp
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/dodai-dev/dodai/internal/fsutil"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 )
 
@@ -26,10 +21,6 @@ type Lease struct {
 	Declined bool `json:"declined,omitempty"`
 }
 
-type leaseFile struct {
-	Leases []Lease `json:"leases"`
-}
-
 // offerHold is how long an offered (not yet requested) address stays
 // reserved for the client it was offered to.
 const offerHold = 60 * time.Second
@@ -37,19 +28,74 @@ const offerHold = 60 * time.Second
 // declineHold is how long a declined address is kept out of the pool.
 const declineHold = 10 * time.Minute
 
+// LeaseStore is what the dhcp-mode decisions need from an address store:
+// *Leases keeps leases in files of the cluster directory; another store
+// (e.g. one in the Kubernetes API) can take its place.
+type LeaseStore interface {
+	// Offer picks and briefly holds an address for mac (DISCOVER); false
+	// when the pool is exhausted.
+	Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool)
+	// Bind commits ip to mac for d (REQUEST). The ACK may leave only once
+	// the returned Durable is done without error: a restarted server must
+	// know every lease it acknowledged. An error means the lease is not
+	// yours (NAK); ErrPersist (wrapped) means it could not be recorded.
+	Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*Durable, error)
+	// Release ends mac's lease on ip (RELEASE).
+	Release(mac macaddr.MAC, ip netip.Addr) error
+	// Decline quarantines ip reported in use by its holder (DECLINE);
+	// ErrNotOwner when ip is not mac's lease or offer.
+	Decline(mac macaddr.MAC, ip netip.Addr) error
+	// Lookup returns mac's bound, unexpired lease.
+	Lookup(mac macaddr.MAC) (Lease, bool)
+}
+
+var _ LeaseStore = (*Leases)(nil)
+
+// ErrPersist wraps failures to record a lease change (disk full, I/O
+// error): nothing may be acknowledged then.
+var ErrPersist = errors.New("recording the lease failed")
+
+// Durable tells when a lease change is persisted. A nil *Durable is
+// persisted already.
+type Durable struct {
+	done chan struct{}
+	err  error
+}
+
+func newDurable() *Durable { return &Durable{done: make(chan struct{})} }
+
+// finish marks the change persisted (err nil) or lost.
+func (d *Durable) finish(err error) {
+	d.err = err
+	close(d.done)
+}
+
+// Ready reports whether the change is persisted (or failed) already.
+func (d *Durable) Ready() bool {
+	if d == nil {
+		return true
+	}
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Wait blocks until the change is persisted and returns why it was not.
+func (d *Durable) Wait() error {
+	if d == nil {
+		return nil
+	}
+	<-d.done
+	return d.err
+}
+
 // Leases is the dhcp-mode address allocator: the dynamic range, static
-// reservations (MAC → address) and the bound leases, persisted so a
-// restarted server honours them.
-//
-// Persistence: a JSON snapshot (leases.json, written atomically with
-// fsync) plus an append-only journal (leases.json.journal, one JSON lease
-// per line). Every change is written to the journal before the DHCPACK
-// leaves, so a killed or restarted server never forgets a lease. The
-// journal is fsynced every second and folded into the snapshot by Compact
-// (periodically and on Close); a power loss can lose at most the last
-// second of leases, the same class of guarantee as dnsmasq's lease file.
+// reservations (MAC → address) and the bound leases, persisted (see
+// journal) so a restarted server honours them.
 type Leases struct {
-	path       string
 	start, end netip.Addr
 	reserved   map[macaddr.MAC]netip.Addr // MAC → reserved address
 	reservedIP map[netip.Addr]macaddr.MAC // reserved address → MAC
@@ -61,15 +107,15 @@ type Leases struct {
 	offers  map[macaddr.MAC]Lease // MAC → offered, not yet bound
 	offerIP map[netip.Addr]macaddr.MAC
 	next    netip.Addr // allocation cursor
-
-	journal  *os.File // append-only log of changes since the snapshot
-	journaln int      // records in the journal
+	j       *journal   // nil: memory only
 }
 
 // LeaseOptions configure NewLeases.
 type LeaseOptions struct {
-	// Path of the lease file; empty keeps leases in memory only.
+	// Path of the lease snapshot; empty keeps leases in memory only.
 	Path string
+	// Durability of a bound lease before its ACK (default DurableWrite).
+	Durability Durability
 	// Start and End bound the dynamic range (inclusive).
 	Start, End netip.Addr
 	// Reservations map MACs to fixed addresses.
@@ -78,13 +124,13 @@ type LeaseOptions struct {
 	Now func() time.Time
 }
 
-// NewLeases loads the lease file (if any) and returns the allocator.
+// NewLeases loads the persisted leases (if any) and returns the allocator.
 func NewLeases(o LeaseOptions) (*Leases, error) {
 	if !o.Start.Is4() || !o.End.Is4() || o.Start.Compare(o.End) > 0 {
 		return nil, fmt.Errorf("lease range %s-%s is not a valid IPv4 range", o.Start, o.End)
 	}
 	l := &Leases{
-		path: o.Path, start: o.Start, end: o.End, now: o.Now,
+		start: o.Start, end: o.End, now: o.Now,
 		reserved: map[macaddr.MAC]netip.Addr{}, reservedIP: map[netip.Addr]macaddr.MAC{},
 		byMAC: map[macaddr.MAC]*Lease{}, byIP: map[netip.Addr]*Lease{},
 		offers: map[macaddr.MAC]Lease{}, offerIP: map[netip.Addr]macaddr.MAC{},
@@ -103,52 +149,16 @@ func NewLeases(o LeaseOptions) (*Leases, error) {
 	if o.Path == "" {
 		return l, nil
 	}
-	b, err := os.ReadFile(o.Path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return nil, fmt.Errorf("reading leases: %w", err)
-	default:
-		var f leaseFile
-		if err := json.Unmarshal(b, &f); err != nil {
-			return nil, fmt.Errorf("reading leases %s: %w (fix or remove the file; it only holds dhcp-mode leases)", o.Path, err)
-		}
-		for _, le := range f.Leases {
-			l.apply(le)
-		}
-	}
-	jb, err := os.ReadFile(l.journalPath())
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("reading lease journal: %w", err)
-	}
-	for i, line := range bytes.Split(jb, []byte("\n")) {
-		if len(bytes.TrimSpace(line)) == 0 {
-			continue
-		}
-		var le Lease
-		if err := json.Unmarshal(line, &le); err != nil {
-			// a torn last line (killed mid-write) is expected; others are not
-			if i == len(bytes.Split(jb, []byte("\n")))-1 {
-				break
-			}
-			return nil, fmt.Errorf("reading lease journal %s line %d: %w", l.journalPath(), i+1, err)
-		}
-		l.apply(le)
-	}
-	if err := os.MkdirAll(filepath.Dir(o.Path), 0o700); err != nil {
-		return nil, fmt.Errorf("writing leases: %w", err)
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err := l.compactLocked(); err != nil {
+	j, err := openJournal(o.Path, o.Durability, &l.mu, l.apply, l.snapshotLocked)
+	if err != nil {
 		return nil, err
 	}
+	l.j = j
 	return l, nil
 }
 
-func (l *Leases) journalPath() string { return l.path + ".journal" }
-
-// apply merges one persisted record (snapshot entry or journal line).
+// apply merges one persisted record (snapshot entry or journal line), the
+// same state change Bind, Release and Decline make.
 func (l *Leases) apply(le Lease) {
 	if !le.IP.Is4() {
 		return
@@ -158,7 +168,6 @@ func (l *Leases) apply(le Lease) {
 	}
 	if le.Declined || le.MAC.IsZero() {
 		le.MAC, le.Declined = macaddr.MAC{}, true
-		delete(l.byIP, le.IP)
 		l.byIP[le.IP] = &le
 		return
 	}
@@ -171,74 +180,42 @@ func (l *Leases) apply(le Lease) {
 	l.byIP[le.IP] = &le
 }
 
-// record appends a change to the journal. Caller holds mu, so journal
-// order is the order of changes.
-func (l *Leases) record(le Lease) error {
-	if l.journal == nil {
-		return nil
-	}
-	b, err := json.Marshal(le)
-	if err != nil {
-		return fmt.Errorf("writing lease journal: %w", err)
-	}
-	if _, err := l.journal.Write(append(b, '\n')); err != nil {
-		return fmt.Errorf("writing lease journal: %w", err)
-	}
-	l.journaln++
-	return nil
-}
-
-// compactLocked writes the snapshot atomically and starts an empty journal.
-func (l *Leases) compactLocked() error {
-	b, err := json.MarshalIndent(leaseFile{Leases: l.snapshotLocked()}, "", " ")
-	if err != nil {
-		return fmt.Errorf("writing leases: %w", err)
-	}
-	if err := fsutil.WriteFileAtomic(l.path, append(b, '\n'), 0o600); err != nil {
-		return fmt.Errorf("writing leases: %w", err)
-	}
-	if l.journal != nil {
-		l.journal.Close()
-	}
-	j, err := os.OpenFile(l.journalPath(), os.O_CREATE|os.O_WRONLY|os.O_TRUNC|os.O_APPEND, 0o600)
-	if err != nil {
-		return fmt.Errorf("opening lease journal: %w", err)
-	}
-	l.journal, l.journaln = j, 0
-	return nil
-}
-
-// Compact folds the journal into the snapshot (if it has records).
+// Compact folds the journal into the snapshot (if it has records). It
+// holds the allocator only to copy the leases.
 func (l *Leases) Compact() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.journal == nil || l.journaln == 0 {
+	if l.j == nil {
 		return nil
 	}
-	return l.compactLocked()
+	return l.j.compact(l.snapshotLocked)
 }
 
-// Sync flushes the journal to disk.
+// Sync flushes the journal to disk (the periodic fdatasync of
+// DurableWrite; DurableSync syncs before every ACK anyway).
 func (l *Leases) Sync() error {
-	l.mu.Lock()
-	j := l.journal
-	l.mu.Unlock()
-	if j == nil {
+	if l.j == nil {
 		return nil
 	}
-	return j.Sync()
+	return l.j.sync()
+}
+
+// Syncs is the number of journal fdatasyncs so far (with DurableSync, one
+// per group of ACKs).
+func (l *Leases) Syncs() int64 {
+	if l.j == nil {
+		return 0
+	}
+	return l.j.syncs.Load()
 }
 
 // Close compacts and closes the journal.
 func (l *Leases) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.journal == nil {
+	if l.j == nil {
 		return nil
 	}
-	err := l.compactLocked()
-	l.journal.Close()
-	l.journal = nil
+	err := l.Compact()
+	if cerr := l.j.close(); err == nil {
+		err = cerr
+	}
 	return err
 }
 
@@ -331,22 +308,20 @@ func (l *Leases) pick(mac macaddr.MAC, requested netip.Addr, now time.Time) (net
 }
 
 // Bind commits ip to mac for d (DHCPREQUEST). It fails when ip belongs to
-// someone else, is outside the pool and not mac's reservation. The lease is
-// persisted before Bind returns.
-func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
+// someone else, is outside the pool and not mac's reservation. The lease
+// is applied at once; the ACK waits for the returned Durable.
+func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*Durable, error) {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	now := l.now()
-	if res, ok := l.reserved[mac]; ok && res != ip {
-		l.mu.Unlock()
-		return fmt.Errorf("%s is reserved %s, not %s", mac, res, ip)
-	}
-	if _, ok := l.reserved[mac]; !ok && !l.inRange(ip) {
-		l.mu.Unlock()
-		return fmt.Errorf("%s is outside the range %s-%s", ip, l.start, l.end)
-	}
-	if !l.usable(ip, mac, now) {
-		l.mu.Unlock()
-		return fmt.Errorf("%s is in use by another client", ip)
+	res, reserved := l.reserved[mac]
+	switch {
+	case reserved && res != ip:
+		return nil, fmt.Errorf("%s is reserved %s, not %s", mac, res, ip)
+	case !reserved && !l.inRange(ip):
+		return nil, fmt.Errorf("%s is outside the range %s-%s", ip, l.start, l.end)
+	case !l.usable(ip, mac, now):
+		return nil, fmt.Errorf("%s is in use by another client", ip)
 	}
 	if o, ok := l.offers[mac]; ok {
 		delete(l.offerIP, o.IP)
@@ -355,9 +330,7 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
 	// The same state change as replaying the journal does.
 	le := Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
 	l.apply(le)
-	err := l.record(le)
-	l.mu.Unlock()
-	return err
+	return l.j.append(le)
 }
 
 // Release ends mac's lease on ip (DHCPRELEASE). The address stays
@@ -370,7 +343,7 @@ func (l *Leases) Release(mac macaddr.MAC, ip netip.Addr) error {
 		return nil
 	}
 	le.Expiry = l.now()
-	err := l.record(*le)
+	_, err := l.j.append(*le)
 	l.mu.Unlock()
 	return err
 }
@@ -406,7 +379,7 @@ func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	}
 	d := &Lease{IP: ip, Declined: true, Expiry: l.now().Add(declineHold)}
 	l.byIP[ip] = d
-	err := l.record(*d)
+	_, err := l.j.append(*d)
 	l.mu.Unlock()
 	return err
 }
@@ -437,25 +410,3 @@ func (l *Leases) snapshotLocked() []Lease {
 	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
-
-// LeaseStore is what the dhcp-mode decisions need from an address store:
-// *Leases keeps leases in a file of the cluster directory; another store
-// (e.g. one in the Kubernetes API) can take its place.
-type LeaseStore interface {
-	// Offer picks and briefly holds an address for mac (DISCOVER); false
-	// when the pool is exhausted.
-	Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool)
-	// Bind commits ip to mac for d (REQUEST); it returns only once the
-	// lease is persisted, so an ACK is never sent for a lease a restarted
-	// server would not know.
-	Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) error
-	// Release ends mac's lease on ip (RELEASE).
-	Release(mac macaddr.MAC, ip netip.Addr) error
-	// Decline quarantines ip reported in use by its holder (DECLINE);
-	// ErrNotOwner when ip is not mac's lease or offer.
-	Decline(mac macaddr.MAC, ip netip.Addr) error
-	// Lookup returns mac's bound, unexpired lease.
-	Lookup(mac macaddr.MAC) (Lease, bool)
-}
-
-var _ LeaseStore = (*Leases)(nil)

@@ -24,14 +24,14 @@ func TestLeaseReuseKeepsTheNewOwner(t *testing.T) {
 	}
 	x, y := netip.MustParseAddr("10.0.0.10"), netip.MustParseAddr("10.0.0.11")
 	a, b, c := macaddr.MAC{2, 0, 0, 0, 0, 0x0a}, macaddr.MAC{2, 0, 0, 0, 0, 0x0b}, macaddr.MAC{2, 0, 0, 0, 0, 0x0c}
-	if err := l.Bind(a, x, time.Minute); err != nil {
+	if _, err := l.Bind(a, x, time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	now = now.Add(2 * time.Minute) // A's lease expired
-	if err := l.Bind(b, x, time.Hour); err != nil {
+	if _, err := l.Bind(b, x, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Bind(a, y, time.Hour); err != nil {
+	if _, err := l.Bind(a, y, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	check := func(l *Leases, when string) {
@@ -67,7 +67,7 @@ func TestDeclineOnlyByOwner(t *testing.T) {
 	}
 	x := netip.MustParseAddr("10.0.0.10")
 	a, evil := macaddr.MAC{2, 0, 0, 0, 0, 0x0a}, macaddr.MAC{2, 0, 0, 0, 0, 0xee}
-	if err := l.Bind(a, x, time.Hour); err != nil {
+	if _, err := l.Bind(a, x, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if err := l.Decline(evil, x); !errors.Is(err, ErrNotOwner) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -27,11 +28,8 @@ type Server struct {
 	DHCPPort, PXEPort int
 }
 
-// maxInFlight bounds the goroutines handling packets at once.
-const maxInFlight = 256
-
 // Listen opens the sockets. Errors name the interface and port.
-func (s *Server) Listen() (dhcpConn, pxeConn net.PacketConn, err error) {
+func (s *Server) Listen() (dhcpConn, pxeConn *net.UDPConn, err error) {
 	dp, pp := s.DHCPPort, s.PXEPort
 	if dp == 0 {
 		dp = int(PortDHCP)
@@ -55,19 +53,24 @@ func (s *Server) Listen() (dhcpConn, pxeConn net.PacketConn, err error) {
 }
 
 // Serve answers on the given sockets until ctx ends. pxeConn may be nil.
-func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) error {
+//
+// Each socket has one reader that decides and answers inline: no goroutine
+// or thread hand-off per packet, which is what a request's latency is made
+// of on a busy machine. Only an ACK whose lease is not durable yet (lease
+// durability "sync") is handed to a goroutine that sends it once the
+// journal's group commit covered it; the reader goes on meanwhile.
+func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn *net.UDPConn) error {
 	log := s.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxInFlight)
 	errc := make(chan error, 2)
-	loop := func(conn net.PacketConn, port Port) {
+	loop := func(conn *net.UDPConn, port Port) {
 		defer wg.Done()
 		buf := make([]byte, 1500)
 		for {
-			n, peer, err := conn.ReadFrom(buf)
+			n, peer, err := conn.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 					errc <- nil
@@ -81,15 +84,10 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 				log.Debug("malformed DHCP packet", "from", peer, "err", err)
 				continue
 			}
-			sem <- struct{}{}
-			wg.Add(1)
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				s.handle(log, conn, peer, req, port)
-			}()
+			s.handle(log, conn, peer, req, port, &wg)
 		}
 	}
-	conns := []net.PacketConn{dhcpConn}
+	conns := []*net.UDPConn{dhcpConn}
 	wg.Add(1)
 	go loop(dhcpConn, PortDHCP)
 	if pxeConn != nil {
@@ -109,39 +107,67 @@ func (s *Server) Serve(ctx context.Context, dhcpConn, pxeConn net.PacketConn) er
 	return first
 }
 
-func (s *Server) handle(log *slog.Logger, conn net.PacketConn, peer net.Addr, req *dhcpv4.DHCPv4, port Port) {
+func (s *Server) handle(log *slog.Logger, conn *net.UDPConn, peer netip.AddrPort, req *dhcpv4.DHCPv4, port Port, wg *sync.WaitGroup) {
 	reply, ev := s.Config.Handle(req, port)
-	if s.OnEvent != nil {
-		s.OnEvent(ev)
-	}
 	if reply == nil {
-		log.Debug("dhcp: no reply", "mac", ev.Client.MAC, "type", ev.Type, "port", int(port), "why", ev.Ignored)
+		if s.OnEvent != nil {
+			s.OnEvent(ev)
+		}
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("dhcp: no reply", "mac", ev.Client.MAC, "type", ev.Type, "port", int(port), "why", ev.Ignored)
+		}
 		return
 	}
-	dst := Destination(req, reply, peer, port)
-	if _, err := conn.WriteTo(reply.ToBytes(), dst); err != nil {
-		log.Warn("dhcp: sending reply", "mac", ev.Client.MAC, "to", dst, "err", err)
+	send := func() {
+		if err := ev.Durable.Wait(); err != nil {
+			log.Error("dhcp: lease not recorded, no ACK sent", "mac", ev.Client.MAC, "ip", ev.IP, "err", err)
+			ev.Reply, ev.Ignored = 0, err.Error()
+			if s.OnEvent != nil {
+				s.OnEvent(ev)
+			}
+			return
+		}
+		if s.OnEvent != nil {
+			s.OnEvent(ev)
+		}
+		dst := Destination(req, reply, peer, port)
+		if _, err := conn.WriteToUDPAddrPort(reply.ToBytes(), dst); err != nil {
+			log.Warn("dhcp: sending reply", "mac", ev.Client.MAC, "to", dst, "err", err)
+			return
+		}
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			log.Debug("dhcp: replied", "mac", ev.Client.MAC, "type", ev.Type, "reply", ev.Reply, "ip", ev.IP, "file", ev.Boot.File, "to", dst)
+		}
+	}
+	if ev.Durable.Ready() {
+		send()
 		return
 	}
-	log.Debug("dhcp: replied", "mac", ev.Client.MAC, "type", ev.Type, "reply", ev.Reply, "ip", ev.IP, "file", ev.Boot.File, "to", dst)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		send()
+	}()
 }
+
+var (
+	broadcast4 = netip.AddrPortFrom(netip.AddrFrom4([4]byte{255, 255, 255, 255}), dhcpv4.ClientPort)
+)
 
 // Destination is where a reply goes (RFC 2131 §4.1): a relay's giaddr, the
 // client's ciaddr when it has one, else broadcast; port 4011 replies go
 // back to the sender.
-func Destination(req, reply *dhcpv4.DHCPv4, peer net.Addr, port Port) net.Addr {
-	if port == PortPXE {
-		if u, ok := peer.(*net.UDPAddr); ok && u.IP != nil && !u.IP.IsUnspecified() {
-			return u
-		}
+func Destination(req, reply *dhcpv4.DHCPv4, peer netip.AddrPort, port Port) netip.AddrPort {
+	if port == PortPXE && peer.IsValid() && !peer.Addr().IsUnspecified() {
+		return peer
 	}
-	if gi := req.GatewayIPAddr; gi != nil && !gi.IsUnspecified() {
-		return &net.UDPAddr{IP: gi, Port: dhcpv4.ServerPort}
+	if gi, ok := netip.AddrFromSlice(req.GatewayIPAddr.To4()); ok && !gi.IsUnspecified() {
+		return netip.AddrPortFrom(gi, dhcpv4.ServerPort)
 	}
-	if ci := req.ClientIPAddr; ci != nil && !ci.IsUnspecified() && reply.MessageType() != dhcpv4.MessageTypeNak {
-		return &net.UDPAddr{IP: ci, Port: dhcpv4.ClientPort}
+	if ci, ok := netip.AddrFromSlice(req.ClientIPAddr.To4()); ok && !ci.IsUnspecified() && reply.MessageType() != dhcpv4.MessageTypeNak {
+		return netip.AddrPortFrom(ci, dhcpv4.ClientPort)
 	}
 	// Broadcast: every client accepts it and no ARP entry is needed for an
 	// address the client does not have yet.
-	return &net.UDPAddr{IP: net.IPv4bcast, Port: dhcpv4.ClientPort}
+	return broadcast4
 }
