@@ -38,7 +38,7 @@ requests); finished files the factory reports with the same size are kept.`,
 				return err
 			}
 			if out == "" {
-				out = g.Path("assets")
+				out = g.Paths().Assets()
 			}
 			ctx := cmd.Context()
 			factory := strings.TrimSuffix(spec.Image.Factory, "/")
