@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/siderolabs/image-factory/pkg/schematic"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
 )
 
 // TestImageFetch runs `dodai image fetch` against a local Image Factory
@@ -40,7 +42,7 @@ func TestImageFetch(t *testing.T) {
 		json.NewEncoder(w).Encode(map[string]string{"id": id})
 	})
 	mux.HandleFunc("/image/{id}/{ver}/{file}", func(w http.ResponseWriter, r *http.Request) {
-		if len(registered) == 0 || r.PathValue("id") != registered[0] || r.PathValue("ver") != "v1.11.5" {
+		if len(registered) == 0 || r.PathValue("id") != registered[0] || r.PathValue("ver") != "v"+strings.TrimPrefix(cluster.DefaultTalosVersion, "v") {
 			http.NotFound(w, r)
 			return
 		}
