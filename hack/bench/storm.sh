@@ -28,7 +28,7 @@ SN="${STORM_N:-1000}"
 [ "$(id -u)" = 0 ] || { echo "run as root (creates network namespaces)" >&2; exit 1; }
 for t in dnsmasq nginx ip jq go; do command -v $t >/dev/null || { echo "missing $t (hack/deps/netboot.apt)" >&2; exit 1; }; done
 [ -f /usr/lib/ipxe/snponly.efi ] || { echo "missing /usr/lib/ipxe/snponly.efi (package ipxe)" >&2; exit 1; }
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"  # a socket per TFTP transfer and HTTP connection
 
 RUN=$(mktemp -d /tmp/dodai-storm.XXXXXX)
 NS_S=dodai-storm-s-$$

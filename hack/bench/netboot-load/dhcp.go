@@ -153,7 +153,13 @@ func parseReply(b []byte) (xid uint32, msg byte, yiaddr, sid [4]byte, ok bool) {
 // dhcpLoad runs n handshakes, c at a time. onAck, when not nil, is called
 // (on the event loop's thread: it must not block) for every ACK, with the
 // MAC's number and the handshake's start.
-func dhcpLoad(iface string, n, c, seed int, pxe bool, onAck func(i int, start time.Time)) (*dhcpResult, error) {
+//
+// timeouts are the waits for a reply before each retransmission; after the
+// last one the handshake fails (nil: maxTries × replyTimeout).
+func dhcpLoad(iface string, n, c, seed int, pxe bool, timeouts []time.Duration, onAck func(i int, start time.Time)) (*dhcpResult, error) {
+	if timeouts == nil {
+		timeouts = slices.Repeat([]time.Duration{replyTimeout}, maxTries)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	fd, err := rawSocket(iface)
@@ -251,11 +257,11 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool, onAck func(i int, start ti
 		}
 		lastSweep = now
 		for xid, h := range inflight {
-			if now.Sub(h.sent) < replyTimeout {
+			if now.Sub(h.sent) < timeouts[min(h.tries, len(timeouts)-1)] {
 				continue
 			}
 			h.tries++
-			if h.tries >= maxTries {
+			if h.tries >= len(timeouts) {
 				delete(inflight, xid)
 				res.Failed++
 				if next < n {

@@ -35,7 +35,7 @@ func main() {
 	var err error
 	switch *mode {
 	case "dhcp":
-		res, err = dhcpLoad(*iface, *n, *c, *seed, *pxe, nil)
+		res, err = dhcpLoad(*iface, *n, *c, *seed, *pxe, nil, nil)
 	case "storm":
 		res, err = stormLoad(*iface, *n, *seed, *tftpAddr, *tftpFile, splitComma(*urls))
 	case "http":

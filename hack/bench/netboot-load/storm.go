@@ -32,7 +32,8 @@ type stormResult struct {
 }
 
 // stormLoad boots n simulated machines at once: every machine sends its
-// DISCOVER at the start (PXE-flavoured, as firmware does); once ACKed it
+// DISCOVER at the start (PXE-flavoured, retransmitted as PXE firmware
+// does: after 4, 8, 16 and 32 s, then it gives up); once ACKed it
 // fetches tftpFile by TFTP (blksize 1468, lock-step with retransmission,
 // as PXE firmware does), then every URL by HTTP. The TFTP and HTTP traffic
 // comes from the client namespace's own address: the machines are
@@ -95,7 +96,10 @@ func stormLoad(iface string, n, seed int, tftpAddr, tftpFile string, urls []stri
 		mu.Unlock()
 	}
 	begin := time.Now()
-	d, err := dhcpLoad(iface, n, n, seed, true, func(_ int, start time.Time) {
+	// PXE firmware's DHCP retransmissions (PXE 2.1: four, after 4, 8, 16
+	// and 32 s).
+	pxeTimeouts := []time.Duration{4 * time.Second, 8 * time.Second, 16 * time.Second, 32 * time.Second, 4 * time.Second}
+	d, err := dhcpLoad(iface, n, n, seed, true, pxeTimeouts, func(_ int, start time.Time) {
 		wg.Add(1)
 		go boot(start)
 	})
