@@ -131,6 +131,8 @@ CONF
 stop_server() { kill "$SP" 2>/dev/null; wait "$SP" 2>/dev/null || true; SP=""; }
 kib() { awk -v k="$2:" '$1 == k {print $2}' /proc/"$1"/status; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# UDP datagrams the server namespace's kernel dropped for full socket buffers
+rcvbuf_errors() { ip netns exec $NS_S awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ {print $6}' /proc/net/snmp; }
 record() { # bench group server rep load1 metrics-json
   printf '{"bench":"%s","group":"%s","server":"%s","rep":%s,"load1":%s,"m":%s}\n' "$@" >> "$RUN/results.jsonl"
 }
@@ -147,11 +149,12 @@ for rep in $(seq "$REPS"); do
       start_dnsmasq
       u=http://10.99.0.1:8081/amd64/vmlinuz,http://10.99.0.1:8081/amd64/initramfs.xz
     fi
-    l=$(load1)
+    l=$(load1); e0=$(rcvbuf_errors)
     res=$(C "$RUN/load" -mode storm -i c0 -n "$SN" -seed $(( rep % 250 + 1 )) -tftp 10.99.0.1:69 -tftp-file snponly.efi -urls $u)
-    echo "  $s rep $rep: $res" >&2
-    record storm "$SN machines at once" "$s" "$rep" "$l" "$(echo "$res" | jq -c '{all_served_ms: (.seconds * 1000), p50_ms, p99_ms,
-      dhcp_done_ms: (.dhcp_seconds * 1000), served, failed_dhcp, failed_tftp, failed_http, tftp_retries}')"
+    drops=$(( $(rcvbuf_errors) - e0 ))
+    echo "  $s rep $rep: $res, server UDP drops (full socket buffer): $drops" >&2
+    record storm "$SN machines at once" "$s" "$rep" "$l" "$(echo "$res" | jq -c --argjson drops $drops '{all_served_ms: (.seconds * 1000), p50_ms, p99_ms,
+      dhcp_done_ms: (.dhcp_seconds * 1000), served, failed_dhcp, failed_tftp, failed_http, tftp_retries, udp_drops: $drops}')"
     if [ $s = dodai ]; then
       record storm-memory "dodai netboot, $SN machines" dodai "$rep" "$l" "$(jq -nc --argjson a0 "$a0" --argjson a1 "$(kib $SP RssAnon)" \
         --argjson f1 "$(kib $SP RssFile)" --argjson n "$SN" --argjson lines "$(wc -l < "$RUN/dodai.log")" \
