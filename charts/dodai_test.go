@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
 
@@ -132,9 +133,7 @@ func TestDodaiChartRenders(t *testing.T) {
 // applied) is accepted by a real kube-apiserver: schemas, RBAC rules and
 // pod specs are valid for Kubernetes 1.34.
 func TestDodaiChartServerDryRun(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs the test Kubernetes")
-	}
+	testutil.Slow(t, "needs the test Kubernetes")
 	env := kubetest.StartT(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()

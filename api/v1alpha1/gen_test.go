@@ -8,14 +8,14 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // The checked-in deep-copy functions and CRD manifests are exactly what
 // hack/gen.sh (the pinned controller-gen) generates from the types.
 func TestGeneratedCurrent(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds controller-gen")
-	}
+	testutil.Slow(t, "builds controller-gen")
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
 	defer cancel()
 	out := t.TempDir()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -19,10 +20,10 @@ import (
 // `dodai bootstrap`, a Machine's status for the in-cluster controller.
 type ApplyRecord interface {
 	// ConfirmedDisk is the install disk confirmed earlier (nil: none yet).
-	ConfirmedDisk() *DiskRecord
+	ConfirmedDisk() *state.Disk
 	// Applying is called just before the config is sent: the machine, the
 	// disk (confirmed from now on) and the address the node will answer on.
-	Applying(m *talos.Machine, disk *DiskRecord, addr string) error
+	Applying(m *talos.Machine, disk *state.Disk, addr string) error
 	// ApplyFailed is called when the node refused the config.
 	ApplyFailed() error
 }
@@ -68,7 +69,7 @@ func ApplyConfig(ctx context.Context, o ApplyOptions, n *cluster.Node, m *talos.
 	}
 	port := o.Port
 	if port == 0 {
-		port = talos.Port()
+		port = talos.DefaultPort
 	}
 	mc, err := talos.Maintenance(ctx, talos.Endpoint(m.Address, port))
 	if err != nil {
@@ -122,10 +123,10 @@ type storeRecord struct {
 	node string
 }
 
-func (r storeRecord) ConfirmedDisk() *DiskRecord { return r.s.node(r.node).Disk }
+func (r storeRecord) ConfirmedDisk() *state.Disk { return r.s.node(r.node).Disk }
 
-func (r storeRecord) Applying(m *talos.Machine, disk *DiskRecord, addr string) error {
-	return r.s.updateNode(r.node, func(s *NodeState) {
+func (r storeRecord) Applying(m *talos.Machine, disk *state.Disk, addr string) error {
+	return r.s.updateNode(r.node, func(s *state.Node) {
 		s.MAC, s.MaintenanceAddress, s.TalosVersion = m.MAC, m.Address, m.TalosVersion
 		if s.Disk == nil {
 			s.Disk = disk
@@ -135,5 +136,5 @@ func (r storeRecord) Applying(m *talos.Machine, disk *DiskRecord, addr string) e
 }
 
 func (r storeRecord) ApplyFailed() error {
-	return r.s.updateNode(r.node, func(s *NodeState) { s.Applied = nil })
+	return r.s.updateNode(r.node, func(s *state.Node) { s.Applied = nil })
 }

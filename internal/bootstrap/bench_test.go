@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // BenchmarkBootstrap measures maintenance mode → kubeconfig against fake
@@ -30,7 +31,7 @@ func BenchmarkBootstrap(b *testing.B) {
 					b.StopTimer()
 					tc := newCluster(b, clusterOpts{CPs: c.cps, Workers: c.workers, RebootDelay: c.delay, Kubeconfig: kube.kubeconfig})
 					src, r := tc.load(b)
-					ctx := testCtx(b, 5*time.Minute)
+					ctx := testutil.Context(b, 5*time.Minute)
 					b.StartTimer()
 					_, err := bootstrap.Run(ctx, bootstrap.Options{Source: src, Renderer: r, Networks: []netip.Prefix{tc.Net},
 						Port: tc.Port, PollInterval: 10 * time.Millisecond, Sequential: seq})

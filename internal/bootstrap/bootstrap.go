@@ -18,10 +18,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +39,9 @@ import (
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/fsutil"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/phase"
+	"github.com/dodai-dev/dodai/internal/poll"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -50,11 +53,11 @@ type Options struct {
 	Renderer *machineconfig.Renderer
 	// Nodes restricts the run to these node names (default: all).
 	Nodes []string
-	// Networks to search for maintenance-mode machines (default: the
-	// host's directly connected networks), in addition to the netboot
-	// registry's addresses and those remembered in the state file.
+	// Networks to search for maintenance-mode machines (see
+	// discover.TargetsFor: default the host's directly connected
+	// networks, plus the addresses netboot and bootstrap recorded).
 	Networks []netip.Prefix
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// PollInterval between retries of waits (default 1s).
 	PollInterval time.Duration
@@ -72,9 +75,10 @@ type NodeResult struct {
 	Name    string `json:"name"`
 	Role    string `json:"role"`
 	Address string `json:"address,omitempty"`
-	// Action: applied, configured (already), or failed.
-	Action string `json:"action"`
-	Error  string `json:"error,omitempty"`
+	// Action is what this run did: phase.Applied, phase.Configured
+	// (already) or phase.Failed.
+	Action phase.Phase `json:"action"`
+	Error  string      `json:"error,omitempty"`
 }
 
 // Result of a run.
@@ -84,8 +88,6 @@ type Result struct {
 	BootstrapCalled bool `json:"bootstrapCalled"`
 	// Kubeconfig is the path written (empty if unchanged or not reached).
 	Kubeconfig string `json:"kubeconfig,omitempty"`
-	// Warnings about traps in the cluster file.
-	Warnings []string `json:"warnings,omitempty"`
 }
 
 // NodeError is a failure of one node.
@@ -106,7 +108,7 @@ type runner struct {
 	port   int
 	poll   time.Duration
 	prog   time.Duration
-	dir    string
+	paths  cluster.Layout
 	found  map[string]*talos.Machine // by node name
 	mu     sync.Mutex
 	up     map[string]chan struct{} // closed when a node answers the authenticated API
@@ -146,14 +148,14 @@ func FirstControlPlane(spec *cluster.Spec) *cluster.Node {
 // Run bootstraps the cluster. The returned error joins every node's error
 // (each a *NodeError) and cluster-level failures.
 func Run(ctx context.Context, opts Options) (*Result, error) {
-	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, dir: opts.Source.Dir,
+	r := &runner{opts: opts, spec: &opts.Source.Cluster.Spec, log: opts.Log, paths: opts.Source.Layout(),
 		port: opts.Port, poll: opts.PollInterval, prog: opts.ProgressInterval,
 		up: map[string]chan struct{}{}, failed: map[string]chan struct{}{}, addrs: map[string]string{}, clusterDone: make(chan struct{})}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
 	if r.port == 0 {
-		r.port = talos.Port()
+		r.port = talos.DefaultPort
 	}
 	if r.poll == 0 {
 		r.poll = time.Second
@@ -161,10 +163,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if r.prog == 0 {
 		r.prog = 10 * time.Second
 	}
-	res := &Result{Warnings: Warnings(opts.Source)}
-	for _, w := range res.Warnings {
-		r.log.Warn(w)
-	}
+	res := &Result{}
 	selected, err := r.selectNodes()
 	if err != nil {
 		return res, err
@@ -173,10 +172,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if first == nil {
 		return res, errors.New("the cluster has no control-plane node")
 	}
-	if r.store, err = loadStore(r.dir); err != nil {
+	if r.store, err = loadStore(r.paths); err != nil {
 		return res, err
 	}
-	if r.tc, _, err = opts.Renderer.EnsureTalosconfig(filepath.Join(r.dir, cluster.TalosconfigFile)); err != nil {
+	if r.tc, _, err = opts.Renderer.EnsureTalosconfig(r.paths.Talosconfig()); err != nil {
 		return res, err
 	}
 	for i := range r.spec.Nodes {
@@ -250,7 +249,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		results[i].Action = action
 		results[i].Address = r.addr(n.Name)
 		if err != nil {
-			results[i].Action = "failed"
+			results[i].Action = phase.Failed
 			results[i].Error = err.Error()
 			errs[i] = &NodeError{Node: n.Name, Err: err}
 			r.log.Error("node failed", "node", n.Name, "error", err)
@@ -274,14 +273,14 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	r.mu.Unlock()
 
 	// One write for every node that answered the authenticated API.
-	if err := r.store.update(func(s *State) {
+	if err := r.store.update(func(s *state.Bootstrap) {
 		for _, n := range selected {
 			if !r.isUp(n.Name) {
 				continue
 			}
 			ns := s.Nodes[n.Name]
 			if ns == nil {
-				ns = &NodeState{}
+				ns = &state.Node{}
 				s.Nodes[n.Name] = ns
 			}
 			ns.Address = r.addr(n.Name)
@@ -310,7 +309,7 @@ func (r *runner) selectNodes() ([]*cluster.Node, error) {
 		}
 		i := slices.IndexFunc(r.spec.Nodes, func(n cluster.Node) bool { return n.Name == name })
 		if i < 0 {
-			return nil, fmt.Errorf("--node %s: no such node in %s", name, r.opts.Source.File)
+			return nil, fmt.Errorf("node %q: no such node in %s", name, r.opts.Source.File)
 		}
 		out = append(out, &r.spec.Nodes[i])
 	}
@@ -360,27 +359,12 @@ func (r *runner) answers(ctx context.Context, addr string) error {
 
 // discover finds the given nodes in maintenance mode by MAC.
 func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
-	nets := r.opts.Networks
-	if len(nets) == 0 {
-		var err error
-		if nets, err = discover.DefaultNetworks(); err != nil {
-			return err
-		}
-	}
-	hosts, err := discover.RegistryHosts(r.dir)
+	tg, err := discover.TargetsFor(r.paths, r.opts.Networks)
 	if err != nil {
 		return err
 	}
-	for _, n := range nodes {
-		if a, err := netip.ParseAddr(r.store.node(n.Name).MaintenanceAddress); err == nil {
-			hosts = append(hosts, a)
-		}
-	}
-	if len(nets) == 0 && len(hosts) == 0 {
-		return discover.ErrNoNetworks
-	}
 	start := time.Now()
-	machines, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: hosts, Port: r.port, Log: r.log})
+	machines, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: r.port, Log: r.log})
 	if err != nil {
 		return fmt.Errorf("discovering maintenance-mode machines: %w", err)
 	}
@@ -391,17 +375,19 @@ func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
 			r.found[n.Name] = m
 		}
 	}
-	r.log.Info("discovery done", "machines", len(machines), "matched", len(r.found), "networks", fmt.Sprint(nets), "took", time.Since(start).Round(time.Millisecond))
+	r.log.Info("discovery done", "machines", len(machines), "matched", len(r.found), "networks", fmt.Sprint(tg.Networks), "hosts", len(tg.Hosts), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// node brings one node to "configured".
-func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, discoverErr error) (string, error) {
+// node brings one node to the point where it answers the authenticated API
+// on its configured address, and says what it did: phase.Applied or
+// phase.Configured (it already was).
+func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, discoverErr error) (phase.Phase, error) {
 	log := r.log.With("node", n.Name)
 	if configured {
 		log.Info("already configured: answers the authenticated Talos API", "address", r.addr(n.Name))
 		r.markUp(n.Name)
-		return "configured", nil
+		return phase.Configured, nil
 	}
 	if discoverErr != nil {
 		return "", discoverErr
@@ -414,7 +400,7 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 			return "", err
 		}
 		r.markUp(n.Name)
-		return "applied", nil
+		return phase.Applied, nil
 	}
 	if m == nil {
 		where := "on the scanned networks"
@@ -432,36 +418,39 @@ func (r *runner) node(ctx context.Context, n *cluster.Node, configured bool, dis
 		return "", err
 	}
 	r.markUp(n.Name)
-	return "applied", nil
+	return phase.Applied, nil
 }
 
-// waitUp polls until the node answers the authenticated API on addr.
+// waitUp waits until the node answers the authenticated API on addr.
 func (r *runner) waitUp(ctx context.Context, name, addr, oldAddr string) error {
-	start := time.Now()
-	lastLog := start
-	var last error
-	for {
-		if last = r.answers(ctx, addr); last == nil {
-			r.log.Info("node is up", "node", name, "address", addr, "took", time.Since(start).Round(time.Millisecond))
-			return nil
+	err := poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
+		old := "gone"
+		if c, err := net.DialTimeout("tcp", talos.Endpoint(oldAddr, r.port), time.Second); err == nil {
+			c.Close()
+			old = "still answering"
 		}
-		if time.Since(lastLog) >= r.prog {
-			lastLog = time.Now()
-			old := "gone"
-			if c, err := net.DialTimeout("tcp", talos.Endpoint(oldAddr, r.port), time.Second); err == nil {
-				c.Close()
-				old = "still answering"
-			}
-			r.log.Info("waiting for the node to come back configured", "node", name, "address", addr,
-				"elapsed", time.Since(start).Round(time.Second), "maintenanceAddress", oldAddr+" ("+old+")", "last", shortErr(last))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("config applied, but the node did not answer the authenticated Talos API on %s %s (waited %s; last error: %s)",
-				talos.Endpoint(addr, r.port), within(ctx), time.Since(start).Round(time.Millisecond), shortErr(last))
-		case <-time.After(r.poll):
-		}
+		r.log.Info("waiting for the node to come back configured", "node", name, "address", addr,
+			"elapsed", p.Elapsed.Round(time.Second), "maintenanceAddress", oldAddr+" ("+old+")", "last", shortErr(p.Last))
+	}), func(ctx context.Context) (bool, error) {
+		err := r.answers(ctx, addr)
+		return err == nil, err
+	})
+	var perr *poll.Error
+	if errors.As(err, &perr) {
+		return fmt.Errorf("config applied, but the node did not answer the authenticated Talos API on %s %s (waited %s; last error: %s)",
+			talos.Endpoint(addr, r.port), within(ctx), perr.Elapsed.Round(time.Millisecond), shortErr(perr.Last))
 	}
+	if err != nil {
+		return err
+	}
+	r.log.Info("node is up", "node", name, "address", addr)
+	return nil
+}
+
+// pollOptions are the options of every wait of a run; progress, if not
+// nil, is logged every ProgressInterval.
+func (r *runner) pollOptions(progress func(poll.Progress)) poll.Options {
+	return poll.Options{Interval: r.poll, Every: r.prog, OnProgress: progress}
 }
 
 func shortErr(err error) string {
@@ -565,65 +554,71 @@ func (r *runner) bootstrapEtcd(ctx context.Context, c *client.Client, node strin
 	// A previous run may have sent it and died before recording it.
 	if ok, _, err := etcdRunning(ctx, c); err == nil && ok {
 		r.log.Info("etcd already running; recording bootstrap as done", "node", node)
-		return r.store.update(func(s *State) { s.Bootstrap = &EtcdBootstrap{Node: node, Requested: bs.Requested, Done: now()} })
+		return r.store.update(func(s *state.Bootstrap) {
+			s.Bootstrap = &state.EtcdBootstrap{Node: node, Requested: bs.Requested, Done: now()}
+		})
 	}
-	if err := r.store.update(func(s *State) {
+	if err := r.store.update(func(s *state.Bootstrap) {
 		if s.Bootstrap == nil || s.Bootstrap.Requested == nil {
-			s.Bootstrap = &EtcdBootstrap{Node: node, Requested: now()}
+			s.Bootstrap = &state.EtcdBootstrap{Node: node, Requested: now()}
 		}
 	}); err != nil {
 		return err
 	}
-	start := time.Now()
-	lastLog := start
+	// Retried while the node refuses for a reason that passes (not ready
+	// yet, time not in sync, a transient error); any other refusal is final.
 	var lastRefusal error
-	for {
+	err := poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
+		r.log.Info("node not ready for bootstrap yet, retrying", "node", node, "reason", shortErr(p.Last), "elapsed", p.Elapsed.Round(time.Second))
+	}), func(ctx context.Context) (bool, error) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := c.Bootstrap(cctx, &machine.BootstrapRequest{})
 		cancel()
 		r.mu.Lock()
 		r.called = true
 		r.mu.Unlock()
-		if err != nil && ctx.Err() != nil {
-			// The run's timeout hit during the call: report why it kept
-			// being refused before.
-			why := shortErr(err)
-			if lastRefusal != nil {
-				why = shortErr(lastRefusal)
-			}
-			return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), why)
-		}
 		switch {
 		case err == nil:
 			r.log.Info("etcd bootstrapped", "node", node)
+			return true, nil
 		case status.Code(err) == codes.AlreadyExists:
 			r.log.Info("etcd was already bootstrapped", "node", node, "detail", shortErr(err))
+			return true, nil
+		case ctx.Err() != nil:
+			// The run's timeout hit during the call: the wait ends with
+			// why it kept being refused before.
+			return false, err
 		case retryableBootstrap(err):
-			lastRefusal = err
-			if time.Since(lastLog) >= r.prog || lastLog == start {
-				lastLog = time.Now()
+			if lastRefusal == nil {
 				r.log.Info("node not ready for bootstrap yet, retrying", "node", node, "reason", shortErr(err))
 			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), time.Since(start).Round(time.Millisecond), shortErr(err))
-			case <-time.After(r.poll):
-			}
-			continue
+			lastRefusal = err
+			return false, err
 		default:
-			return fmt.Errorf("bootstrapping etcd: %w", grpcErr(err))
+			return false, poll.Stop(fmt.Errorf("bootstrapping etcd: %w", grpcErr(err)))
 		}
-		return r.store.update(func(s *State) { s.Bootstrap.Done = now() })
+	})
+	var perr *poll.Error
+	if errors.As(err, &perr) {
+		why := shortErr(perr.Last)
+		if lastRefusal != nil {
+			why = shortErr(lastRefusal)
+		}
+		return fmt.Errorf("etcd bootstrap not accepted %s (waited %s): %s", within(ctx), perr.Elapsed.Round(time.Millisecond), why)
 	}
+	if err != nil {
+		return err
+	}
+	return r.store.update(func(s *state.Bootstrap) { s.Bootstrap.Done = now() })
 }
 
 // confirmEtcd waits until etcd runs healthy and lists members (the
 // bootstrap intent is lost if the node reboots before etcd starts).
 func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string) error {
-	start := time.Now()
-	lastLog := start
 	var last string
-	for {
+	err := poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
+		r.log.Info("waiting for etcd", "node", node, "state", last, "elapsed", p.Elapsed.Round(time.Second))
+	}), func(ctx context.Context) (bool, error) {
 		ok, st, err := etcdRunning(ctx, c)
 		if err == nil && ok {
 			mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -631,7 +626,7 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 			cancel()
 			if merr == nil && len(resp.GetMessages()) > 0 && len(resp.GetMessages()[0].GetMembers()) > 0 {
 				r.log.Info("etcd is healthy", "node", node, "members", len(resp.GetMessages()[0].GetMembers()))
-				return nil
+				return true, nil
 			}
 			err = merr
 		}
@@ -639,16 +634,12 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 		if err != nil {
 			last = shortErr(err)
 		}
-		if time.Since(lastLog) >= r.prog {
-			lastLog = time.Now()
-			r.log.Info("waiting for etcd", "node", node, "state", last, "elapsed", time.Since(start).Round(time.Second))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("etcd did not become healthy %s (last: %s)", within(ctx), last)
-		case <-time.After(r.poll):
-		}
+		return false, err
+	})
+	if err != nil {
+		return fmt.Errorf("etcd did not become healthy %s (last: %s)", within(ctx), last)
 	}
+	return nil
 }
 
 // kubeconfig fetches the admin kubeconfig, waits for /readyz and writes it.
@@ -656,7 +647,7 @@ func (r *runner) confirmEtcd(ctx context.Context, c *client.Client, node string)
 // kept: Talos issues a new client certificate on every Kubeconfig call, so
 // fetching again would rewrite the file on every run.
 func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) (string, error) {
-	if old, err := os.ReadFile(filepath.Join(r.dir, cluster.KubeconfigFile)); err == nil {
+	if old, err := os.ReadFile(r.paths.Kubeconfig()); err == nil {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := Readyz(rctx, old)
 		cancel()
@@ -667,37 +658,41 @@ func (r *runner) kubeconfig(ctx context.Context, c *client.Client, node string) 
 		r.log.Info("fetching a new kubeconfig", "node", node, "reason", shortErr(err))
 	}
 	var kc []byte
-	var err error
-	for {
+	err := poll.Until(ctx, r.pollOptions(nil), func(ctx context.Context) (bool, error) {
 		kctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		var err error
 		kc, err = c.Kubeconfig(kctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("fetching kubeconfig: %w", grpcErr(err))
-		case <-time.After(r.poll):
-		}
+		return err == nil, err
+	})
+	var perr *poll.Error
+	if errors.As(err, &perr) && perr.Last != nil {
+		return "", fmt.Errorf("fetching kubeconfig: %w", grpcErr(perr.Last))
+	}
+	if err != nil {
+		return "", fmt.Errorf("fetching kubeconfig: %w", err)
 	}
 	if err := r.waitReadyz(ctx, kc); err != nil {
 		return "", err
 	}
-	return WriteKubeconfig(r.dir, kc)
-}
-
-// WriteKubeconfig writes DIR/kubeconfig (0600, atomically) when its content
-// changed; it returns the path when written.
-func WriteKubeconfig(dir string, kc []byte) (string, error) {
-	path := filepath.Join(dir, cluster.KubeconfigFile)
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, kc) {
-		return "", nil
-	}
-	if err := fsutil.WriteFileAtomic(path, kc, 0o600); err != nil {
+	written, err := WriteKubeconfig(r.paths, kc)
+	if err != nil || !written {
 		return "", err
 	}
-	return path, nil
+	return r.paths.Kubeconfig(), nil
+}
+
+// WriteKubeconfig writes the cluster directory's kubeconfig (0600,
+// atomically) when its content changed, and says whether it did.
+func WriteKubeconfig(l cluster.Layout, kc []byte) (bool, error) {
+	path := l.Kubeconfig()
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, kc) {
+		return false, nil
+	}
+	if err := fsutil.WriteFileAtomic(path, kc, 0o600); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // Readyz checks the Kubernetes API's /readyz with the kubeconfig.
@@ -715,7 +710,7 @@ func Readyz(ctx context.Context, kc []byte) error {
 	if err != nil {
 		return err
 	}
-	req, err := httpGet(ctx, u)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
@@ -732,27 +727,25 @@ func Readyz(ctx context.Context, kc []byte) error {
 }
 
 func (r *runner) waitReadyz(ctx context.Context, kc []byte) error {
-	start := time.Now()
-	lastLog := start
-	for {
+	err := poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
+		r.log.Info("waiting for the Kubernetes API", "error", shortErr(p.Last), "elapsed", p.Elapsed.Round(time.Second))
+	}), func(ctx context.Context) (bool, error) {
 		err := Readyz(ctx, kc)
-		if err == nil {
-			r.log.Info("Kubernetes API is ready", "took", time.Since(start).Round(time.Millisecond))
-			return nil
-		}
-		if time.Since(lastLog) >= r.prog {
-			lastLog = time.Now()
-			r.log.Info("waiting for the Kubernetes API", "error", err.Error(), "elapsed", time.Since(start).Round(time.Second))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the Kubernetes API did not become ready %s: %w", within(ctx), err)
-		case <-time.After(r.poll):
-		}
+		return err == nil, err
+	})
+	var perr *poll.Error
+	if errors.As(err, &perr) {
+		return fmt.Errorf("the Kubernetes API did not become ready %s: %w", within(ctx), perr.Last)
 	}
+	if err != nil {
+		return err
+	}
+	r.log.Info("Kubernetes API is ready")
+	return nil
 }
 
-// waitReady waits until a configured node reports Ready (MachineStatus).
+// waitReady waits until a configured node is healthy (phase.Healthy:
+// running and Ready).
 func (r *runner) waitReady(ctx context.Context, n *cluster.Node) error {
 	addr := r.addr(n.Name)
 	c, err := r.authClient(ctx, addr)
@@ -760,25 +753,23 @@ func (r *runner) waitReady(ctx context.Context, n *cluster.Node) error {
 		return err
 	}
 	defer c.Close()
-	start := time.Now()
-	lastLog := start
-	for {
+	stage := phase.Unknown
+	err = poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
+		r.log.Info("waiting for node to report ready", "node", n.Name, "stage", stage, "error", p.Last)
+	}), func(ctx context.Context) (bool, error) {
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		stage, ready, err := talos.MachineStatus(sctx, c.COSI)
-		cancel()
-		if err == nil && ready && stage == "running" {
-			return nil
+		defer cancel()
+		s, ready, err := talos.MachineStatus(sctx, c.COSI)
+		if err != nil {
+			return false, err
 		}
-		if time.Since(lastLog) >= r.prog {
-			lastLog = time.Now()
-			r.log.Info("waiting for node to report ready", "node", n.Name, "stage", stage, "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node did not report Ready %s (stage %q)", within(ctx), stage)
-		case <-time.After(r.poll):
-		}
+		stage = s
+		return phase.Healthy(s, ready), nil
+	})
+	if err != nil {
+		return fmt.Errorf("node did not report Ready %s (stage %q)", within(ctx), stage)
 	}
+	return nil
 }
 
 // within ends a "did not … " message: the run's timeout expired, or the

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -173,21 +174,12 @@ func ResolveDisk(node *cluster.Node, disks []talos.Disk) (talos.Disk, error) {
 	}
 }
 
-// DiskRecord is the disk confirmed for a node, kept in state/bootstrap.json.
-type DiskRecord struct {
-	DevPath string `json:"devPath"`
-	Serial  string `json:"serial,omitempty"`
-	WWID    string `json:"wwid,omitempty"`
-	Model   string `json:"model,omitempty"`
-	Size    uint64 `json:"size"`
-}
-
-func recordOf(d talos.Disk) *DiskRecord {
-	return &DiskRecord{DevPath: d.DevPath, Serial: d.Serial, WWID: d.WWID, Model: d.Model, Size: d.Size}
+func recordOf(d talos.Disk) *state.Disk {
+	return &state.Disk{DevPath: d.DevPath, Serial: d.Serial, WWID: d.WWID, Model: d.Model, Size: d.Size}
 }
 
 // sameDisk compares by identity (serial/wwid) when known, else by path and size.
-func (r *DiskRecord) sameDisk(d talos.Disk) bool {
+func sameDisk(r *state.Disk, d talos.Disk) bool {
 	if r.WWID != "" || d.WWID != "" {
 		return r.WWID == d.WWID && r.Serial == d.Serial
 	}
@@ -198,8 +190,8 @@ func (r *DiskRecord) sameDisk(d talos.Disk) bool {
 }
 
 // CheckConfirmed refuses a disk that differs from the one confirmed earlier.
-func CheckConfirmed(node string, confirmed *DiskRecord, d talos.Disk) error {
-	if confirmed == nil || confirmed.sameDisk(d) {
+func CheckConfirmed(node string, confirmed *state.Disk, d talos.Disk) error {
+	if confirmed == nil || sameDisk(confirmed, d) {
 		return nil
 	}
 	return fmt.Errorf("node %s: install disk now resolves to %s, but %s (serial %q, wwid %q) was confirmed before; refusing to install to a different disk (if the hardware changed on purpose, delete nodes.%s.disk from state/bootstrap.json)",

@@ -14,11 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
-	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -39,8 +39,9 @@ func bootstrapArgs(tc *testCluster, extra ...string) []string {
 func snapshot(t testing.TB, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
-	for _, f := range []string{cluster.SecretsFile, cluster.TalosconfigFile, cluster.KubeconfigFile, cluster.FileName, filepath.Join(state.Dir, bootstrap.StateFile)} {
-		b, err := os.ReadFile(filepath.Join(dir, f))
+	l := cluster.At(dir)
+	for _, f := range []string{l.Secrets(), l.Talosconfig(), l.Kubeconfig(), l.ClusterFile(), l.BootstrapState()} {
+		b, err := os.ReadFile(f)
 		if err == nil {
 			out[f] = string(b)
 		}
@@ -49,7 +50,7 @@ func snapshot(t testing.TB, dir string) map[string]string {
 }
 
 func TestEndToEnd(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
+	ctx := testutil.Context(t, 3*time.Minute)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, RebootDelay: 30 * time.Millisecond, Kubeconfig: kube.kubeconfig})
 	secrets := readFile(t, filepath.Join(tc.Dir, cluster.SecretsFile))
@@ -67,7 +68,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("discovered %d machines", len(machines))
 	}
 	for i, m := range machines {
-		if m.Node != tc.Names[i] || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
+		if m.Node != tc.Names[i] || m.Stage != phase.Maintenance || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
 			t.Fatalf("machine %d: %+v", i, m)
 		}
 	}
@@ -129,23 +130,23 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// status and kubeconfig.
-	t.Setenv(talos.PortEnv, strconv.Itoa(tc.Port))
-	code, out, errOut = dodai(ctx, t, tc, "status", "nodes")
+	port := "--talos-port=" + strconv.Itoa(tc.Port)
+	code, out, errOut = dodai(ctx, t, tc, "status", "nodes", port)
 	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, "v1.11.5") {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
 	// The whole status: nodes are fine, but the platform isn't installed yet,
 	// which is "not all ready" (exit 1), said plainly, not an error.
-	code, out, errOut = dodai(ctx, t, tc, "status")
+	code, out, errOut = dodai(ctx, t, tc, "status", port)
 	if code != 1 || strings.Count(out, "running") != 5 || !strings.Contains(out, "Flux is not installed") || strings.Contains(errOut, "error") {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
-	code, out, _ = dodai(ctx, t, tc, "kubeconfig")
+	code, out, _ = dodai(ctx, t, tc, "kubeconfig", port)
 	if code != 0 || !strings.Contains(out, "up to date") {
 		t.Fatalf("kubeconfig: %d %s", code, out)
 	}
 	os.Remove(kcPath)
-	code, out, _ = dodai(ctx, t, tc, "kubeconfig")
+	code, out, _ = dodai(ctx, t, tc, "kubeconfig", port)
 	if code != 0 || !strings.Contains(out, "written") {
 		t.Fatalf("kubeconfig: %d %s", code, out)
 	}
@@ -156,7 +157,7 @@ func TestEndToEnd(t *testing.T) {
 // with its own cause, the healthy ones finish, the exit is non-zero, and
 // all within the timeout.
 func TestFaults(t *testing.T) {
-	ctx := testCtx(t, 2*time.Minute)
+	ctx := testutil.Context(t, 2*time.Minute)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, Kubeconfig: kube.kubeconfig,
 		Faults: map[string]faketalos.Faults{
@@ -204,7 +205,7 @@ func TestFaults(t *testing.T) {
 }
 
 func TestFaultTimeNotInSync(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 0, Kubeconfig: []byte("unused"), Faults: map[string]faketalos.Faults{"cp1": {TimeNotInSync: -1}}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "2s")...)
 	if strings.Count(errOut, "\nnode cp1: ") != 1 {
@@ -213,14 +214,14 @@ func TestFaultTimeNotInSync(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut, "node cp1: etcd bootstrap not accepted within the timeout") || !strings.Contains(errOut, "time is not in sync yet") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	st, err := bootstrap.ReadState(tc.Dir)
-	if err != nil || st.Bootstrap == nil || st.Bootstrap.Requested == nil || st.Bootstrap.Done != nil {
-		t.Fatalf("state %+v %v", st, err)
+	st := tc.readState(t)
+	if st.Bootstrap == nil || st.Bootstrap.Requested == nil || st.Bootstrap.Done != nil {
+		t.Fatalf("state %+v", st)
 	}
 }
 
 func TestUnsupportedTalosVersion(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 2, Kubeconfig: []byte("unused"), Inventories: map[string]func(*faketalos.Inventory){
 		"w1": func(i *faketalos.Inventory) { i.TalosVersion = "v1.7.6" },
 		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.12.0" },
@@ -238,14 +239,14 @@ func TestUnsupportedTalosVersion(t *testing.T) {
 // TestDiskConfirmed: once a disk was confirmed for a node, a different
 // disk matching later is refused.
 func TestDiskConfirmed(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 1, Kubeconfig: []byte("unused"),
 		Faults: map[string]faketalos.Faults{"w1": {ApplyError: "disk busy"}}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--node", "w1", "--timeout", "3s")...)
 	if code == 0 || !strings.Contains(errOut, "disk busy") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
-	st, _ := bootstrap.ReadState(tc.Dir)
+	st := tc.readState(t)
 	if st.Nodes["w1"] == nil || st.Nodes["w1"].Disk == nil || st.Nodes["w1"].Disk.DevPath != "/dev/nvme0n1" {
 		t.Fatalf("state %+v", st.Nodes["w1"])
 	}
@@ -273,8 +274,8 @@ func TestDiskConfirmed(t *testing.T) {
 // before bootstrap; then right after the Bootstrap call) and re-runs it:
 // it resumes, bootstraps exactly once and never touches the secrets.
 func TestKillAndResume(t *testing.T) {
-	ctx := testCtx(t, 3*time.Minute)
-	bin := buildDodai(t)
+	ctx := testutil.Context(t, 3*time.Minute)
+	bin := testutil.DodaiBinary(t)
 	kube := startKube(t)
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: 2, Kubeconfig: kube.kubeconfig, RebootDelay: 20 * time.Millisecond,
 		Delays: map[string]time.Duration{"cp1": 1500 * time.Millisecond, "w1": 4 * time.Second}})
@@ -337,22 +338,12 @@ func TestKillAndResume(t *testing.T) {
 	kube.check(ctx, t, filepath.Join(tc.Dir, cluster.KubeconfigFile))
 }
 
-func buildDodai(t testing.TB) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "dodai")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/dodai-dev/dodai/cmd/dodai")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
 var _ = fmt.Sprint
 
 // TestFirstControlPlaneFails: when the node etcd must be bootstrapped on
 // fails, the run ends right away (not at the timeout) and says why.
 func TestFirstControlPlaneFails(t *testing.T) {
-	ctx := testCtx(t, time.Minute)
+	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 2, Workers: 0, Kubeconfig: []byte("unused"),
 		Faults: map[string]faketalos.Faults{"cp1": {ApplyError: "config rejected"}}})
 	start := time.Now()

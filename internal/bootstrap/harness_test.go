@@ -1,9 +1,7 @@
 package bootstrap_test
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,7 +11,10 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -49,16 +50,6 @@ func uniqueBase() string {
 	return fmt.Sprintf("127.%d.%d", 100+(os.Getpid()+n/80)%150, 10+(n%80)*3)
 }
 
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func mac(i int) string { return fmt.Sprintf("52:54:00:aa:%02x:%02x", i/256, i%256) }
 
 // newCluster writes cluster.yaml and secrets.yaml and starts the fake
@@ -71,7 +62,7 @@ func newCluster(t testing.TB, o clusterOpts) *testCluster {
 	var third int
 	fmt.Sscanf(parts[2], "%d", &third)
 	cfgBase := fmt.Sprintf("%s.%s.%d", parts[0], parts[1], third+1)
-	tc := &testCluster{Dir: t.TempDir(), Port: freePort(t), Group: faketalos.NewGroup(), Nodes: map[string]*faketalos.Node{}, base: base}
+	tc := &testCluster{Dir: t.TempDir(), Port: testutil.FreePort(t), Group: faketalos.NewGroup(), Nodes: map[string]*faketalos.Node{}, base: base}
 	tc.Net = netip.MustParsePrefix(base + ".0/24")
 	var b strings.Builder
 	fmt.Fprintf(&b, `# test cluster
@@ -131,10 +122,14 @@ spec:
 
 func (tc *testCluster) load(t testing.TB) (*cluster.Source, *machineconfig.Renderer) {
 	t.Helper()
-	src, err := cluster.LoadDir(tc.Dir)
+	d, err := clusterdir.Open(tc.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	r, err := machineconfig.New(src)
 	if err != nil {
 		t.Fatal(err)
@@ -159,8 +154,12 @@ func readFile(t testing.TB, path string) []byte {
 	return b
 }
 
-func testCtx(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
+// readState reads the cluster's state/bootstrap.json.
+func (tc *testCluster) readState(t testing.TB) *state.Bootstrap {
+	t.Helper()
+	st, err := state.ReadBootstrap(cluster.At(tc.Dir).BootstrapState())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
 
@@ -42,6 +43,7 @@ type kubeEnv struct {
 
 func startKube(t testing.TB) *kubeEnv {
 	t.Helper()
+	testutil.Slow(t, "needs the kube tools (a real kube-apiserver)")
 	kubeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()

@@ -10,22 +10,24 @@ import (
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/phase"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // NodeStatus is one line of `dodai status`' nodes section.
 type NodeStatus struct {
-	Name         string `json:"name"`
-	Role         string `json:"role"`
-	Address      string `json:"address,omitempty"`
-	TalosVersion string `json:"talosVersion,omitempty"`
-	Stage        string `json:"stage"`
-	Ready        bool   `json:"ready"`
-	Error        string `json:"error,omitempty"`
+	Name         string      `json:"name"`
+	Role         string      `json:"role"`
+	Address      string      `json:"address,omitempty"`
+	TalosVersion string      `json:"talosVersion,omitempty"`
+	Stage        phase.Phase `json:"stage"`
+	Ready        bool        `json:"ready"`
+	Error        string      `json:"error,omitempty"`
 }
 
 // nodeAddress is the configured address, else the one bootstrap recorded.
-func nodeAddress(n *cluster.Node, st *State) string {
+func nodeAddress(n *cluster.Node, st *state.Bootstrap) string {
 	if ip := NodeIP(n); ip != "" {
 		return ip
 	}
@@ -36,9 +38,10 @@ func nodeAddress(n *cluster.Node, st *State) string {
 }
 
 // Statuses asks every node for its Talos version and stage over the
-// authenticated API, in parallel.
+// authenticated API, in parallel. A node is healthy when
+// phase.Healthy(Stage, Ready).
 func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) ([]NodeStatus, error) {
-	st, err := ReadState(src.Dir)
+	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
 		return nil, err
 	}
@@ -47,9 +50,9 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 	var wg sync.WaitGroup
 	for i := range nodes {
 		n := &nodes[i]
-		out[i] = NodeStatus{Name: n.Name, Role: n.Role, Address: nodeAddress(n, st), Stage: "unknown"}
+		out[i] = NodeStatus{Name: n.Name, Role: n.Role, Address: nodeAddress(n, st), Stage: phase.Unknown}
 		if out[i].Address == "" {
-			out[i].Stage = "not installed"
+			out[i].Stage = phase.NotInstalled
 			continue
 		}
 		wg.Add(1)
@@ -65,9 +68,9 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 			defer c.Close()
 			stage, ready, err := talos.MachineStatus(ctx, c.COSI)
 			if err != nil {
-				out[i].Stage = "unreachable"
+				out[i].Stage = phase.Unreachable
 				if s := st.Nodes[n.Name]; s == nil || s.Applied == nil {
-					out[i].Stage = "not installed"
+					out[i].Stage = phase.NotInstalled
 				}
 				out[i].Error = shortErr(err)
 				return
@@ -86,7 +89,7 @@ func Statuses(ctx context.Context, src *cluster.Source, tc *clientconfig.Config,
 // admin kubeconfig and writes DIR/kubeconfig (0600) when it changed. It
 // returns the path and whether the file was (re)written.
 func FetchKubeconfig(ctx context.Context, src *cluster.Source, tc *clientconfig.Config, port int) (string, bool, error) {
-	st, err := ReadState(src.Dir)
+	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
 	if err != nil {
 		return "", false, err
 	}
@@ -115,14 +118,11 @@ func FetchKubeconfig(ctx context.Context, src *cluster.Source, tc *clientconfig.
 			errs = append(errs, fmt.Errorf("node %s (%s): %s", n.Name, addr, shortErr(err)))
 			continue
 		}
-		path, err := WriteKubeconfig(src.Dir, kc)
+		written, err := WriteKubeconfig(src.Layout(), kc)
 		if err != nil {
 			return "", false, err
 		}
-		if path == "" {
-			return src.Dir + "/" + cluster.KubeconfigFile, false, nil
-		}
-		return path, true, nil
+		return src.Layout().Kubeconfig(), written, nil
 	}
 	if len(errs) == 0 {
 		return "", false, errors.New("the cluster has no control-plane node")

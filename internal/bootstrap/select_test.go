@@ -27,7 +27,7 @@ func TestSelectNodesDeduplicates(t *testing.T) {
 		t.Fatalf("got %v", names)
 	}
 	r.opts.Nodes = []string{"nope"}
-	if _, err := r.selectNodes(); err == nil || !strings.Contains(err.Error(), "--node nope") {
+	if _, err := r.selectNodes(); err == nil || !strings.Contains(err.Error(), `node "nope": no such node`) {
 		t.Fatalf("unknown node: %v", err)
 	}
 }

@@ -6,90 +6,48 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
-// StateFile is the bootstrap progress file inside the state directory.
-const StateFile = "bootstrap.json"
-
-// State is what bootstrap has done so far, so a re-run resumes and never
-// bootstraps etcd twice.
-type State struct {
-	// Nodes by name.
-	Nodes map[string]*NodeState `json:"nodes"`
-	// Bootstrap records the one etcd bootstrap of the cluster.
-	Bootstrap *EtcdBootstrap `json:"bootstrap,omitempty"`
-}
-
-// NodeState is one node's progress.
-type NodeState struct {
-	// MAC the machine was identified by.
-	MAC string `json:"mac,omitempty"`
-	// MaintenanceAddress the machine had before its config was applied.
-	MaintenanceAddress string `json:"maintenanceAddress,omitempty"`
-	// Address the configured node answers on.
-	Address string `json:"address,omitempty"`
-	// TalosVersion the node reported.
-	TalosVersion string `json:"talosVersion,omitempty"`
-	// Disk confirmed as install disk.
-	Disk *DiskRecord `json:"disk,omitempty"`
-	// Applied is when the config was sent (set just before the call, and
-	// cleared again when the node refused it).
-	Applied *time.Time `json:"applied,omitempty"`
-	// Configured is when the node first answered the authenticated API.
-	Configured *time.Time `json:"configured,omitempty"`
-}
-
-// EtcdBootstrap records the etcd bootstrap.
-type EtcdBootstrap struct {
-	Node string `json:"node"`
-	// Requested is set before the first Bootstrap call.
-	Requested *time.Time `json:"requested,omitempty"`
-	// Done is set once the node accepted it (or said it was already done).
-	Done *time.Time `json:"done,omitempty"`
-}
-
-// store serializes updates from the per-node goroutines and writes the file
-// atomically after each change.
+// store serializes updates of state/bootstrap.json from the per-node
+// goroutines and writes the file atomically after each change.
 type store struct {
 	mu   sync.Mutex
 	path string
-	st   State
+	st   state.Bootstrap
 }
 
-func loadStore(clusterDir string) (*store, error) {
-	s := &store{path: state.Path(clusterDir, StateFile)}
-	if err := state.ReadJSON(s.path, &s.st); err != nil {
+func loadStore(l cluster.Layout) (*store, error) {
+	st, err := state.ReadBootstrap(l.BootstrapState())
+	if err != nil {
 		return nil, err
 	}
-	if s.st.Nodes == nil {
-		s.st.Nodes = map[string]*NodeState{}
-	}
-	return s, nil
+	return &store{path: l.BootstrapState(), st: *st}, nil
 }
 
 // node returns a copy of a node's state.
-func (s *store) node(name string) NodeState {
+func (s *store) node(name string) state.Node {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if n := s.st.Nodes[name]; n != nil {
 		return *n
 	}
-	return NodeState{}
+	return state.Node{}
 }
 
-func (s *store) bootstrap() EtcdBootstrap {
+func (s *store) bootstrap() state.EtcdBootstrap {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.st.Bootstrap != nil {
 		return *s.st.Bootstrap
 	}
-	return EtcdBootstrap{}
+	return state.EtcdBootstrap{}
 }
 
 // update changes the state and writes it when something changed.
-func (s *store) update(f func(*State)) error {
+func (s *store) update(f func(*state.Bootstrap)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	before, _ := json.Marshal(s.st)
@@ -101,24 +59,15 @@ func (s *store) update(f func(*State)) error {
 	return state.WriteJSON(s.path, s.st)
 }
 
-func (s *store) updateNode(name string, f func(*NodeState)) error {
-	return s.update(func(st *State) {
+func (s *store) updateNode(name string, f func(*state.Node)) error {
+	return s.update(func(st *state.Bootstrap) {
 		n := st.Nodes[name]
 		if n == nil {
-			n = &NodeState{}
+			n = &state.Node{}
 			st.Nodes[name] = n
 		}
 		f(n)
 	})
-}
-
-// ReadState reads a cluster directory's bootstrap state (empty when absent).
-func ReadState(clusterDir string) (*State, error) {
-	s, err := loadStore(clusterDir)
-	if err != nil {
-		return nil, err
-	}
-	return &s.st, nil
 }
 
 func now() *time.Time {
@@ -128,10 +77,10 @@ func now() *time.Time {
 
 // ConfirmDisk records the install disk the user picked for a node (the
 // interactive mode); bootstrap then refuses any other disk for it.
-func ConfirmDisk(clusterDir, node string, d talos.Disk) error {
-	s, err := loadStore(clusterDir)
+func ConfirmDisk(l cluster.Layout, node string, d talos.Disk) error {
+	s, err := loadStore(l)
 	if err != nil {
 		return err
 	}
-	return s.updateNode(node, func(n *NodeState) { n.Disk = recordOf(d) })
+	return s.updateNode(node, func(n *state.Node) { n.Disk = recordOf(d) })
 }

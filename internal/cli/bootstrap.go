@@ -2,10 +2,11 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,35 +16,44 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
 	"github.com/dodai-dev/dodai/internal/tui"
 )
 
-// talosPortFlag adds the hidden --talos-port flag (tests run many fake
-// nodes per host; real nodes always use 50000). $DODAI_TALOS_PORT works too.
-func talosPortFlag(cmd *cobra.Command, port *int) {
-	cmd.Flags().IntVar(port, "talos-port", 0, "Talos API port (default $"+talos.PortEnv+" or 50000)")
+// TalosPortEnv sets the Talos API port when --talos-port is not given
+// (tests run many fake nodes per host, each set on its own port). Only the
+// command line reads it; the libraries take the port as an option.
+const TalosPortEnv = "DODAI_TALOS_PORT"
+
+// talosPortFlag adds the hidden --talos-port flag to a command that talks
+// to nodes (real nodes always use 50000).
+func (g *Globals) talosPortFlag(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&g.talosPort, "talos-port", 0, "Talos API port (default $"+TalosPortEnv+", else 50000)")
 	_ = cmd.Flags().MarkHidden("talos-port")
 }
 
-func resolvePort(p int) int {
-	if p > 0 {
-		return p
+// TalosPort is --talos-port, else $DODAI_TALOS_PORT, else 50000.
+func (g *Globals) TalosPort() (int, error) {
+	if g.talosPort != 0 {
+		if g.talosPort < 0 || g.talosPort > 65535 {
+			return 0, fmt.Errorf("--talos-port %d is not a port", g.talosPort)
+		}
+		return g.talosPort, nil
 	}
-	return talos.Port()
-}
-
-func init() {
-	register(newDiscoverCmd)
-	register(newBootstrapCmd)
-	register(newKubeconfigCmd)
-	registerStatus(StatusSection{Name: "nodes", Order: 10, Run: statusNodes})
+	if s := os.Getenv(TalosPortEnv); s != "" {
+		p, err := strconv.Atoi(s)
+		if err != nil || p <= 0 || p > 65535 {
+			return 0, fmt.Errorf("$%s=%q is not a port", TalosPortEnv, s)
+		}
+		return p, nil
+	}
+	return talos.DefaultPort, nil
 }
 
 func newDiscoverCmd(g *Globals) *cobra.Command {
 	var networks []string
 	var timeout time.Duration
-	var port int
 	cmd := &cobra.Command{
 		Use:   "discover",
 		Short: "Find Talos machines in maintenance mode and show their hardware",
@@ -58,37 +68,29 @@ Machines are matched to the cluster file's nodes by MAC.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nets, err := discover.ParseNetworks(networks)
 			if err != nil {
-				return err
-			}
-			if len(nets) == 0 {
-				if nets, err = discover.DefaultNetworks(); err != nil {
-					return err
-				}
+				return fmt.Errorf("--network: %w", err)
 			}
 			// The cluster file is optional here: without it nothing matches.
 			var c *cluster.Cluster
-			var hosts = []string{}
-			if _, err := os.Stat(filepath.Join(g.ClusterDir, cluster.FileName)); err == nil {
+			if _, err := os.Stat(g.Paths().ClusterFile()); err == nil {
 				src, err := g.Load()
 				if err != nil {
 					return err
 				}
 				c = src.Cluster
 			}
-			reg, err := discover.RegistryHosts(g.ClusterDir)
+			tg, err := discover.TargetsFor(g.Paths(), nets)
+			if err != nil {
+				return networkHint(err)
+			}
+			port, err := g.TalosPort()
 			if err != nil {
 				return err
 			}
-			for _, h := range reg {
-				hosts = append(hosts, h.String())
-			}
-			if len(nets) == 0 && len(reg) == 0 {
-				return discover.ErrNoNetworks
-			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			g.Log.Debug("scanning", "networks", fmt.Sprint(nets), "registry", strings.Join(hosts, ","))
-			ms, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: reg, Port: resolvePort(port), Log: g.Log})
+			g.Log.Debug("scanning", "networks", fmt.Sprint(tg.Networks), "hosts", fmt.Sprint(tg.Hosts))
+			ms, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: port, Log: g.Log})
 			if err != nil {
 				return err
 			}
@@ -98,7 +100,7 @@ Machines are matched to the cluster file's nodes by MAC.`,
 			}
 			return g.Print(ms, func(w io.Writer) error {
 				if len(ms) == 0 {
-					fmt.Fprintf(g.Err, "no machines in maintenance mode found on %v\n", nets)
+					fmt.Fprintf(g.Err, "no machines in maintenance mode found on %v %v\n", tg.Networks, tg.Hosts)
 				}
 				rows := make([][]string, 0, len(ms))
 				for _, m := range ms {
@@ -115,8 +117,16 @@ Machines are matched to the cluster file's nodes by MAC.`,
 	}
 	cmd.Flags().StringSliceVar(&networks, "network", nil, "IPv4 network to scan (CIDR; repeatable; default: directly connected networks)")
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
+}
+
+// networkHint says which flag helps when the libraries found nothing to scan.
+func networkHint(err error) error {
+	if errors.Is(err, discover.ErrNoNetworks) {
+		return fmt.Errorf("%w; pass --network CIDR", err)
+	}
+	return err
 }
 
 func orDash(s string) string {
@@ -132,7 +142,6 @@ func newBootstrapCmd(g *Globals) *cobra.Command {
 		networks    []string
 		timeout     time.Duration
 		interactive bool
-		port        int
 		poll        time.Duration
 	)
 	cmd := &cobra.Command{
@@ -158,14 +167,24 @@ cluster.yaml, and then runs the same declarative path.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nets, err := discover.ParseNetworks(networks)
 			if err != nil {
+				return fmt.Errorf("--network: %w", err)
+			}
+			port, err := g.TalosPort()
+			if err != nil {
+				return err
+			}
+			d, err := g.Open()
+			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
 			if interactive {
-				names, err := tui.Run(ctx, tui.Options{ClusterDir: g.ClusterDir, Networks: nets, Port: resolvePort(port), In: g.In, Out: g.Out, Log: g.Log})
+				// The session writes its answers into cluster.yaml and
+				// reloads d from it.
+				names, err := tui.Run(ctx, tui.Options{Dir: d, Networks: nets, Port: port, In: g.In, Out: g.Out, Log: g.Log})
 				if err != nil {
-					return err
+					return networkHint(err)
 				}
 				if len(nodes) == 0 {
 					// Bootstrap the machines just configured (other nodes of
@@ -173,21 +192,17 @@ cluster.yaml, and then runs the same declarative path.`,
 					nodes = names
 				}
 			}
-			src, err := g.Load()
+			r, err := machineconfig.New(d.Source)
 			if err != nil {
 				return err
 			}
-			r, err := machineconfig.New(src)
-			if err != nil {
-				return err
-			}
-			res, err := bootstrap.Run(ctx, bootstrap.Options{Source: src, Renderer: r, Nodes: nodes, Networks: nets,
-				Port: resolvePort(port), PollInterval: poll, Log: g.Log})
+			res, err := bootstrap.Run(ctx, bootstrap.Options{Source: d.Source, Renderer: r, Nodes: nodes, Networks: nets,
+				Port: port, PollInterval: poll, Log: g.Log})
 			if res != nil && len(res.Nodes) > 0 {
 				perr := g.Print(res, func(w io.Writer) error {
 					rows := make([][]string, 0, len(res.Nodes))
 					for _, n := range res.Nodes {
-						rows = append(rows, []string{n.Name, n.Role, orDash(n.Address), n.Action, orDash(n.Error)})
+						rows = append(rows, []string{n.Name, n.Role, orDash(n.Address), string(n.Action), orDash(n.Error)})
 					}
 					return Table(w, []string{"NODE", "ROLE", "ADDRESS", "RESULT", "ERROR"}, rows)
 				})
@@ -196,7 +211,7 @@ cluster.yaml, and then runs the same declarative path.`,
 				}
 			}
 			if err != nil {
-				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", err)}
+				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", networkHint(err))}
 			}
 			if res.Kubeconfig != "" {
 				fmt.Fprintf(g.Err, "kubeconfig written to %s\n", res.Kubeconfig)
@@ -210,18 +225,21 @@ cluster.yaml, and then runs the same declarative path.`,
 	cmd.Flags().BoolVarP(&interactive, "interactive", "i", false, "ask about each discovered machine and write the answers into cluster.yaml first")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between retries while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
 func newKubeconfigCmd(g *Globals) *cobra.Command {
-	var port int
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "kubeconfig",
 		Short: "(Re)fetch the admin kubeconfig from a control-plane node into the cluster directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			port, err := g.TalosPort()
+			if err != nil {
+				return err
+			}
 			src, err := g.Load()
 			if err != nil {
 				return err
@@ -236,7 +254,7 @@ func newKubeconfigCmd(g *Globals) *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			path, changed, err := bootstrap.FetchKubeconfig(ctx, src, tc, resolvePort(port))
+			path, changed, err := bootstrap.FetchKubeconfig(ctx, src, tc, port)
 			if err != nil {
 				return err
 			}
@@ -249,11 +267,16 @@ func newKubeconfigCmd(g *Globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "give up after this long")
-	talosPortFlag(cmd, &port)
+	g.talosPortFlag(cmd)
 	return cmd
 }
 
+// statusNodes is `dodai status`' section of the nodes.
 func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error) {
+	port, err := g.TalosPort()
+	if err != nil {
+		return false, err
+	}
 	src, err := g.Load()
 	if err != nil {
 		return false, err
@@ -266,13 +289,13 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 	if err != nil {
 		return false, err
 	}
-	sts, err := bootstrap.Statuses(ctx, src, tc, talos.Port())
+	sts, err := bootstrap.Statuses(ctx, src, tc, port)
 	if err != nil {
 		return false, err
 	}
 	healthy := true
 	for _, s := range sts {
-		healthy = healthy && s.Ready && s.Stage == "running"
+		healthy = healthy && phase.Healthy(s.Stage, s.Ready)
 	}
 	return healthy, g.Print(map[string]any{"nodes": sts}, func(w io.Writer) error {
 		rows := make([][]string, 0, len(sts))
@@ -281,7 +304,7 @@ func statusNodes(ctx context.Context, g *Globals, _ StatusOptions) (bool, error)
 			if s.Ready {
 				ready = "yes"
 			}
-			rows = append(rows, []string{s.Name, s.Role, orDash(s.Address), orDash(s.TalosVersion), s.Stage, ready})
+			rows = append(rows, []string{s.Name, s.Role, orDash(s.Address), orDash(s.TalosVersion), string(s.Stage), ready})
 		}
 		return Table(w, []string{"NODE", "ROLE", "ADDRESS", "TALOS", "STAGE", "READY"}, rows)
 	})

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -9,39 +10,44 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/fsutil"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
 
-func init() {
-	register(func(g *Globals) *cobra.Command {
-		var nodes []string
-		var out string
-		cmd := &cobra.Command{
-			Use:   "config",
-			Short: "Render one Talos machine config per node (generated/<node>.yaml) and the talosconfig",
-			Long: `config renders, with Talos pkg/machinery, one machine config per node into
+func newConfigCmd(g *Globals) *cobra.Command {
+	var nodes []string
+	var out string
+	cmd := &cobra.Command{
+		Use:   "config",
+		Short: "Render one Talos machine config per node (generated/<node>.yaml) and the talosconfig",
+		Long: `config renders, with Talos pkg/machinery, one machine config per node into
 generated/<node>.yaml (mode 0600: configs hold secrets) and the talosconfig. Every
 config is validated by machinery for metal before it is written. Rendering twice
 gives byte-identical files; an existing talosconfig that matches is kept.`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				src, err := g.Load()
-				if err != nil {
-					return err
-				}
-				if out == "" {
-					out = g.Path(cluster.GeneratedDir)
-				}
-				_, err = renderConfigs(g, src, nodes, out)
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, err := g.Load()
+			if err != nil {
 				return err
-			},
-		}
-		cmd.Flags().StringSliceVar(&nodes, "node", nil, "render only these nodes (repeatable)")
-		cmd.Flags().StringVar(&out, "out", "", "output directory for node configs (default: <cluster-dir>/generated)")
-		_ = cmd.RegisterFlagCompletionFunc("node", completeNodes(g))
-		return cmd
-	})
+			}
+			if out == "" {
+				out = g.Paths().Generated()
+			}
+			_, err = renderConfigs(g, src, nodes, out)
+			return err
+		},
+	}
+	cmd.Flags().StringSliceVar(&nodes, "node", nil, "render only these nodes (repeatable)")
+	cmd.Flags().StringVar(&out, "out", "", "output directory for node configs (default: <cluster-dir>/generated)")
+	_ = cmd.RegisterFlagCompletionFunc("node", completeNodes(g))
+	return cmd
+}
+
+// renderMachineConfigs is the render step of the node configs.
+func renderMachineConfigs(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
+	_, err := renderConfigs(g, src, nil, dir)
+	return err
 }
 
 // renderConfigs writes the node configs and the talosconfig and returns the
@@ -74,7 +80,7 @@ func renderConfigs(g *Globals, src *cluster.Source, only []string, out string) (
 		fmt.Fprintf(g.Out, "%s %s\n", verb, path)
 		written = append(written, path)
 	}
-	tcPath := g.Path(cluster.TalosconfigFile)
+	tcPath := src.Layout().Talosconfig()
 	_, wrote, err := r.EnsureTalosconfig(tcPath)
 	if err != nil {
 		return written, err
@@ -100,12 +106,13 @@ func writeIfChanged(path string, body []byte, mode os.FileMode) (string, error) 
 
 func completeNodes(g *Globals) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
 	return func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
-		src, err := cluster.LoadDir(g.ClusterDir)
-		if src == nil || err != nil && src.Cluster == nil {
+		// Completion works on a file with problems, as long as it decodes.
+		d, err := clusterdir.Open(g.ClusterDir)
+		if err != nil || d.Cluster() == nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		var names []string
-		for _, n := range src.Cluster.Spec.Nodes {
+		for _, n := range d.Cluster().Spec.Nodes {
 			names = append(names, n.Name)
 		}
 		return names, cobra.ShellCompDirectiveNoFileComp

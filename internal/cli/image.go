@@ -7,19 +7,16 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/image"
 )
 
-func init() {
-	register(func(g *Globals) *cobra.Command {
-		cmd := &cobra.Command{
-			Use:   "image",
-			Short: "The Talos boot image: imager profile, Image Factory schematic, build",
-		}
-		cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g))
-		return cmd
-	})
+func newImageCmd(g *Globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "The Talos boot image: imager profile, Image Factory schematic, build",
+	}
+	cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g))
+	return cmd
 }
 
 func kindFlag(cmd *cobra.Command, kind *string) {
@@ -101,7 +98,7 @@ func imageBuildCmd(g *Globals) *cobra.Command {
 				return err
 			}
 			if out == "" {
-				out = g.Path(cluster.GeneratedDir + "/image")
+				out = g.Paths().Generated("image")
 			}
 			return image.Build(cmd.Context(), engine, out, src.Cluster.Spec, kind, g.Out, g.Err)
 		},

@@ -6,8 +6,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/lab"
 )
 
-func init() { register(newLabCmd) }
-
 func newLabCmd(g *Globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "lab",

@@ -10,37 +10,39 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dodai-dev/dodai/internal/bootstrap"
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
-func init() {
-	// `dodai status`: the machines netboot has seen (state/machines.json).
-	registerStatus(StatusSection{Name: "netboot", Order: 5, Run: func(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
-		ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
+// statusNetboot is `dodai status`' section of the machines netboot has seen
+// (state/machines.json).
+// After `dodai pivot` they are the cluster's Machines.
+func statusNetboot(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
+	ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
+	if err != nil {
+		return false, err
+	}
+	if !pivoted {
+		read, err := state.ReadMachines(g.Paths().MachinesState())
 		if err != nil {
 			return false, err
 		}
-		if !pivoted {
-			if err := state.ReadJSON(state.Path(g.ClusterDir, state.MachinesFile), &ms); err != nil {
-				return false, err
-			}
+		ms = *read
+	}
+	return true, g.Print(ms, func(w io.Writer) error {
+		if len(ms.Machines) == 0 {
+			fmt.Fprintln(w, "No machines seen by dodai netboot yet.")
+			return nil
 		}
-		return true, g.Print(ms, func(w io.Writer) error {
-			if len(ms.Machines) == 0 {
-				fmt.Fprintln(w, "No machines seen by dodai netboot yet.")
-				return nil
-			}
-			rows := make([][]string, 0, len(ms.Machines))
-			for _, m := range ms.Machines {
-				rows = append(rows, []string{m.MAC, netbootDash(m.Node), netbootDash(m.Arch), netbootDash(m.IP), m.Stage, m.LastSeen.Local().Format(time.DateTime)})
-			}
-			return Table(w, []string{"MAC", "NODE", "ARCH", "IP", "STAGE", "LAST SEEN"}, rows)
-		})
-	}})
+		rows := make([][]string, 0, len(ms.Machines))
+		for _, m := range ms.Machines {
+			rows = append(rows, []string{m.MAC, netbootDash(m.Node), netbootDash(m.Arch), netbootDash(m.IP), m.Stage, m.LastSeen.Local().Format(time.DateTime)})
+		}
+		return Table(w, []string{"MAC", "NODE", "ARCH", "IP", "STAGE", "LAST SEEN"}, rows)
+	})
 }
 
 func netbootDash(s string) string {
@@ -50,15 +52,14 @@ func netbootDash(s string) string {
 	return s
 }
 
-func init() {
-	register(func(g *Globals) *cobra.Command {
-		var o netboot.Options
-		var serveConfigs, force bool
-		var durability string
-		cmd := &cobra.Command{
-			Use:   "netboot",
-			Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
-			Long: `netboot serves the boot network until interrupted (Ctrl-C / SIGTERM):
+func newNetbootCmd(g *Globals) *cobra.Command {
+	var o netboot.Options
+	var serveConfigs, force bool
+	var durability string
+	cmd := &cobra.Command{
+		Use:   "netboot",
+		Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
+		Long: `netboot serves the boot network until interrupted (Ctrl-C / SIGTERM):
 
   proxy mode (default)  answers PXE/HTTP-boot clients beside the site's DHCP
                         server (never hands out addresses), incl. port 4011
@@ -79,69 +80,68 @@ anyway (trusted boot networks only; the risk is printed at startup).
 A machine that installed Talos (it fetched its config, or dodai bootstrap
 applied it) boots from disk on its next netboot (POST /reinstall?mac=… from
 the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				if err := refusePivoted(g.ClusterDir, force); err != nil {
-					return err
-				}
-				src, err := g.Load()
-				if err != nil {
-					return err
-				}
-				o.ClusterDir = g.ClusterDir
-				o.Cluster = src.Cluster
-				o.Log = g.Log
-				if o.Config, err = nodeConfigFunc(src); err != nil {
-					return err
-				}
-				if f, ok := g.Out.(*os.File); ok {
-					if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && g.LogFormat != "json" {
-						o.View, o.ViewTTY = g.Out, true
-						if !g.Verbose {
-							// The table redrawn in place replaces the info
-							// lines; warnings and errors still print.
-							o.Log = slog.New(slog.NewTextHandler(g.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
-						}
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := refusePivoted(g.ClusterDir, force); err != nil {
+				return err
+			}
+			src, err := g.Load()
+			if err != nil {
+				return err
+			}
+			o.ClusterDir = g.ClusterDir
+			o.Cluster = src.Cluster
+			o.Log = g.Log
+			if o.Config, err = nodeConfigFunc(src); err != nil {
+				return err
+			}
+			if f, ok := g.Out.(*os.File); ok {
+				if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 && g.LogFormat != "json" {
+					o.View, o.ViewTTY = g.Out, true
+					if !g.Verbose {
+						// The table redrawn in place replaces the info
+						// lines; warnings and errors still print.
+						o.Log = slog.New(slog.NewTextHandler(g.Err, &slog.HandlerOptions{Level: slog.LevelWarn}))
 					}
 				}
-				if o.View == nil && g.LogFormat != "json" {
-					o.View = g.Out
-				}
-				if cmd.Flags().Changed("serve-configs") {
-					o.ServeConfigs = &serveConfigs
-				}
-				o.ConfigApplied = bootstrapApplied(g.ClusterDir)
-				if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
-					return fmt.Errorf("--lease-durability: %w", err)
-				}
-				srv, err := netboot.New(o)
-				if err != nil {
-					return err
-				}
-				release, err := handover.Lock(g.ClusterDir, "dodai netboot")
-				if err != nil {
-					return err
-				}
-				defer release()
-				return srv.Run(cmd.Context())
-			},
-		}
-		f := cmd.Flags()
-		f.StringVar(&o.Interface, "interface", "", "boot network interface (default spec.boot.interface)")
-		f.StringVar(&o.Mode, "mode", "", "proxy (beside the site's DHCP server) or dhcp (full server); default spec.boot.mode, else proxy")
-		f.StringVar(&o.AssetsDir, "assets", "", "Talos kernel/initramfs directory: <arch>/vmlinuz + <arch>/initramfs.xz, or kernel-<arch> + initramfs-<arch>.xz (default <cluster dir>/assets)")
-		f.StringVar(&o.IPXEDir, "ipxe-dir", "", "iPXE binaries: undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi (default "+netboot.DefaultIPXEDir+", Debian package ipxe)")
-		f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
-		f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
-		f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
-		f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
-		f.StringVar(&durability, "lease-durability", "write", "dhcp mode: when a lease counts as recorded before its ACK: write (in the journal; survives any crash of dodai) or sync (fdatasync'd, group commit; also survives a power loss)")
-		f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
-		f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
-		_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
-		_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))
-		return cmd
-	})
+			}
+			if o.View == nil && g.LogFormat != "json" {
+				o.View = g.Out
+			}
+			if cmd.Flags().Changed("serve-configs") {
+				o.ServeConfigs = &serveConfigs
+			}
+			o.ConfigApplied = bootstrapApplied(g.ClusterDir)
+			if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
+				return fmt.Errorf("--lease-durability: %w", err)
+			}
+			srv, err := netboot.New(o)
+			if err != nil {
+				return err
+			}
+			release, err := handover.Lock(g.ClusterDir, "dodai netboot")
+			if err != nil {
+				return err
+			}
+			defer release()
+			return srv.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Interface, "interface", "", "boot network interface (default spec.boot.interface)")
+	f.StringVar(&o.Mode, "mode", "", "proxy (beside the site's DHCP server) or dhcp (full server); default spec.boot.mode, else proxy")
+	f.StringVar(&o.AssetsDir, "assets", "", "Talos kernel/initramfs directory: <arch>/vmlinuz + <arch>/initramfs.xz, or kernel-<arch> + initramfs-<arch>.xz (default <cluster dir>/assets)")
+	f.StringVar(&o.IPXEDir, "ipxe-dir", "", "iPXE binaries: undionly.kpxe, snponly.efi/ipxe.efi, arm64/snp.efi (default "+netboot.DefaultIPXEDir+", Debian package ipxe)")
+	f.StringVar(&o.HTTPAddr, "http-addr", "", "HTTP listen address (default :8080)")
+	f.BoolVar(&o.OnlyKnown, "only-known", false, "answer only MACs listed in cluster.yaml")
+	f.BoolVar(&o.NoTFTP, "no-tftp", false, "don't serve TFTP on port 69 (another TFTP server serves the iPXE directory, or only iPXE ROMs and UEFI HTTP boot are used)")
+	f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
+	f.StringVar(&durability, "lease-durability", "write", "dhcp mode: when a lease counts as recorded before its ACK: write (in the journal; survives any crash of dodai) or sync (fdatasync'd, group commit; also survives a power loss)")
+	f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
+	f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
+	_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
+	_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))
+	return cmd
 }
 
 // bootstrapApplied tells netboot when dodai bootstrap applied a node's
@@ -149,7 +149,7 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 // maintenance mode boots from disk on its next netboot.
 func bootstrapApplied(clusterDir string) func(node string) (time.Time, bool) {
 	return func(node string) (time.Time, bool) {
-		st, err := bootstrap.ReadState(clusterDir)
+		st, err := state.ReadBootstrap(cluster.At(clusterDir).BootstrapState())
 		if err != nil {
 			return time.Time{}, false
 		}

@@ -14,13 +14,12 @@ import (
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
-func init() {
-	register(func(g *Globals) *cobra.Command {
-		var kubeconfig, ns string
-		cmd := &cobra.Command{
-			Use:   "pivot",
-			Short: "Move the boot server's state (machine registry, dhcp leases) into the cluster, for the in-cluster netboot and controller",
-			Long: `pivot hands netboot over from this machine to the cluster. It refuses while a
+func newPivotCmd(g *Globals) *cobra.Command {
+	var kubeconfig, ns string
+	cmd := &cobra.Command{
+		Use:   "pivot",
+		Short: "Move the boot server's state (machine registry, dhcp leases) into the cluster, for the in-cluster netboot and controller",
+		Long: `pivot hands netboot over from this machine to the cluster. It refuses while a
 local "dodai netboot" for this cluster directory runs (and holds the same lock
 while it works, so none starts meanwhile). It installs the dodai.dev CRDs,
 writes cluster.yaml as the ConfigMap ` + pivot.ConfigMapName + ` and secrets.yaml as the Secret
@@ -30,37 +29,36 @@ pivot in state/pivot.json. From then on a local "dodai netboot" refuses to
 start for this cluster unless --force, and "dodai status netboot" reads the
 cluster. Then enable the dodai platform component and label the boot nodes
 dodai.dev/netboot=true. Re-running is safe.`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				src, err := g.Load()
-				if err != nil {
-					return err
-				}
-				cfg, err := kube.RESTConfig(g.kubeconfig(kubeconfig), 50, 100)
-				if err != nil {
-					return err
-				}
-				c, err := kube.Client(cfg)
-				if err != nil {
-					return err
-				}
-				res, err := pivot.Run(cmd.Context(), pivot.Options{Source: src, Client: c, Namespace: kube.Namespace(ns), Server: cfg.Host, Log: g.Log})
-				if err != nil {
-					return err
-				}
-				return g.Print(res, func(w io.Writer) error {
-					fmt.Fprintf(w, "Moved %d machine(s) and %d lease(s) into namespace %s (ConfigMap %s, Secret %s).\n",
-						res.Machines, res.Leases, res.Namespace, res.ConfigMap, res.Secret)
-					fmt.Fprintln(w, "A local `dodai netboot` now refuses to start for this cluster (--force overrides).")
-					fmt.Fprintln(w, "Next: enable the dodai component (spec.platform.components.dodai) and label the boot nodes dodai.dev/netboot=true.")
-					return nil
-				})
-			},
-		}
-		cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
-		cmd.Flags().StringVar(&ns, "namespace", kube.DefaultNamespace, "namespace for the Machines, DHCPLeases, ConfigMap and Secret")
-		return cmd
-	})
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, err := g.Load()
+			if err != nil {
+				return err
+			}
+			cfg, err := kube.RESTConfig(g.kubeconfig(kubeconfig), 50, 100)
+			if err != nil {
+				return err
+			}
+			c, err := kube.Client(cfg)
+			if err != nil {
+				return err
+			}
+			res, err := pivot.Run(cmd.Context(), pivot.Options{Source: src, Client: c, Namespace: kube.Namespace(ns), Server: cfg.Host, Log: g.Log})
+			if err != nil {
+				return err
+			}
+			return g.Print(res, func(w io.Writer) error {
+				fmt.Fprintf(w, "Moved %d machine(s) and %d lease(s) into namespace %s (ConfigMap %s, Secret %s).\n",
+					res.Machines, res.Leases, res.Namespace, res.ConfigMap, res.Secret)
+				fmt.Fprintln(w, "A local `dodai netboot` now refuses to start for this cluster (--force overrides).")
+				fmt.Fprintln(w, "Next: enable the dodai component (spec.platform.components.dodai) and label the boot nodes dodai.dev/netboot=true.")
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
+	cmd.Flags().StringVar(&ns, "namespace", kube.DefaultNamespace, "namespace for the Machines, DHCPLeases, ConfigMap and Secret")
+	return cmd
 }
 
 // pivotedMachines returns the machine registry from the cluster when the

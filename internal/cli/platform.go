@@ -48,77 +48,75 @@ func (g *Globals) kubeconfig(flag string) string {
 	if flag != "" {
 		return flag
 	}
-	return g.Path(cluster.KubeconfigFile)
+	return g.Paths().Kubeconfig()
 }
 
-func init() {
-	// `dodai validate` also checks the platform graph: unknown or disabled
-	// dependencies, cycles, duplicate releases, mirrors.
-	registerValidator(platform.Validate)
-	registerRender(RenderStep{Name: "platform", Order: 30, Run: func(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
-		gr, err := platform.Resolve(src.Cluster.Spec.Platform)
-		if err != nil {
-			return err
-		}
-		objs, err := render.Objects(gr)
-		if err != nil {
-			return err
-		}
-		out := filepath.Join(dir, "platform")
-		if _, err := render.WriteDir(out, objs); err != nil {
-			return err
-		}
-		fmt.Fprintf(g.Out, "wrote %s (%d HelmReleases, kustomization.yaml)\n", out, len(gr.Releases))
-		return nil
-	}})
-	register(func(g *Globals) *cobra.Command {
-		cmd := &cobra.Command{
-			Use:   "platform",
-			Short: "Deliver the system components with Flux: render or install the HelmReleases",
-		}
-		var out string
-		renderCmd := &cobra.Command{
-			Use:   "render",
-			Short: "Print the Namespaces, Flux sources and HelmReleases (or write a GitOps directory with --out)",
-			Args:  cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				_, gr, err := platformGraph(g)
-				if err != nil {
-					return err
-				}
-				objs, err := render.Objects(gr)
-				if err != nil {
-					return err
-				}
-				if out != "" {
-					files, err := render.WriteDir(out, objs)
-					if err != nil {
-						return err
-					}
-					for _, f := range files {
-						fmt.Fprintln(g.Out, filepath.Join(out, f))
-					}
-					return nil
-				}
-				b, err := render.YAML(objs)
-				if err != nil {
-					return err
-				}
-				_, err = g.Out.Write(b)
-				return err
-			},
-		}
-		renderCmd.Flags().StringVar(&out, "out", "", "write a GitOps directory (namespaces.yaml, sources.yaml, releases/, kustomization.yaml) instead of printing")
+// renderPlatform is the render step of the platform's GitOps directory.
+func renderPlatform(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
+	gr, err := platform.Resolve(src.Cluster.Spec.Platform)
+	if err != nil {
+		return err
+	}
+	objs, err := render.Objects(gr)
+	if err != nil {
+		return err
+	}
+	out := filepath.Join(dir, "platform")
+	if _, err := render.WriteDir(out, objs); err != nil {
+		return err
+	}
+	fmt.Fprintf(g.Out, "wrote %s (%d HelmReleases, kustomization.yaml)\n", out, len(gr.Releases))
+	return nil
+}
 
-		var (
-			kubeconfig, fluxManifests string
-			timeout                   time.Duration
-			skipFlux, skipCNI, noKick bool
-		)
-		installCmd := &cobra.Command{
-			Use:   "install",
-			Short: "Install Flux, pre-install the CNI, apply the HelmReleases and wait until all are Ready",
-			Long: `install brings the platform to a fresh cluster (no CNI yet):
+func newPlatformCmd(g *Globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "platform",
+		Short: "Deliver the system components with Flux: render or install the HelmReleases",
+	}
+	var out string
+	renderCmd := &cobra.Command{
+		Use:   "render",
+		Short: "Print the Namespaces, Flux sources and HelmReleases (or write a GitOps directory with --out)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, gr, err := platformGraph(g)
+			if err != nil {
+				return err
+			}
+			objs, err := render.Objects(gr)
+			if err != nil {
+				return err
+			}
+			if out != "" {
+				files, err := render.WriteDir(out, objs)
+				if err != nil {
+					return err
+				}
+				for _, f := range files {
+					fmt.Fprintln(g.Out, filepath.Join(out, f))
+				}
+				return nil
+			}
+			b, err := render.YAML(objs)
+			if err != nil {
+				return err
+			}
+			_, err = g.Out.Write(b)
+			return err
+		},
+	}
+	renderCmd.Flags().StringVar(&out, "out", "", "write a GitOps directory (namespaces.yaml, sources.yaml, releases/, kustomization.yaml) instead of printing")
+
+	var (
+		kubeconfig, fluxManifests string
+		timeout                   time.Duration
+		skipFlux, skipCNI, noKick bool
+	)
+	installCmd := &cobra.Command{
+		Use:   "install",
+		Short: "Install Flux, pre-install the CNI, apply the HelmReleases and wait until all are Ready",
+		Long: `install brings the platform to a fresh cluster (no CNI yet):
   1. Flux's source-controller and helm-controller from Flux's release manifests
      (spec.platform.flux.manifests or --flux-manifests), patched to run on the host
      network, tolerate not-ready nodes, reach the API at localhost:7445 (KubePrism),
@@ -130,96 +128,96 @@ func init() {
   4. a live wait until all releases are Ready; when one becomes Ready, its
      dependents are asked to reconcile at once.
 Re-running is an upgrade; on a healthy, unchanged platform it changes nothing.`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				src, gr, err := platformGraph(g)
-				if err != nil {
-					return err
-				}
-				kc := g.kubeconfig(kubeconfig)
-				cfg, err := restConfig(kc)
-				if err != nil {
-					return err
-				}
-				fm := platform.FluxManifests(fluxManifests, src.Cluster.Spec.Platform.Flux, g.ClusterDir)
-				res, err := install.Install(cmd.Context(), gr, install.Options{
-					Kubeconfig: kc, RESTConfig: cfg, FluxManifests: fm, SkipFlux: skipFlux, SkipCNI: skipCNI,
-					Timeout: timeout, NoKick: noKick, Progress: g.Err, Log: g.Log,
-				})
-				if res != nil {
-					fmt.Fprintf(g.Out, "applied %d objects (%d changed), pruned %d, pre-installed CNI %v, kicks %d\n",
-						len(res.Applied), res.Changed(), len(res.Pruned), res.PreinstalledCNI, res.Kicks)
-					for _, a := range res.Applied {
-						if a.Changed {
-							g.Log.Debug("changed", "object", a.Object)
-						}
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			src, gr, err := platformGraph(g)
+			if err != nil {
+				return err
+			}
+			kc := g.kubeconfig(kubeconfig)
+			cfg, err := restConfig(kc)
+			if err != nil {
+				return err
+			}
+			fm := platform.FluxManifests(fluxManifests, src.Cluster.Spec.Platform.Flux, g.ClusterDir)
+			res, err := install.Install(cmd.Context(), gr, install.Options{
+				Kubeconfig: kc, RESTConfig: cfg, FluxManifests: fm, SkipFlux: skipFlux, SkipCNI: skipCNI,
+				Timeout: timeout, NoKick: noKick, Progress: g.Err, Log: g.Log,
+			})
+			if res != nil {
+				fmt.Fprintf(g.Out, "applied %d objects (%d changed), pruned %d, pre-installed CNI %v, kicks %d\n",
+					len(res.Applied), res.Changed(), len(res.Pruned), res.PreinstalledCNI, res.Kicks)
+				for _, a := range res.Applied {
+					if a.Changed {
+						g.Log.Debug("changed", "object", a.Object)
 					}
 				}
-				if err != nil {
-					return err
-				}
-				if timeout > 0 {
-					fmt.Fprintf(g.Out, "all %d releases Ready in %s\n", len(gr.Releases), res.Elapsed.Round(100*time.Millisecond))
-				}
-				return nil
-			},
-		}
-		f := installCmd.Flags()
-		f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
-		f.DurationVar(&timeout, "timeout", 20*time.Minute, "wait this long for all releases to be Ready (0: don't wait)")
-		f.StringVar(&fluxManifests, "flux-manifests", "", "Flux install manifests: URL, install.yaml or a directory (default: spec.platform.flux.manifests, else Flux's release install.yaml)")
-		f.BoolVar(&skipFlux, "skip-flux", false, "don't install Flux (it is already running)")
-		f.BoolVar(&skipCNI, "skip-cni", false, "don't pre-install the CNI releases with Helm")
-		f.BoolVar(&noKick, "no-kick", false, "don't ask Flux to reconcile dependents when a release becomes Ready")
-		cmd.AddCommand(renderCmd, installCmd)
-		cmd.AddCommand(platformCheckCommands(g)...)
-		return cmd
-	})
+			}
+			if err != nil {
+				return err
+			}
+			if timeout > 0 {
+				fmt.Fprintf(g.Out, "all %d releases Ready in %s\n", len(gr.Releases), res.Elapsed.Round(100*time.Millisecond))
+			}
+			return nil
+		},
+	}
+	f := installCmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
+	f.DurationVar(&timeout, "timeout", 20*time.Minute, "wait this long for all releases to be Ready (0: don't wait)")
+	f.StringVar(&fluxManifests, "flux-manifests", "", "Flux install manifests: URL, install.yaml or a directory (default: spec.platform.flux.manifests, else Flux's release install.yaml)")
+	f.BoolVar(&skipFlux, "skip-flux", false, "don't install Flux (it is already running)")
+	f.BoolVar(&skipCNI, "skip-cni", false, "don't pre-install the CNI releases with Helm")
+	f.BoolVar(&noKick, "no-kick", false, "don't ask Flux to reconcile dependents when a release becomes Ready")
+	cmd.AddCommand(renderCmd, installCmd)
+	cmd.AddCommand(platformCheckCommands(g)...)
+	return cmd
+}
 
-	registerStatus(StatusSection{Name: "components", Order: 20, Run: func(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
-		kc := g.kubeconfig(opts.Kubeconfig)
-		if _, err := os.Stat(kc); errors.Is(err, os.ErrNotExist) {
-			// Not an error of the command: the cluster isn't bootstrapped yet.
-			fmt.Fprintf(g.Out, "Components: no kubeconfig at %s yet (run `dodai bootstrap` or `dodai kubeconfig`).\n", kc)
-			return false, nil
+// statusComponents is `dodai status`' section of the platform's HelmReleases.
+func statusComponents(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
+	kc := g.kubeconfig(opts.Kubeconfig)
+	if _, err := os.Stat(kc); errors.Is(err, os.ErrNotExist) {
+		// Not an error of the command: the cluster isn't bootstrapped yet.
+		fmt.Fprintf(g.Out, "Components: no kubeconfig at %s yet (run `dodai bootstrap` or `dodai kubeconfig`).\n", kc)
+		return false, nil
+	}
+	cfg, err := restConfig(kc)
+	if err != nil {
+		return false, err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return false, err
+	}
+	rep, err := status.Collect(ctx, dyn, time.Now())
+	if errors.Is(err, status.ErrNoFlux) {
+		fmt.Fprintf(g.Out, "Components: %v.\n", err)
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	err = g.Print(rep, func(w io.Writer) error {
+		if len(rep.Releases) == 0 {
+			fmt.Fprintln(w, "No HelmReleases (run `dodai platform install`).")
+			return nil
 		}
-		cfg, err := restConfig(kc)
-		if err != nil {
-			return false, err
+		return Table(w, status.Header, rep.Rows())
+	})
+	if err != nil {
+		return false, err
+	}
+	if g.Output == "table" {
+		var b = g.Out
+		if !rep.AllReady() && len(rep.Releases) > 0 {
+			fmt.Fprintln(b)
+			rep.WriteRootCauses(b)
 		}
-		dyn, err := dynamic.NewForConfig(cfg)
-		if err != nil {
-			return false, err
+		if opts.Tree && len(rep.Releases) > 0 {
+			fmt.Fprintln(b)
+			rep.WriteTree(b)
 		}
-		rep, err := status.Collect(ctx, dyn, time.Now())
-		if errors.Is(err, status.ErrNoFlux) {
-			fmt.Fprintf(g.Out, "Components: %v.\n", err)
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		err = g.Print(rep, func(w io.Writer) error {
-			if len(rep.Releases) == 0 {
-				fmt.Fprintln(w, "No HelmReleases (run `dodai platform install`).")
-				return nil
-			}
-			return Table(w, status.Header, rep.Rows())
-		})
-		if err != nil {
-			return false, err
-		}
-		if g.Output == "table" {
-			var b = g.Out
-			if !rep.AllReady() && len(rep.Releases) > 0 {
-				fmt.Fprintln(b)
-				rep.WriteRootCauses(b)
-			}
-			if opts.Tree && len(rep.Releases) > 0 {
-				fmt.Fprintln(b)
-				rep.WriteTree(b)
-			}
-		}
-		return rep.AllReady(), nil
-	}})
+	}
+	return rep.AllReady(), nil
 }

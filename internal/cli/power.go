@@ -13,11 +13,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/power"
 )
 
-func init() {
-	register(newPowerCmd)
-	registerValidateCheck(bmcCredentialProblems)
-}
-
 // bmcCredentialProblems is validate's check of BMC credentials: the
 // credentials file itself and a complete user name and password for every
 // node with a bmc (environment variables count, as for `dodai power`).

@@ -12,58 +12,41 @@ import (
 	"github.com/dodai-dev/dodai/internal/image"
 )
 
-// RenderStep adds one part to `dodai render` (e.g. the platform manifests,
-// the netboot plan). It writes under dir (the generated/ directory).
+// RenderStep is one part of `dodai render` (e.g. the platform manifests,
+// the netboot plan), listed in renderSteps (commands.go). It writes under
+// dir (the generated/ directory).
 type RenderStep struct {
-	Name  string
-	Order int
-	Run   func(ctx context.Context, g *Globals, src *cluster.Source, dir string) error
+	Name string
+	Run  func(ctx context.Context, g *Globals, src *cluster.Source, dir string) error
 }
 
-var renderSteps []RenderStep
-
-func registerRender(s RenderStep) { renderSteps = append(renderSteps, s) }
-
-func init() {
-	registerRender(RenderStep{Name: "machine configs", Order: 10, Run: func(_ context.Context, g *Globals, src *cluster.Source, dir string) error {
-		_, err := renderConfigs(g, src, nil, dir)
-		return err
-	}})
-	registerRender(RenderStep{Name: "image", Order: 20, Run: renderImage})
-	register(func(g *Globals) *cobra.Command {
-		return &cobra.Command{
-			Use:   "render",
-			Short: "Render everything derivable offline: configs, talosconfig, image profiles and schematic, and more",
-			Long: `render is the offline main job: it validates cluster.yaml and writes, under
+func newRenderCmd(g *Globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "render",
+		Short: "Render everything derivable offline: configs, talosconfig, image profiles and schematic, and more",
+		Long: `render is the offline main job: it validates cluster.yaml and writes, under
 generated/, every artifact dodai derives from it: one machine config per node and
 the talosconfig, the imager profiles and the Image Factory schematic, and what the
 other stages add (see the list it prints).`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				src, err := g.Load()
-				if err != nil {
-					return err
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			d, err := g.Open()
+			if err != nil {
+				return err
+			}
+			dir := d.Generated()
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			for _, s := range renderSteps {
+				fmt.Fprintf(g.Out, "==> %s\n", s.Name)
+				if err := s.Run(cmd.Context(), g, d.Source, dir); err != nil {
+					return fmt.Errorf("rendering %s: %w", s.Name, err)
 				}
-				dir := g.Path(cluster.GeneratedDir)
-				if err := os.MkdirAll(dir, 0o700); err != nil {
-					return err
-				}
-				steps := append([]RenderStep(nil), renderSteps...)
-				for i := 1; i < len(steps); i++ {
-					for j := i; j > 0 && steps[j].Order < steps[j-1].Order; j-- {
-						steps[j], steps[j-1] = steps[j-1], steps[j]
-					}
-				}
-				for _, s := range steps {
-					fmt.Fprintf(g.Out, "==> %s\n", s.Name)
-					if err := s.Run(cmd.Context(), g, src, dir); err != nil {
-						return fmt.Errorf("rendering %s: %w", s.Name, err)
-					}
-				}
-				return nil
-			},
-		}
-	})
+			}
+			return nil
+		},
+	}
 }
 
 func renderImage(_ context.Context, g *Globals, src *cluster.Source, dir string) error {

@@ -1,5 +1,8 @@
 // Package cli holds dodai's cobra commands. Commands stay thin: they parse
-// flags, load the cluster directory and call the library packages.
+// flags, open the cluster directory (Globals.Open, through
+// internal/clusterdir) and call the library packages. commands.go lists
+// every command, render step and status section; flags and environment
+// variables are read here and nowhere else.
 package cli
 
 import (
@@ -10,12 +13,12 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 )
 
 // Globals are the flags every command shares.
@@ -28,37 +31,43 @@ type Globals struct {
 	Verbose bool
 	// LogFormat is text or json.
 	LogFormat string
+	// talosPort is --talos-port of the commands that talk to nodes (see
+	// TalosPort).
+	talosPort int
 
 	In       io.Reader
 	Out, Err io.Writer
 	Log      *slog.Logger
 }
 
-// Load loads and validates the cluster file of the cluster directory with
-// every registered validator, printing warnings to stderr. Any error-level
-// problem makes it fail with all of them.
-func (g *Globals) Load() (*cluster.Source, error) {
-	src, probs, err := validateAll(g.Path(cluster.FileName))
+// Open opens the cluster directory (-C) through the one loader,
+// internal/clusterdir, which runs every check. Warnings are printed to
+// stderr; any error-level problem makes it fail with all of them.
+func (g *Globals) Open() (*clusterdir.Dir, error) {
+	d, err := clusterdir.Open(g.ClusterDir)
 	if err != nil {
 		return nil, err
 	}
-	if errs := probs.Errors(); len(errs) > 0 {
-		return nil, errs
+	if err := d.Err(); err != nil {
+		return nil, err
 	}
-	for _, w := range probs.Warnings() {
+	for _, w := range d.Problems.Warnings() {
 		fmt.Fprintln(g.Err, w.String())
 	}
-	return src, nil
+	return d, nil
 }
 
-// Path joins a name to the cluster directory.
-func (g *Globals) Path(name string) string { return filepath.Join(g.ClusterDir, name) }
+// Load is Open for commands that need only the cluster file.
+func (g *Globals) Load() (*cluster.Source, error) {
+	d, err := g.Open()
+	if err != nil {
+		return nil, err
+	}
+	return d.Source, nil
+}
 
-// commands registers subcommand constructors; each command file adds its own
-// in an init function, so commands don't collide in one place.
-var commands []func(*Globals) *cobra.Command
-
-func register(f func(*Globals) *cobra.Command) { commands = append(commands, f) }
+// Paths are the paths of the cluster directory (-C).
+func (g *Globals) Paths() cluster.Layout { return cluster.At(g.ClusterDir) }
 
 // ExitError carries a specific exit code (e.g. validate's 1) with an
 // optional message already printed.
@@ -117,9 +126,7 @@ server, the node configs and bootstrap, and the platform delivered by Flux.`,
 	pf.BoolVarP(&g.Verbose, "verbose", "v", false, "verbose (debug) logging")
 	pf.StringVar(&g.LogFormat, "log-format", "text", "log format: text or json")
 	_ = root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{"table", "json", "yaml"}, cobra.ShellCompDirectiveNoFileComp))
-	for _, f := range commands {
-		root.AddCommand(f(g))
-	}
+	root.AddCommand(commands(g)...)
 	return root
 }
 

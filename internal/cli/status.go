@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -10,13 +11,12 @@ import (
 )
 
 // StatusSection prints one part of `dodai status` (nodes, platform
-// components, ...). It returns healthy=false when that part is not all
-// ready, which makes the command exit non-zero.
+// components, ...), listed in statusSections (commands.go). It returns
+// healthy=false when that part is not all ready, which makes the command
+// exit non-zero.
 type StatusSection struct {
 	Name string
-	// Order sorts sections: nodes (10) before components (20).
-	Order int
-	Run   func(ctx context.Context, g *Globals, opts StatusOptions) (healthy bool, err error)
+	Run  func(ctx context.Context, g *Globals, opts StatusOptions) (healthy bool, err error)
 }
 
 // StatusOptions are the flags of `dodai status`.
@@ -25,82 +25,64 @@ type StatusOptions struct {
 	Tree       bool
 }
 
-var statusSections []StatusSection
-
-func registerStatus(s StatusSection) { statusSections = append(statusSections, s) }
-
-func init() {
-	register(func(g *Globals) *cobra.Command {
-		var opts StatusOptions
-		cmd := &cobra.Command{
-			Use:   "status [SECTION...]",
-			Short: "Show the cluster: nodes, then platform components with root causes",
-			Long: `status shows every section (netboot: the machines netboot saw; nodes; components:
+func newStatusCmd(g *Globals) *cobra.Command {
+	var opts StatusOptions
+	cmd := &cobra.Command{
+		Use:   "status [SECTION...]",
+		Short: "Show the cluster: nodes, then platform components with root causes",
+		Long: `status shows every section (netboot: the machines netboot saw; nodes; components:
 the platform's HelmReleases with root causes) or only the named ones, e.g.
 "dodai status components". It exits 1 when anything is not ready.`,
-			Args: cobra.ArbitraryArgs,
-			RunE: func(cmd *cobra.Command, args []string) error {
-				if len(statusSections) == 0 {
-					return fmt.Errorf("no status sections available")
+		Args: cobra.ArbitraryArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			sections, err := selectSections(statusSections, args)
+			if err != nil {
+				return err
+			}
+			healthy := true
+			for i, s := range sections {
+				if i > 0 && g.Output == "table" {
+					fmt.Fprintln(g.Out)
 				}
-				sections, err := selectSections(statusSections, args)
+				ok, err := s.Run(cmd.Context(), g, opts)
 				if err != nil {
-					return err
+					return fmt.Errorf("%s: %w", s.Name, err)
 				}
-				sortSections(sections)
-				healthy := true
-				for i, s := range sections {
-					if i > 0 && g.Output == "table" {
-						fmt.Fprintln(g.Out)
-					}
-					ok, err := s.Run(cmd.Context(), g, opts)
-					if err != nil {
-						return fmt.Errorf("%s: %w", s.Name, err)
-					}
-					healthy = healthy && ok
-				}
-				if !healthy {
-					return &ExitError{Code: 1}
-				}
-				return nil
-			},
-		}
-		cmd.Flags().StringVar(&opts.Kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
-		cmd.Flags().BoolVar(&opts.Tree, "tree", false, "show the component dependency graph with states")
-		return cmd
-	})
-}
-
-func sortSections(s []StatusSection) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j].Order < s[j-1].Order; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
+				healthy = healthy && ok
+			}
+			if !healthy {
+				return &ExitError{Code: 1}
+			}
+			return nil
+		},
 	}
+	cmd.Flags().StringVar(&opts.Kubeconfig, "kubeconfig", "", "kubeconfig (default: the cluster directory's kubeconfig)")
+	cmd.Flags().BoolVar(&opts.Tree, "tree", false, "show the component dependency graph with states")
+	g.talosPortFlag(cmd)
+	return cmd
 }
 
-// selectSections returns the sections named in names (all when empty).
+// selectSections returns the sections named in names, in the order of all
+// (all when names is empty).
 func selectSections(all []StatusSection, names []string) ([]StatusSection, error) {
 	if len(names) == 0 {
-		return append([]StatusSection(nil), all...), nil
+		return all, nil
 	}
-	var out []StatusSection
+	id := func(s StatusSection) string { return strings.ReplaceAll(s.Name, " ", "-") }
 	for _, n := range names {
-		found := false
-		for _, s := range all {
-			if s.Name == n || strings.ReplaceAll(s.Name, " ", "-") == n {
-				out = append(out, s)
-				found = true
-				break
-			}
-		}
-		if !found {
+		if !slices.ContainsFunc(all, func(s StatusSection) bool { return s.Name == n || id(s) == n }) {
 			var known []string
 			for _, s := range all {
-				known = append(known, strings.ReplaceAll(s.Name, " ", "-"))
+				known = append(known, id(s))
 			}
 			sort.Strings(known)
 			return nil, fmt.Errorf("unknown status section %q (known: %s)", n, strings.Join(known, ", "))
+		}
+	}
+	var out []StatusSection
+	for _, s := range all {
+		if slices.Contains(names, s.Name) || slices.Contains(names, id(s)) {
+			out = append(out, s)
 		}
 	}
 	return out, nil

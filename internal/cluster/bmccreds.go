@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 
@@ -63,7 +62,7 @@ func EnvNodeName(node string) string {
 // LoadBMCCredentials reads DIR/bmc-credentials.yaml. A missing file gives
 // empty credentials and no problem (environment variables may supply them).
 func LoadBMCCredentials(dir string) (*BMCCredentials, Problems) {
-	file := filepath.Join(dir, BMCCredentialsFile)
+	file := At(dir).BMCCredentials()
 	c := &BMCCredentials{File: file, Nodes: map[string]*partialCredential{}}
 	fi, err := os.Stat(file)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -170,7 +169,7 @@ func (c *BMCCredentials) parse(raw []byte) Problems {
 // doesn't exist is a warning located in the credentials file.
 func ResolveBMCCredentials(src *Source, creds *BMCCredentials, env func(string) (string, bool)) (map[string]BMCCredential, Problems) {
 	if creds == nil {
-		creds = &BMCCredentials{File: filepath.Join(src.Dir, BMCCredentialsFile), Nodes: map[string]*partialCredential{}}
+		creds = &BMCCredentials{File: src.Layout().BMCCredentials(), Nodes: map[string]*partialCredential{}}
 	}
 	if env == nil {
 		env = func(string) (string, bool) { return "", false }

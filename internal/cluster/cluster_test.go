@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"os"
 	"path/filepath"
 	"strings"
@@ -174,10 +175,9 @@ func TestPatchFileRelativeToClusterDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadDir(dir)
-	probs, ok := err.(Problems)
-	if !ok || len(probs) != 1 || !strings.Contains(probs[0].String(), "spec.patches.all[1]: reading patch file:") {
-		t.Fatalf("want one error for the missing patch file, got %v", err)
+	probs := dirErrors(t, dir)
+	if len(probs) != 1 || !strings.Contains(probs[0].String(), "spec.patches.all[1]: reading patch file:") {
+		t.Fatalf("want one error for the missing patch file, got %v", probs)
 	}
 }
 
@@ -217,21 +217,10 @@ func TestSchemaUpToDate(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, path := range []string{"cluster.schema.json", filepath.Join("..", "..", "docs", "cluster.schema.json")} {
-		if os.Getenv("UPDATE_GOLDEN") != "" {
-			if err := os.WriteFile(path, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Fatalf("%s is stale: run UPDATE_GOLDEN=1 go test ./internal/cluster", path)
-		}
+		testutil.Golden(t, path, got)
 	}
-	if !bytes.Equal(JSONSchema(), got) && os.Getenv("UPDATE_GOLDEN") == "" {
-		t.Fatal("embedded schema differs")
+	if !bytes.Equal(JSONSchema(), got) && !*testutil.Update {
+		t.Fatal("embedded schema differs (run go test ./internal/cluster -update)")
 	}
 	for _, field := range []string{`"macs"`, `"installDisk"`, `"extensions"`, `"patches"`, `"bundle"`, `"MACs of the machine's NICs`} {
 		if !bytes.Contains(got, []byte(field)) {
@@ -290,12 +279,27 @@ func TestUnknownFieldDoesNotHideOtherProblems(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, FileName), []byte(body), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err := LoadDir(dir)
-	probs, ok := err.(Problems)
-	if !ok || len(probs) != 2 {
-		t.Fatalf("want the unknown field and the bad role, got %v", err)
+	probs := dirErrors(t, dir)
+	if len(probs) != 2 {
+		t.Fatalf("want the unknown field and the bad role, got %v", probs)
 	}
 	if !strings.Contains(probs[0].String(), `spec.vpi: unknown field (did you mean "vip"?)`) || !strings.Contains(probs[1].String(), `spec.nodes[1].role: must be controlplane or worker`) {
 		t.Fatalf("got %v", probs)
 	}
+}
+
+// dirErrors parses and validates DIR/cluster.yaml and returns its errors.
+func dirErrors(t *testing.T, dir string) Problems {
+	t.Helper()
+	file := At(dir).ClusterFile()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, probs := Parse(file, raw)
+	if src != nil {
+		probs = append(probs, Validate(src)...)
+	}
+	probs.Sort()
+	return probs.Errors()
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -94,9 +93,12 @@ func (ps Problems) Error() string {
 	return strings.Join(lines, "\n")
 }
 
-// Sort orders problems by position in the file.
+// Sort orders problems by file, then by position in the file.
 func (ps Problems) Sort() {
 	sort.SliceStable(ps, func(i, j int) bool {
+		if ps[i].File != ps[j].File {
+			return ps[i].File < ps[j].File
+		}
 		if ps[i].Line != ps[j].Line {
 			return ps[i].Line < ps[j].Line
 		}
@@ -144,31 +146,9 @@ func (s *Source) Problem(sev Severity, path, format string, args ...any) Problem
 	return Problem{File: s.File, Line: pos.Line, Column: pos.Column, Path: path, Message: fmt.Sprintf(format, args...), Severity: sev}
 }
 
-// LoadDir loads DIR/cluster.yaml.
-func LoadDir(dir string) (*Source, error) {
-	return Load(filepath.Join(dir, FileName))
-}
-
-// Load reads, decodes and validates a cluster file. It returns the Source
-// whenever the file could be decoded (even with validation errors) and an
-// error of type Problems when any problem has severity Error. Warnings are
-// in the returned Problems only; use Validate to get them.
-func Load(file string) (*Source, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("reading cluster file: %w", err)
-	}
-	src, probs := Parse(file, raw)
-	if src == nil {
-		return nil, probs
-	}
-	probs = append(probs, Validate(src)...)
-	probs.Sort()
-	if errs := probs.Errors(); len(errs) > 0 {
-		return src, errs
-	}
-	return src, nil
-}
+// Check is one check of a parsed cluster file beyond its own validation
+// (e.g. the platform graph); internal/clusterdir runs the list of them.
+type Check func(src *Source) Problems
 
 // Parse decodes a cluster file strictly: syntax errors, unknown fields and
 // type mismatches become located Problems. It applies defaults but does not

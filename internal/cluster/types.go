@@ -1,22 +1,16 @@
 // Package cluster defines dodai's cluster file (cluster.yaml): its Go types,
-// loading with precise positions, defaults and validation. Every other part of
-// dodai (config rendering, image, netboot, bootstrap, platform) reads the
-// cluster through this package.
+// parsing with precise positions, defaults, its own validation and located
+// problems, and the layout of a cluster directory (Layout: every path).
+// Every other part of dodai (config rendering, image, netboot, bootstrap,
+// platform) reads the cluster through these types; commands open a cluster
+// directory through internal/clusterdir, which runs this package's checks
+// and the others'.
 package cluster
 
 // APIVersion and Kind identify a dodai cluster file.
 const (
 	APIVersion = "dodai.dev/v1alpha1"
 	Kind       = "Cluster"
-)
-
-// File names inside a cluster directory.
-const (
-	FileName        = "cluster.yaml"
-	SecretsFile     = "secrets.yaml"
-	TalosconfigFile = "talosconfig"
-	KubeconfigFile  = "kubeconfig"
-	GeneratedDir    = "generated"
 )
 
 // Roles of a node.

@@ -5,13 +5,13 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/macaddr"
+	"gopkg.in/yaml.v3"
 )
 
 // Defaults used when the cluster file leaves a field empty.
@@ -506,9 +506,36 @@ func (v *validator) patches() {
 }
 
 func (v *validator) patch(path string, p Patch) {
-	if _, err := PatchBytes(v.src.Dir, p); err != nil {
+	b, err := PatchBytes(v.src.Dir, p)
+	if err != nil {
 		v.errf(path, "%v", err)
+		return
 	}
+	// A trap of Talos clusters: a link selected by its kernel name.
+	var val any
+	if yaml.Unmarshal(b, &val) == nil && usesInterfaceName(val) {
+		v.warnf(path, "selects a network interface by name (machine.network.interfaces[].interface): kernel names differ between machines and Talos versions (eth0, ens18, enp1s0); select it by MAC (node interface.mac / deviceSelector.hardwareAddr)")
+	}
+}
+
+// usesInterfaceName finds machine.network.interfaces[].interface in a
+// strategic-merge patch.
+func usesInterfaceName(v any) bool {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return false
+	}
+	mach, _ := m["machine"].(map[string]any)
+	nw, _ := mach["network"].(map[string]any)
+	ifs, _ := nw["interfaces"].([]any)
+	for _, i := range ifs {
+		if im, ok := i.(map[string]any); ok {
+			if name, ok := im["interface"].(string); ok && name != "" {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // PatchBytes returns a patch as YAML bytes (what Talos' configpatcher
@@ -520,10 +547,7 @@ func PatchBytes(dir string, p Patch) ([]byte, error) {
 		if !ok || name == "" {
 			return nil, fmt.Errorf("a string patch must name a file as \"@path\", got %q", val)
 		}
-		if !filepath.IsAbs(name) {
-			name = filepath.Join(dir, name)
-		}
-		b, err := os.ReadFile(name)
+		b, err := os.ReadFile(At(dir).Resolve(name))
 		if err != nil {
 			return nil, fmt.Errorf("reading patch file: %w", err)
 		}

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -31,7 +32,7 @@ type Options struct {
 	Networks []netip.Prefix
 	// Hosts are extra single addresses (e.g. from the netboot registry).
 	Hosts []netip.Addr
-	// Port of the Talos API (talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// DialTimeout per TCP probe, default 500ms.
 	DialTimeout time.Duration
@@ -90,14 +91,15 @@ func DefaultNetworks() ([]netip.Prefix, error) {
 	return out, nil
 }
 
-// ParseNetworks parses --network values (CIDR, or a single address).
+// ParseNetworks parses networks given by the user (CIDR, or a single
+// address).
 func ParseNetworks(values []string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, v := range values {
 		v = strings.TrimSpace(v)
 		if p, err := netip.ParsePrefix(v); err == nil {
 			if !p.Addr().Is4() {
-				return nil, fmt.Errorf("--network %q: only IPv4 networks can be scanned", v)
+				return nil, fmt.Errorf("network %q: only IPv4 networks can be scanned", v)
 			}
 			out = append(out, p.Masked())
 			continue
@@ -106,24 +108,58 @@ func ParseNetworks(values []string) ([]netip.Prefix, error) {
 			out = append(out, netip.PrefixFrom(a, 32))
 			continue
 		}
-		return nil, fmt.Errorf("--network %q is not an IPv4 CIDR like 192.168.100.0/24", v)
+		return nil, fmt.Errorf("network %q is not an IPv4 CIDR like 192.168.100.0/24", v)
 	}
 	return out, nil
 }
 
-// RegistryHosts returns the IPs netboot recorded in state/machines.json.
-func RegistryHosts(clusterDir string) ([]netip.Addr, error) {
-	var reg state.Machines
-	if err := state.ReadJSON(state.Path(clusterDir, state.MachinesFile), &reg); err != nil {
-		return nil, err
-	}
-	var out []netip.Addr
-	for _, m := range reg.Machines {
-		if a, err := netip.ParseAddr(m.IP); err == nil && !slices.Contains(out, a) {
-			out = append(out, a)
+// Targets are where a scan looks: whole networks and single addresses.
+type Targets struct {
+	Networks []netip.Prefix
+	Hosts    []netip.Addr
+}
+
+// TargetsFor is the one rule for where to look for a cluster directory's
+// machines, used by discover, bootstrap and the interactive mode: the given
+// networks, else the host's directly connected ones (DefaultNetworks), plus
+// the addresses netboot recorded (state/machines.json) and the maintenance
+// addresses bootstrap remembered (state/bootstrap.json). It returns
+// ErrNoNetworks when all of that is empty.
+func TargetsFor(l cluster.Layout, networks []netip.Prefix) (Targets, error) {
+	return targetsFor(l, networks, DefaultNetworks)
+}
+
+func targetsFor(l cluster.Layout, networks []netip.Prefix, hostNetworks func() ([]netip.Prefix, error)) (Targets, error) {
+	t := Targets{Networks: networks}
+	if len(t.Networks) == 0 {
+		var err error
+		if t.Networks, err = hostNetworks(); err != nil {
+			return Targets{}, err
 		}
 	}
-	return out, nil
+	add := func(s string) {
+		if a, err := netip.ParseAddr(s); err == nil && !slices.Contains(t.Hosts, a) {
+			t.Hosts = append(t.Hosts, a)
+		}
+	}
+	reg, err := state.ReadMachines(l.MachinesState())
+	if err != nil {
+		return Targets{}, err
+	}
+	for _, m := range reg.Machines {
+		add(m.IP)
+	}
+	bs, err := state.ReadBootstrap(l.BootstrapState())
+	if err != nil {
+		return Targets{}, err
+	}
+	for _, name := range slices.Sorted(maps.Keys(bs.Nodes)) {
+		add(bs.Nodes[name].MaintenanceAddress)
+	}
+	if len(t.Networks) == 0 && len(t.Hosts) == 0 {
+		return Targets{}, ErrNoNetworks
+	}
+	return t, nil
 }
 
 // targets expands networks to host addresses (no network/broadcast address
@@ -143,7 +179,7 @@ func targets(opts Options) ([]netip.Addr, error) {
 	for _, p := range opts.Networks {
 		bits := p.Addr().BitLen() - p.Bits()
 		if bits > 16 || len(out)+(1<<bits) > MaxHosts+len(opts.Hosts) {
-			return nil, fmt.Errorf("network %s is too large to scan (more than %d addresses); pass a smaller --network", p, MaxHosts)
+			return nil, fmt.Errorf("network %s is too large to scan (more than %d addresses); scan a smaller one", p, MaxHosts)
 		}
 		first := p.Masked().Addr()
 		n := 1 << bits
@@ -162,6 +198,9 @@ func Probe(ctx context.Context, opts Options) ([]netip.Addr, error) {
 	addrs, err := targets(opts)
 	if err != nil {
 		return nil, err
+	}
+	if opts.Port == 0 {
+		opts.Port = talos.DefaultPort
 	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 500 * time.Millisecond
@@ -208,6 +247,9 @@ func Scan(ctx context.Context, opts Options) ([]*talos.Machine, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if opts.Port == 0 {
+		opts.Port = talos.DefaultPort
 	}
 	open, err := Probe(ctx, opts)
 	if err != nil {
@@ -290,5 +332,7 @@ func NodeFor(m *talos.Machine, c *cluster.Cluster) *cluster.Node {
 	return nil
 }
 
-// ErrNoNetworks means there is nothing to scan.
-var ErrNoNetworks = errors.New("no networks to scan: the host has no directly connected IPv4 network; pass --network CIDR")
+// ErrNoNetworks means there is nothing to scan: no network was given, the
+// host has no directly connected IPv4 network, and no machine address was
+// recorded.
+var ErrNoNetworks = errors.New("no networks to scan: the host has no directly connected IPv4 network and no machine address is recorded in state/")

@@ -2,6 +2,8 @@ package discover
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -21,7 +24,7 @@ func TestParseNetworks(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	for _, bad := range []string{"", "fd00::/64", "300.1.1.1/24", "10.0.0.0/33", "eth0"} {
-		if _, err := ParseNetworks([]string{bad}); err == nil || !strings.Contains(err.Error(), "--network") {
+		if _, err := ParseNetworks([]string{bad}); err == nil || !strings.Contains(err.Error(), "network") {
 			t.Errorf("%q: %v", bad, err)
 		}
 	}
@@ -128,28 +131,81 @@ func FuzzParseNetworks(f *testing.F) {
 	})
 }
 
-func TestRegistryHosts(t *testing.T) {
-	dir := t.TempDir()
-	if hs, err := RegistryHosts(dir); err != nil || len(hs) != 0 {
-		t.Fatalf("no registry: %v %v", hs, err)
-	}
+// TargetsFor: one rule for where discover, bootstrap and the interactive
+// mode look for machines.
+func TestTargetsFor(t *testing.T) {
+	hostNet := netip.MustParsePrefix("192.168.100.0/24")
+	given := netip.MustParsePrefix("10.1.0.0/24")
 	reg := state.Machines{Machines: []state.Machine{
 		{MAC: "52:54:00:00:00:01", IP: "192.168.100.50", Stage: "booted"},
 		{MAC: "52:54:00:00:00:02", IP: "192.168.100.51", Stage: "booted"},
 		{MAC: "52:54:00:00:00:03", Stage: "dhcp"},
 		{MAC: "52:54:00:00:00:04", IP: "192.168.100.50", Stage: "booted"},
 	}}
-	if err := state.WriteJSON(state.Path(dir, state.MachinesFile), reg); err != nil {
-		t.Fatal(err)
+	remembered := state.Bootstrap{Nodes: map[string]*state.Node{
+		"w1":  {MaintenanceAddress: "10.9.0.7"},
+		"cp1": {MaintenanceAddress: "192.168.100.51"}, // also in the registry
+		"w2":  {Address: "10.9.0.9"},                  // configured only
+	}}
+	cases := []struct {
+		name       string
+		networks   []netip.Prefix
+		hostNets   []netip.Prefix
+		registry   *state.Machines
+		bootstrap  *state.Bootstrap
+		wantNets   string
+		wantHosts  string
+		wantErr    error
+		corruptReg bool
+	}{
+		{name: "given networks win over the host's", networks: []netip.Prefix{given}, hostNets: []netip.Prefix{hostNet}, wantNets: "[10.1.0.0/24]", wantHosts: "[]"},
+		{name: "the host's networks by default", hostNets: []netip.Prefix{hostNet}, wantNets: "[192.168.100.0/24]", wantHosts: "[]"},
+		{name: "netboot's addresses, once each", hostNets: []netip.Prefix{hostNet}, registry: &reg, wantNets: "[192.168.100.0/24]", wantHosts: "[192.168.100.50 192.168.100.51]"},
+		{name: "remembered maintenance addresses", registry: &reg, bootstrap: &remembered, wantNets: "[]", wantHosts: "[192.168.100.50 192.168.100.51 10.9.0.7]"},
+		{name: "remembered addresses alone are enough", bootstrap: &remembered, wantNets: "[]", wantHosts: "[192.168.100.51 10.9.0.7]"},
+		{name: "nothing to scan", wantErr: ErrNoNetworks},
+		{name: "a broken registry is an error", hostNets: []netip.Prefix{hostNet}, corruptReg: true},
 	}
-	hs, err := RegistryHosts(dir)
-	if err != nil || len(hs) != 2 || hs[0].String() != "192.168.100.50" || hs[1].String() != "192.168.100.51" {
-		t.Fatalf("got %v %v", hs, err)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := cluster.At(t.TempDir())
+			if c.registry != nil {
+				if err := state.WriteJSON(dir.MachinesState(), c.registry); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.bootstrap != nil {
+				if err := state.WriteJSON(dir.BootstrapState(), c.bootstrap); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if c.corruptReg {
+				if err := os.MkdirAll(dir.State(), 0o700); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(dir.MachinesState(), []byte("{"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := targetsFor(dir, c.networks, func() ([]netip.Prefix, error) { return c.hostNets, nil })
+			switch {
+			case c.corruptReg:
+				if err == nil || !strings.Contains(err.Error(), "machines.json") {
+					t.Fatalf("corrupt registry: %v", err)
+				}
+			case c.wantErr != nil:
+				if !errors.Is(err, c.wantErr) {
+					t.Fatalf("err %v, want %v", err, c.wantErr)
+				}
+			default:
+				if err != nil || fmt.Sprint(got.Networks) != c.wantNets || fmt.Sprint(got.Hosts) != c.wantHosts {
+					t.Fatalf("got %v %v %v, want %s %s", got.Networks, got.Hosts, err, c.wantNets, c.wantHosts)
+				}
+			}
+		})
 	}
-	if err := os.WriteFile(state.Path(dir, state.MachinesFile), []byte("{"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := RegistryHosts(dir); err == nil || !strings.Contains(err.Error(), "machines.json") {
-		t.Fatalf("corrupt registry: %v", err)
+	hostErr := errors.New("netlink refused")
+	if _, err := targetsFor(cluster.At(t.TempDir()), nil, func() ([]netip.Prefix, error) { return nil, hostErr }); !errors.Is(err, hostErr) {
+		t.Fatalf("host networks error: %v", err)
 	}
 }

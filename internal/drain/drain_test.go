@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dodai-dev/dodai/internal/drain"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/fakekubelet"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
@@ -45,9 +46,7 @@ func TestMain(m *testing.M) {
 
 func client(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a kube-apiserver")
-	}
+	testutil.Slow(t, "starts a kube-apiserver")
 	kubeOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()

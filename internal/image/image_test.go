@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 func exampleSpec(t *testing.T) cluster.Spec {
@@ -79,19 +81,7 @@ func TestGoldenProfiles(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		golden := filepath.Join("testdata", "profile-"+kind+".yaml")
-		if os.Getenv("UPDATE_GOLDEN") != "" {
-			if err := os.WriteFile(golden, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s profile differs from %s:\n%s", kind, golden, got)
-		}
+		testutil.Golden(t, filepath.Join("testdata", "profile-"+kind+".yaml"), got)
 	}
 	if _, err := NewProfile(spec, "floppy"); err == nil {
 		t.Fatal("unknown output kind accepted")

@@ -12,7 +12,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
@@ -38,7 +37,7 @@ var ErrNoSecrets = errors.New("secrets.yaml not found: run `dodai init` first (i
 // if, and only if, it does not exist. It never replaces or regenerates an
 // existing bundle; created reports whether a new one was written.
 func InitSecrets(dir, talosVersion string) (created bool, err error) {
-	path := filepath.Join(dir, cluster.SecretsFile)
+	path := cluster.At(dir).Secrets()
 	if _, err := os.Stat(path); err == nil {
 		return false, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -67,7 +66,7 @@ func InitSecrets(dir, talosVersion string) (created bool, err error) {
 
 // LoadSecrets reads DIR/secrets.yaml.
 func LoadSecrets(dir string) (*secrets.Bundle, error) {
-	path := filepath.Join(dir, cluster.SecretsFile)
+	path := cluster.At(dir).Secrets()
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoSecrets
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/config/configloader"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // exampleDir writes the built-in example cluster with the committed test
@@ -40,10 +42,14 @@ func exampleDir(t *testing.T, edit func(string) string) string {
 
 func renderer(t *testing.T, dir string) *Renderer {
 	t.Helper()
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	r, err := New(src)
 	if err != nil {
 		t.Fatal(err)
@@ -58,20 +64,7 @@ func TestGoldenConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", node, err)
 		}
-		golden := filepath.Join("testdata", "golden", node+".yaml")
-		if os.Getenv("UPDATE_GOLDEN") != "" {
-			_ = os.MkdirAll(filepath.Dir(golden), 0o755)
-			if err := os.WriteFile(golden, got, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(golden)
-		if err != nil {
-			t.Fatalf("%v (run with UPDATE_GOLDEN=1)", err)
-		}
-		if !bytes.Equal(got, want) {
-			t.Errorf("%s differs from %s (run with UPDATE_GOLDEN=1 and review the diff)", node, golden)
-		}
+		testutil.Golden(t, filepath.Join("testdata", "golden", node+".yaml"), got)
 		// What Talos itself loads back.
 		cfg, err := configloader.NewFromBytes(got)
 		if err != nil {
@@ -227,10 +220,14 @@ func TestSecretsNeverRegenerated(t *testing.T) {
 func TestMissingSecrets(t *testing.T) {
 	dir := exampleDir(t, nil)
 	os.Remove(filepath.Join(dir, cluster.SecretsFile))
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	if _, err := New(src); err != ErrNoSecrets {
 		t.Fatalf("got %v", err)
 	}

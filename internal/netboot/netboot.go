@@ -41,9 +41,6 @@ import (
 // DefaultIPXEDir is where Debian's `ipxe` package installs the binaries.
 const DefaultIPXEDir = "/usr/lib/ipxe"
 
-// LeasesFile is the dhcp-mode lease file inside the state directory.
-const LeasesFile = "leases.json"
-
 // Options configure a netboot server. Zero values take spec.boot from the
 // cluster file, then the defaults.
 type Options struct {
@@ -133,7 +130,7 @@ func New(o Options) (*Server, error) {
 		o.IPXEDir = DefaultIPXEDir
 	}
 	if o.AssetsDir == "" {
-		o.AssetsDir = filepath.Join(o.ClusterDir, "assets")
+		o.AssetsDir = cluster.At(o.ClusterDir).Assets()
 	}
 	if o.HTTPAddr == "" {
 		o.HTTPAddr = ":8080"
@@ -206,7 +203,7 @@ func New(o Options) (*Server, error) {
 	s.view = newView(o.View, o.ViewTTY)
 	s.progress = &progressLog{}
 	s.reg, err = registry.New(registry.Options{
-		Path: state.Path(o.ClusterDir, state.MachinesFile), Known: known, ConfigApplied: o.ConfigApplied,
+		Path: cluster.At(o.ClusterDir).MachinesState(), Known: known, ConfigApplied: o.ConfigApplied,
 		OnChange: s.machineChanged,
 	})
 	if err != nil {
@@ -266,7 +263,7 @@ func (s *Server) setupDHCPMode() error {
 			res[m] = p.Addr()
 		}
 	}
-	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: state.Path(s.o.ClusterDir, LeasesFile), Durability: s.o.LeaseDurability,
+	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: cluster.At(s.o.ClusterDir).Leases(), Durability: s.o.LeaseDurability,
 		Start: start, End: end, Reservations: res})
 	if err != nil {
 		return err

@@ -16,6 +16,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/lab"
 	"github.com/dodai-dev/dodai/internal/power"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // The test binary doubles as dodai: ipmi_sim runs `<test binary> lab
@@ -40,14 +41,8 @@ type sim struct {
 
 func needSim(t *testing.T) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("ipmi_sim integration test (not in -short)")
-	}
-	for _, b := range []string{"ipmi_sim", "ipmitool"} {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Fatalf("%s not found: install hack/deps/power.apt (openipmi, ipmitool); hack/test.sh does", b)
-		}
-	}
+	testutil.Slow(t, "runs ipmi_sim")
+	testutil.NeedTools(t, "hack/deps/power.apt", "ipmi_sim", "ipmitool")
 }
 
 // freeUDPPort finds a loopback UDP port no one uses right now.

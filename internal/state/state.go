@@ -1,7 +1,11 @@
-// Package state holds the small JSON state files dodai keeps in a cluster
-// directory under state/: the netboot machine registry (what netboot saw),
-// so that bootstrap can find machines, and helpers to read and write such
-// files atomically.
+// Package state holds the JSON files in which dodai keeps, under a cluster
+// directory's state/, what it observed and did: the machines netboot saw
+// (state/machines.json, Machines) and bootstrap's progress (state/bootstrap.json,
+// Bootstrap), with helpers to read and write them atomically. Their paths
+// come from cluster.Layout; the packages that change them (netboot's
+// registry, bootstrap) own the logic, this package only the format, so
+// that readers (discover, status, the interactive mode, day-2 commands) do
+// not import the writers.
 package state
 
 import (
@@ -14,12 +18,6 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/fsutil"
 )
-
-// Dir is the state directory inside a cluster directory.
-const Dir = "state"
-
-// MachinesFile is the netboot registry file name inside Dir.
-const MachinesFile = "machines.json"
 
 // Machine is one machine seen by netboot.
 type Machine struct {
@@ -39,9 +37,6 @@ type Machine struct {
 type Machines struct {
 	Machines []Machine `json:"machines"`
 }
-
-// Path returns the path of a state file in a cluster directory.
-func Path(clusterDir, name string) string { return filepath.Join(clusterDir, Dir, name) }
 
 // ReadJSON reads a state file into v; a missing file leaves v untouched and
 // returns nil.

@@ -15,6 +15,8 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/resources/hardware"
 	"github.com/siderolabs/talos/pkg/machinery/resources/network"
 	"github.com/siderolabs/talos/pkg/machinery/resources/runtime"
+
+	"github.com/dodai-dev/dodai/internal/phase"
 )
 
 // Machine is what a node reports about itself through its COSI resources.
@@ -24,18 +26,18 @@ type Machine struct {
 	// MAC is the first hardware address (hardwareaddresses/first).
 	MAC string `json:"mac" yaml:"mac"`
 	// Node is the cluster node this machine is (matched by MAC) or "unknown".
-	Node         string   `json:"node" yaml:"node"`
-	Hostname     string   `json:"hostname" yaml:"hostname"`
-	TalosVersion string   `json:"talosVersion" yaml:"talosVersion"`
-	Stage        string   `json:"stage" yaml:"stage"`
-	Ready        bool     `json:"ready" yaml:"ready"`
-	CPUs         []CPU    `json:"cpus,omitempty" yaml:"cpus,omitempty"`
-	MemoryMiB    uint64   `json:"memoryMiB" yaml:"memoryMiB"`
-	Disks        []Disk   `json:"disks,omitempty" yaml:"disks,omitempty"`
-	Links        []Link   `json:"links,omitempty" yaml:"links,omitempty"`
-	Addresses    []string `json:"addresses,omitempty" yaml:"addresses,omitempty"`
-	Gateway      string   `json:"gateway,omitempty" yaml:"gateway,omitempty"`
-	DNS          []string `json:"dns,omitempty" yaml:"dns,omitempty"`
+	Node         string      `json:"node" yaml:"node"`
+	Hostname     string      `json:"hostname" yaml:"hostname"`
+	TalosVersion string      `json:"talosVersion" yaml:"talosVersion"`
+	Stage        phase.Phase `json:"stage" yaml:"stage"`
+	Ready        bool        `json:"ready" yaml:"ready"`
+	CPUs         []CPU       `json:"cpus,omitempty" yaml:"cpus,omitempty"`
+	MemoryMiB    uint64      `json:"memoryMiB" yaml:"memoryMiB"`
+	Disks        []Disk      `json:"disks,omitempty" yaml:"disks,omitempty"`
+	Links        []Link      `json:"links,omitempty" yaml:"links,omitempty"`
+	Addresses    []string    `json:"addresses,omitempty" yaml:"addresses,omitempty"`
+	Gateway      string      `json:"gateway,omitempty" yaml:"gateway,omitempty"`
+	DNS          []string    `json:"dns,omitempty" yaml:"dns,omitempty"`
 }
 
 // CPU is one processor socket.
@@ -85,12 +87,12 @@ func skipDisk(name string) bool {
 
 // MachineStatus reads the machine's stage (booting, maintenance, running…)
 // and readiness.
-func MachineStatus(ctx context.Context, st state.State) (stage string, ready bool, err error) {
+func MachineStatus(ctx context.Context, st state.State) (stage phase.Phase, ready bool, err error) {
 	ms, err := safe.StateGetByID[*runtime.MachineStatus](ctx, st, runtime.MachineStatusID)
 	if err != nil {
-		return "", false, fmt.Errorf("reading machine status: %w", err)
+		return phase.Unknown, false, fmt.Errorf("reading machine status: %w", err)
 	}
-	return ms.TypedSpec().Stage.String(), ms.TypedSpec().Status.Ready, nil
+	return phase.FromMachineStage(ms.TypedSpec().Stage), ms.TypedSpec().Status.Ready, nil
 }
 
 // Version reads the Talos version the node runs from runtime.Version

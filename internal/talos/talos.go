@@ -10,7 +10,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
 
 	"github.com/siderolabs/talos/pkg/machinery/client"
@@ -18,19 +17,8 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/constants"
 )
 
-// PortEnv overrides the Talos API port (tests run many fake nodes on one
-// host, each set on its own port). Default: 50000.
-const PortEnv = "DODAI_TALOS_PORT"
-
-// Port returns the Talos API port: $DODAI_TALOS_PORT, else 50000.
-func Port() int {
-	if s := os.Getenv(PortEnv); s != "" {
-		if p, err := strconv.Atoi(s); err == nil && p > 0 && p < 65536 {
-			return p
-		}
-	}
-	return constants.ApidPort
-}
+// DefaultPort is the Talos API port of every real node (apid).
+const DefaultPort = constants.ApidPort
 
 // Endpoint joins an address and the API port.
 func Endpoint(addr string, port int) string {

@@ -35,18 +35,3 @@ func TestContract(t *testing.T) {
 		t.Error("SameMinor")
 	}
 }
-
-func TestPort(t *testing.T) {
-	t.Setenv(PortEnv, "")
-	if Port() != 50000 {
-		t.Fatal(Port())
-	}
-	t.Setenv(PortEnv, "41000")
-	if Port() != 41000 {
-		t.Fatal(Port())
-	}
-	t.Setenv(PortEnv, "99999")
-	if Port() != 50000 {
-		t.Fatal("out of range port accepted")
-	}
-}

@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // Tests with the real clients from Debian (hack/deps/tftp.apt): tftp-hpa's
@@ -29,10 +31,8 @@ func skipShort(t *testing.T) {
 
 func needTool(t *testing.T, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s not found: run hack/test.sh, which installs the Debian packages in hack/deps/tftp.apt", name)
-	}
+	testutil.NeedTools(t, "hack/deps/tftp.apt", name)
+	p, _ := exec.LookPath(name)
 	return p
 }
 

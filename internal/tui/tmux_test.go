@@ -2,7 +2,6 @@ package tui_test
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
 
@@ -58,15 +58,6 @@ func (s *tmuxSession) keys(keys ...string) {
 		}
 		time.Sleep(150 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 const clusterTmpl = `# Lab cluster: keep this comment
@@ -130,14 +121,10 @@ spec:
 // the screens, and checks the cluster.yaml it writes, then that the
 // declarative path applied those answers.
 func TestInteractive(t *testing.T) {
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux not found: run hack/test.sh (it installs hack/deps/bootstrap.apt)")
-	}
+	testutil.Slow(t, "drives the dodai binary in tmux against a real kube-apiserver")
+	testutil.NeedTools(t, "hack/deps/bootstrap.apt", "tmux")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "dodai")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/dodai-dev/dodai/cmd/dodai").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := testutil.DodaiBinary(t)
 	cdir := filepath.Join(dir, "lab")
 	os.Mkdir(cdir, 0o755)
 	b := 100 + os.Getpid()%150
@@ -148,7 +135,7 @@ func TestInteractive(t *testing.T) {
 	if _, err := machineconfig.InitSecrets(cdir, "v1.11.5"); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	g := faketalos.NewGroup()
 	kc := kubeconfig(t)
 	var nodes []*faketalos.Node

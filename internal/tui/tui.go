@@ -12,8 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
-	"os"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -21,64 +19,50 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/discover"
-	"github.com/dodai-dev/dodai/internal/fsutil"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
 // Options of the interactive session.
 type Options struct {
-	ClusterDir string
-	Networks   []netip.Prefix
-	Port       int
-	In         io.Reader
-	Out        io.Writer
-	Log        *slog.Logger
+	// Dir is the opened cluster directory; its cluster file is changed.
+	Dir      *clusterdir.Dir
+	Networks []netip.Prefix
+	Port     int
+	In       io.Reader
+	Out      io.Writer
+	Log      *slog.Logger
 }
 
-var labelRe = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
-
-// Run discovers machines, asks about them and writes cluster.yaml.
+// Run discovers machines, asks about them and writes cluster.yaml. What it
+// proposes is decided by bootstrap.Propose; the screens show it and ask.
 func Run(ctx context.Context, opts Options) ([]string, error) {
-	file := cluster.FileName
-	path := opts.ClusterDir + "/" + file
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the cluster file (create it with `dodai init`): %w", err)
-	}
-	src, probs := cluster.Parse(path, raw)
-	if src == nil {
-		return nil, probs
-	}
-	nets := opts.Networks
-	if len(nets) == 0 {
-		if nets, err = discover.DefaultNetworks(); err != nil {
-			return nil, err
-		}
-	}
-	hosts, err := discover.RegistryHosts(opts.ClusterDir)
+	d := opts.Dir
+	tg, err := discover.TargetsFor(d.Layout, opts.Networks)
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "Searching for Talos machines in maintenance mode on %v…\n", nets)
-	machines, err := discover.Scan(ctx, discover.Options{Networks: nets, Hosts: hosts, Port: opts.Port, Log: opts.Log})
+	fmt.Fprintf(opts.Out, "Searching for Talos machines in maintenance mode on %v…\n", tg.Networks)
+	machines, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: opts.Port, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
-	discover.Match(machines, src.Cluster)
+	discover.Match(machines, d.Cluster())
 	if len(machines) == 0 {
-		return nil, fmt.Errorf("no Talos machine in maintenance mode found on %v", nets)
+		return nil, fmt.Errorf("no Talos machine in maintenance mode found on %v %v", tg.Networks, tg.Hosts)
 	}
 
 	// Screen 1: which machines.
-	var picked []string
+	var pickedMACs []string
 	var choices []huh.Option[string]
 	for _, m := range machines {
 		label := fmt.Sprintf("%-15s %s  %-12s %s, %.0f GiB, %d disks", m.Address, m.MAC, m.Node, m.CPUSummary(), float64(m.MemoryMiB)/1024, len(m.Disks))
 		choices = append(choices, huh.NewOption(label, m.MAC).Selected(true))
 	}
 	if err := form(opts, huh.NewGroup(huh.NewMultiSelect[string]().Title("Machines to configure").
-		Description("space: toggle, enter: continue").Options(choices...).Value(&picked).
+		Description("space: toggle, enter: continue").Options(choices...).Value(&pickedMACs).
 		Validate(func(v []string) error {
 			if len(v) == 0 {
 				return errors.New("pick at least one machine")
@@ -87,77 +71,51 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 		}))).RunWithContext(ctx); err != nil {
 		return nil, err
 	}
+	var picked []*talos.Machine
+	for _, m := range machines {
+		if slices.Contains(pickedMACs, m.MAC) {
+			picked = append(picked, m)
+		}
+	}
 
-	// Names and control-plane slots are taken by nodes that are real: they
-	// match a discovered machine or bootstrap knows them. The others (like
-	// the placeholder node of `dodai init`) may be taken over.
-	st, err := bootstrap.ReadState(opts.ClusterDir)
+	// Screen 2: one per machine, prefilled with the proposal.
+	st, err := state.ReadBootstrap(d.BootstrapState())
 	if err != nil {
 		return nil, err
 	}
-	cps := 0
-	taken := map[string]bool{}
-	real := map[string]bool{}
-	for _, n := range src.Cluster.Spec.Nodes {
-		isReal := st.Nodes[n.Name] != nil
-		for _, m := range machines {
-			if m.Node == n.Name {
-				isReal = true
-			}
-		}
-		if !isReal {
-			continue
-		}
-		taken[n.Name] = true
-		real[n.Name] = true
-		if n.Role == cluster.RoleControlPlane {
-			cps++
-		}
-	}
-	var answers Answers
+	prop := bootstrap.Propose(d.Cluster(), st, machines, picked)
+	answers := make([]clusterdir.NodeEdit, len(prop.Machines))
+	dns := make([]string, len(prop.Machines))
 	var groups []*huh.Group
-	type pending struct {
-		m   *talos.Machine
-		a   *NodeAnswers
-		dns *string
+	for i, mp := range prop.Machines {
+		answers[i] = mp.Edit
+		dns[i] = strings.Join(mp.Edit.DNS, ", ")
+		groups = append(groups, nodeGroup(prop, mp, &answers[i], &dns[i]))
 	}
-	var all []pending
-	for _, m := range machines {
-		if !slices.Contains(picked, m.MAC) {
-			continue
-		}
-		a, dns := prefill(m, src.Cluster, &cps, taken)
-		all = append(all, pending{m, a, dns})
-		groups = append(groups, nodeGroup(m, a, dns, real)...)
-	}
-	vip := src.Cluster.Spec.VIP
+	vip := d.Cluster().Spec.VIP
 	groups = append(groups, huh.NewGroup(huh.NewInput().Title("Control-plane VIP (optional, shared address for the Kubernetes API)").
 		Value(&vip).Validate(optionalIP)))
 	if err := form(opts, groups...).RunWithContext(ctx); err != nil {
 		return nil, err
 	}
+	edit := clusterdir.Edit{VIP: strings.TrimSpace(vip), Protected: prop.Protected}
+	disks := make([]talos.Disk, len(prop.Machines))
 	var names []string
-	for _, p := range all {
-		names = append(names, p.a.Name)
-		p.a.DNS = splitList(*p.dns)
-		p.a.DiskSerial = ""
-		for _, d := range p.m.Disks {
-			if d.DevPath == p.a.DiskPath {
-				p.a.DiskSerial = d.Serial
-			}
-		}
-		answers.Nodes = append(answers.Nodes, *p.a)
+	for i, mp := range prop.Machines {
+		answers[i].DNS = splitList(dns[i])
+		answers[i], disks[i] = mp.Finish(answers[i])
+		edit.Nodes = append(edit.Nodes, answers[i])
+		names = append(names, answers[i].Name)
 	}
-	answers.VIP = strings.TrimSpace(vip)
-	answers.Protected = real
-
-	out, err := ApplyAnswers(src, answers)
+	out, err := d.Apply(edit)
 	if err != nil {
 		return nil, err
 	}
+
+	// Screen 3: confirm.
 	confirm := true
 	if err := form(opts, huh.NewGroup(
-		huh.NewNote().Title("Changes to "+path).Description(summary(answers)),
+		huh.NewNote().Title("Changes to "+d.ClusterFile()).Description(summary(edit)),
 		huh.NewConfirm().Title("Write cluster.yaml and bootstrap?").Affirmative("Yes").Negative("No").Value(&confirm),
 	)).RunWithContext(ctx); err != nil {
 		return nil, err
@@ -165,24 +123,19 @@ func Run(ctx context.Context, opts Options) ([]string, error) {
 	if !confirm {
 		return nil, errors.New("cancelled: cluster.yaml not changed")
 	}
-	mode := os.FileMode(0o644)
-	if fi, err := os.Stat(path); err == nil {
-		mode = fi.Mode().Perm()
-	}
-	if err := fsutil.WriteFileAtomic(path, out, mode); err != nil {
+	if err := d.WriteClusterFile(out); err != nil {
 		return nil, err
 	}
 	// The disks the user picked are the confirmed ones.
-	for _, p := range all {
-		for _, d := range p.m.Disks {
-			if (p.a.DiskSerial != "" && d.Serial == p.a.DiskSerial) || (p.a.DiskSerial == "" && d.DevPath == p.a.DiskPath) {
-				if err := bootstrap.ConfirmDisk(opts.ClusterDir, p.a.Name, d); err != nil {
-					return nil, err
-				}
-			}
+	for i, a := range edit.Nodes {
+		if disks[i].DevPath == "" {
+			continue
+		}
+		if err := bootstrap.ConfirmDisk(d.Layout, a.Name, disks[i]); err != nil {
+			return nil, err
 		}
 	}
-	fmt.Fprintf(opts.Out, "Wrote %s\n", path)
+	fmt.Fprintf(opts.Out, "Wrote %s\n", d.ClusterFile())
 	return names, nil
 }
 
@@ -197,80 +150,11 @@ func form(opts Options, groups ...*huh.Group) *huh.Form {
 	return f
 }
 
-// prefill answers from the cluster file (when the machine is a known node)
-// and the machine's inventory.
-func prefill(m *talos.Machine, c *cluster.Cluster, cps *int, taken map[string]bool) (*NodeAnswers, *string) {
-	a := &NodeAnswers{MAC: m.MAC}
-	node := discover.NodeFor(m, c)
-	if node != nil {
-		a.Name, a.Role, a.Address, a.Gateway, a.DNS = node.Name, node.Role, node.Address, node.Gateway, node.Nameservers
-		if node.Interface != nil {
-			// The menu offers canonical MACs; a prefill in another notation
-			// (upper case, dashes) would match no choice and silently become
-			// the first link.
-			a.InterfaceMAC = node.Interface.MAC
-			if mac, err := cluster.ParseMAC(node.Interface.MAC); err == nil {
-				a.InterfaceMAC = mac
-			}
-		}
-		if d, err := bootstrap.ResolveDisk(node, m.Disks); err == nil {
-			a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
-		}
-	} else {
-		a.Role = cluster.RoleWorker
-		prefix := "w"
-		if *cps < 3 {
-			a.Role, prefix = cluster.RoleControlPlane, "cp"
-			*cps++
-		}
-		for i := 1; ; i++ {
-			if name := fmt.Sprint(prefix, i); !taken[name] {
-				a.Name = name
-				taken[name] = true
-				break
-			}
-		}
-	}
-	if a.DiskSerial == "" && a.DiskPath == "" {
-		for _, d := range m.Disks {
-			if safeDisk(d) {
-				a.DiskSerial, a.DiskPath = d.Serial, d.DevPath
-				break
-			}
-		}
-	}
-	for _, l := range m.Links {
-		if a.InterfaceMAC == "" && len(l.Addresses) > 0 {
-			a.InterfaceMAC = l.MAC
-		}
-	}
-	if a.InterfaceMAC == "" {
-		a.InterfaceMAC = m.MAC
-	}
-	if a.Address == "" && len(m.Addresses) > 0 {
-		a.Address = m.Addresses[0]
-	}
-	if a.Gateway == "" {
-		a.Gateway = m.Gateway
-	}
-	if len(a.DNS) == 0 {
-		a.DNS = m.DNS
-	}
-	dns := strings.Join(a.DNS, ", ")
-	return a, &dns
-}
-
-func safeDisk(d talos.Disk) bool { return bootstrap.UnsafeReason(d) == "" }
-
 // nodeGroup is the screen for one machine: talos-bootstrap's questions.
-func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[string]bool) []*huh.Group {
-	own := m.Node // the node this machine already is, if any
-	title := fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)
+func nodeGroup(prop bootstrap.Proposal, mp bootstrap.MachineProposal, a *clusterdir.NodeEdit, dns *string) *huh.Group {
+	m := mp.Machine
 	var diskOpts []huh.Option[string]
-	for _, d := range m.Disks {
-		if !safeDisk(d) {
-			continue
-		}
+	for _, d := range mp.Disks {
 		diskOpts = append(diskOpts, huh.NewOption(fmt.Sprintf("%-8s %8s  %s  serial %s  %s", d.Name, d.PrettySize, d.Model, orDash(d.Serial), d.Transport), d.DevPath))
 	}
 	var linkOpts []huh.Option[string]
@@ -281,18 +165,10 @@ func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[stri
 		}
 		linkOpts = append(linkOpts, huh.NewOption(fmt.Sprintf("%s  %s  %s  %s", l.MAC, l.Name, state, strings.Join(l.Addresses, ",")), l.MAC))
 	}
-	return []*huh.Group{huh.NewGroup(
-		huh.NewNote().Title(title).Description(fmt.Sprintf("%s · %s · %.0f GiB · Talos %s", orDash(m.Hostname), m.CPUSummary(), float64(m.MemoryMiB)/1024, m.TalosVersion)),
+	return huh.NewGroup(
+		huh.NewNote().Title(fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)).Description(fmt.Sprintf("%s · %s · %.0f GiB · Talos %s", orDash(m.Hostname), m.CPUSummary(), float64(m.MemoryMiB)/1024, m.TalosVersion)),
 		huh.NewSelect[string]().Title("Role").Options(huh.NewOption("control plane", cluster.RoleControlPlane), huh.NewOption("worker", cluster.RoleWorker)).Value(&a.Role),
-		huh.NewInput().Title("Hostname (node name)").Value(&a.Name).Validate(func(s string) error {
-			if !labelRe.MatchString(s) {
-				return errors.New("lowercase letters, digits and '-'")
-			}
-			if s != own && protected[s] {
-				return fmt.Errorf("%s is another machine's node", s)
-			}
-			return nil
-		}),
+		huh.NewInput().Title("Hostname (node name)").Value(&a.Name).Validate(func(s string) error { return prop.CheckName(mp, s) }),
 		huh.NewSelect[string]().Title("Install disk").Options(diskOpts...).Value(&a.DiskPath),
 		huh.NewSelect[string]().Title("Interface (selected by MAC)").Options(linkOpts...).Value(&a.InterfaceMAC),
 		huh.NewInput().Title("Address (CIDR)").Value(&a.Address).Validate(func(s string) error {
@@ -310,7 +186,7 @@ func nodeGroup(m *talos.Machine, a *NodeAnswers, dns *string, protected map[stri
 			}
 			return nil
 		}),
-	)}
+	)
 }
 
 func optionalIP(s string) error {
@@ -339,7 +215,7 @@ func orDash(s string) string {
 }
 
 // summary is one line per configured machine for the confirmation screen.
-func summary(a Answers) string {
+func summary(a clusterdir.Edit) string {
 	var b strings.Builder
 	for _, n := range a.Nodes {
 		disk := n.DiskPath

@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/dodai-dev/dodai/internal/talos"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 func patchConfig(t *testing.T, data []byte, patch string) []byte {
@@ -94,7 +96,7 @@ func TestDay2ApplyModesAndUpgrade(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := 50 + os.Getpid()%50
 	maint, addr := fmt.Sprintf("127.0.%d.40", base), fmt.Sprintf("127.0.%d.41", base)
 
@@ -277,7 +279,7 @@ func TestUpgradeRefusedWithoutQuorum(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := 200 + os.Getpid()%50
 	bundle, _ := secrets.NewBundle(secrets.NewClock(), config.TalosVersion1_11)
 	in, _ := generate.NewInput("fake", "https://127.0.0.1:6443", "1.34.1", generate.WithSecretsBundle(bundle),

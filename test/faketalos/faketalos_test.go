@@ -20,18 +20,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // genConfig renders a machine config with machinery, as dodai's renderer
 // does, with a static address on the link with the given MAC.
@@ -66,7 +58,7 @@ func genConfig(t *testing.T, in *generate.Input, typ mtype.Type, hostname, mac, 
 func TestLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := 100 + os.Getpid()%50
 	maint := func(i int) string { return fmt.Sprintf("127.0.%d.%d", base, 10+i) }
 	configured := func(i int) string { return fmt.Sprintf("127.0.%d.%d", base, 20+i) }
@@ -112,7 +104,7 @@ func TestLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.MAC != "52:54:00:00:00:01" || m.Stage != "maintenance" || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 ||
+	if m.MAC != "52:54:00:00:00:01" || m.Stage != phase.Maintenance || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 ||
 		m.MemoryMiB != 32768 || m.Hostname != "talos-cp1" || len(m.Addresses) != 1 || m.Addresses[0] != maint(0)+"/8" {
 		t.Fatalf("inventory: %+v", m)
 	}
@@ -155,7 +147,7 @@ func TestLifecycle(t *testing.T) {
 		t.Fatalf("version: %v", err)
 	}
 	stage, ready, err := talos.MachineStatus(ctx, ac.COSI)
-	if err != nil || stage != "running" || !ready {
+	if err != nil || stage != phase.Running || !ready {
 		t.Fatalf("machine status %s %v %v", stage, ready, err)
 	}
 	// The maintenance address is gone.
@@ -242,7 +234,7 @@ func waitAuth(ctx context.Context, t *testing.T, tc *clientconfig.Config, ep str
 func TestFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	base := 150 + os.Getpid()%50
 	bundle, _ := secrets.NewBundle(secrets.NewClock(), config.TalosVersion1_11)
 	in, _ := generate.NewInput("fake", "https://127.0.0.1:6443", "1.34.1", generate.WithSecretsBundle(bundle), generate.WithInstallDisk("/dev/sda"))

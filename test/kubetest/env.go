@@ -26,6 +26,8 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/dodai-dev/dodai/internal/fsutil"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // Options select what Start runs besides etcd and kube-apiserver.
@@ -147,6 +149,7 @@ func Start(ctx context.Context, opts Options) (*Env, error) {
 // Start is bounded by 3 minutes.
 func StartT(t testing.TB, opts Options) *Env {
 	t.Helper()
+	testutil.Slow(t, "needs the kube tools (a real kube-apiserver)")
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	e, err := Start(ctx, opts)

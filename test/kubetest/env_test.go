@@ -15,14 +15,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
-)
 
-func testContext(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
+	"github.com/dodai-dev/dodai/internal/testutil"
+)
 
 func createNamespace(ctx context.Context, t *testing.T, c kubernetes.Interface, name string) {
 	t.Helper()
@@ -34,7 +29,8 @@ func createNamespace(ctx context.Context, t *testing.T, c kubernetes.Interface, 
 // TestAPIServer starts etcd and kube-apiserver, talks to them with both
 // kubeconfig users, and checks that Stop ends the processes and removes Dir.
 func TestAPIServer(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
+	testutil.Slow(t, "needs the kube tools")
+	ctx := testutil.Context(t, 3*time.Minute)
 	e, err := Start(ctx, Options{LogDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +136,8 @@ func TestAPIServer(t *testing.T) {
 // TestParallelEnvs runs two Envs at once: their ports, data and credentials
 // are separate.
 func TestParallelEnvs(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
+	testutil.Slow(t, "needs the kube tools")
+	ctx := testutil.Context(t, 3*time.Minute)
 	envs := make([]*Env, 2)
 	errs := make([]error, 2)
 	var wg sync.WaitGroup
@@ -187,7 +184,7 @@ func TestParallelEnvs(t *testing.T) {
 // TestControllerManagerDeletesNamespace: with kube-controller-manager a deleted
 // namespace (and the ConfigMap in it) goes away.
 func TestControllerManagerDeletesNamespace(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
+	ctx := testutil.Context(t, 3*time.Minute)
 	e := StartT(t, Options{ControllerManager: true})
 	t.Logf("started in %v (kube-controller-manager %v)", e.Timings["total"], e.Timings[compControllerManager])
 	ns := "doomed"

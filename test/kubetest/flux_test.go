@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 var (
@@ -94,7 +96,7 @@ func renderedAt(ctx context.Context, t *testing.T, e *Env, ns, release, chart st
 // dependency is Ready, broken charts report the Helm error, and the
 // controllers can be restarted with other flags.
 func TestFluxHelmReleases(t *testing.T) {
-	ctx := testContext(t, 3*time.Minute)
+	ctx := testutil.Context(t, 3*time.Minute)
 	e := StartT(t, Options{Flux: &FluxOptions{RequeueDependency: 2 * time.Second}})
 	t.Logf("started in %v: %v", e.Timings["total"], e.Timings)
 	repo := ServeHelmRepo(t, map[string]ChartSpec{

@@ -29,6 +29,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 const (
@@ -50,22 +51,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// need fails the test when a tool is missing (hack/test.sh installs them).
+// need: netboot integration tests create network namespaces (root) and
+// run Debian's tools (hack/test.sh installs hack/deps/netboot.apt).
 func need(t *testing.T, tools ...string) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("network namespaces, real DHCP clients and QEMU: full tier only (-short skips them)")
-	}
-	if os.Geteuid() != 0 {
-		t.Fatal("netboot integration tests need root (ip netns, tap devices); run them via hack/test.sh as root")
-	}
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			if _, err2 := os.Stat(tool); err2 != nil {
-				t.Fatalf("%s not found: run hack/test.sh (installs hack/deps/netboot.apt)", tool)
-			}
-		}
-	}
+	testutil.NeedRoot(t)
+	testutil.NeedTools(t, "hack/deps/netboot.apt", tools...)
 }
 
 var nsSeq atomic.Int32

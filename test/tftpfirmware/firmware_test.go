@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/internal/tftp"
 )
 
@@ -59,22 +60,6 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func need(t *testing.T, paths ...string) {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("QEMU firmware in a network namespace: full tier only (-short skips it)")
-	}
-	for _, p := range paths {
-		if strings.HasPrefix(p, "/") {
-			if _, err := os.Stat(p); err != nil {
-				t.Fatalf("%s missing: run hack/test.sh (installs hack/deps/tftp.apt)", p)
-			}
-		} else if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("%s not found: run hack/test.sh (installs hack/deps/tftp.apt)", p)
-		}
-	}
-}
-
 func run(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
@@ -86,11 +71,9 @@ func run(t *testing.T, args ...string) {
 // with ERROR 8, then fetches snponly.efi with blksize 1468 and windowsize
 // 4 from dodai's server; the NBP then starts (iPXE prints its banner).
 func TestOVMFPXE(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Fatal("needs root (creates a network namespace); run hack/test.sh as root")
-	}
+	testutil.NeedRoot(t)
 	const ovmfCode, ovmfVars, nbp = "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/lib/ipxe/snponly.efi"
-	need(t, "ip", "ss", "dnsmasq", "qemu-system-x86_64", ovmfCode, ovmfVars, nbp)
+	testutil.NeedTools(t, "hack/deps/tftp.apt", "ip", "ss", "dnsmasq", "qemu-system-x86_64", ovmfCode, ovmfVars, nbp)
 	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 

@@ -36,6 +36,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -61,7 +62,7 @@ type Reconciler struct {
 	// Talosconfig authenticates to configured nodes (issued from the
 	// cluster's secrets).
 	Talosconfig *clientconfig.Config
-	// Port of the Talos API (default talos.Port()).
+	// Port of the Talos API (default talos.DefaultPort).
 	Port int
 	// Poll is the requeue interval while waiting (default 5 s).
 	Poll time.Duration
@@ -72,7 +73,7 @@ type Reconciler struct {
 // to the Machines of the same node name.
 func (r *Reconciler) SetupWithManager(mgr ctrl.Manager, concurrency int) error {
 	if r.Port == 0 {
-		r.Port = talos.Port()
+		r.Port = talos.DefaultPort
 	}
 	if r.Poll == 0 {
 		r.Poll = 5 * time.Second
@@ -251,15 +252,15 @@ type statusRecord struct {
 	m   *v1alpha1.Machine
 }
 
-func (s *statusRecord) ConfirmedDisk() *bootstrap.DiskRecord {
+func (s *statusRecord) ConfirmedDisk() *state.Disk {
 	if s.m.Status.Join == nil || s.m.Status.Join.InstallDisk == nil {
 		return nil
 	}
 	d := s.m.Status.Join.InstallDisk
-	return &bootstrap.DiskRecord{DevPath: d.DevPath, Serial: d.Serial, WWID: d.WWID, Model: d.Model, Size: uint64(d.Size)}
+	return &state.Disk{DevPath: d.DevPath, Serial: d.Serial, WWID: d.WWID, Model: d.Model, Size: uint64(d.Size)}
 }
 
-func (s *statusRecord) Applying(_ *talos.Machine, disk *bootstrap.DiskRecord, addr string) error {
+func (s *statusRecord) Applying(_ *talos.Machine, disk *state.Disk, addr string) error {
 	if s.m.Status.Join == nil {
 		s.m.Status.Join = &v1alpha1.JoinStatus{}
 	}

@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,21 +17,13 @@ import (
 
 	"github.com/dodai-dev/dodai/api/v1alpha1"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/incluster/controller"
 	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
 
 // addrBase is a 127.X.Y prefix unlikely to be used by another test process.
 func addrBase() (maint, configured string) {
@@ -92,7 +83,7 @@ func TestJoin(t *testing.T) {
 	kc := incltest.Start(t)
 	c := kc.Client
 	maint, cfgNet := addrBase()
-	port := freePort(t)
+	port := testutil.FreePort(t)
 	dir := t.TempDir()
 	macCP, macUSB, macUnknown := "52:54:00:bb:00:01", "52:54:00:bb:00:02", "52:54:00:bb:00:03"
 	yaml := fmt.Sprintf(`apiVersion: dodai.dev/v1alpha1
@@ -112,10 +103,14 @@ spec:
 	if _, err := machineconfig.InitSecrets(dir, "v1.11.5"); err != nil {
 		t.Fatal(err)
 	}
-	src, err := cluster.LoadDir(dir)
+	d, err := clusterdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := d.Err(); err != nil {
+		t.Fatal(err)
+	}
+	src := d.Source
 	group := faketalos.NewGroup()
 	fake := map[string]*faketalos.Node{}
 	for i, mac := range []string{macCP, macUSB, macUnknown} {

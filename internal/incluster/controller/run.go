@@ -30,7 +30,7 @@ type Options struct {
 	// MetricsAddr and ProbeAddr serve Prometheus metrics and /healthz,
 	// /readyz ("" or "0": off).
 	MetricsAddr, ProbeAddr string
-	// Port of the Talos API (default talos.Port()); Poll the requeue
+	// Port of the Talos API (default talos.DefaultPort); Poll the requeue
 	// interval while waiting (default 5 s).
 	Port int
 	Poll time.Duration

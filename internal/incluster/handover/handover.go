@@ -21,13 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/state"
-)
-
-// LockFile and PivotFile sit in the cluster directory's state/.
-const (
-	LockFile  = "netboot.lock"
-	PivotFile = "pivot.json"
 )
 
 // ErrHeld is returned by Lock when another process holds the lock.
@@ -39,7 +34,7 @@ var ErrHeld = errors.New("held by another process")
 // kernel releases it when the process dies, so a killed netboot never
 // leaves a stale lock).
 func Lock(clusterDir, what string) (release func(), err error) {
-	path := state.Path(clusterDir, LockFile)
+	path := cluster.At(clusterDir).NetbootLock()
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating the state directory: %w", err)
 	}
@@ -84,7 +79,7 @@ type Record struct {
 // pivoted).
 func Pivoted(clusterDir string) (*Record, error) {
 	var r Record
-	if err := state.ReadJSON(state.Path(clusterDir, PivotFile), &r); err != nil {
+	if err := state.ReadJSON(cluster.At(clusterDir).PivotRecord(), &r); err != nil {
 		return nil, err
 	}
 	if r.Time.IsZero() {
@@ -95,7 +90,7 @@ func Pivoted(clusterDir string) (*Record, error) {
 
 // MarkPivoted writes the pivot record (atomically, 0600).
 func MarkPivoted(clusterDir string, r Record) error {
-	return state.WriteJSON(state.Path(clusterDir, PivotFile), r)
+	return state.WriteJSON(cluster.At(clusterDir).PivotRecord(), r)
 }
 
 // RefuseLocal is the error of a local netboot for a pivoted cluster.

@@ -31,7 +31,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/incluster/leases"
 	"github.com/dodai-dev/dodai/internal/incluster/machines"
-	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -68,6 +67,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	dir := o.Source.Dir
+	paths := o.Source.Layout()
 	release, err := handover.Lock(dir, "dodai pivot")
 	if err != nil {
 		if errors.Is(err, handover.ErrHeld) {
@@ -84,11 +84,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("creating namespace %s: %w", o.Namespace, err)
 	}
 	res := &Result{Namespace: o.Namespace, ConfigMap: ConfigMapName, Secret: SecretName}
-	raw, err := os.ReadFile(filepath.Join(dir, cluster.FileName))
+	raw, err := os.ReadFile(paths.ClusterFile())
 	if err != nil {
 		return nil, err
 	}
-	sec, err := os.ReadFile(filepath.Join(dir, cluster.SecretsFile))
+	sec, err := os.ReadFile(paths.Secrets())
 	if err != nil {
 		return nil, fmt.Errorf("the controller needs the cluster's secrets: %w (run dodai init first)", err)
 	}
@@ -105,8 +105,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, fmt.Errorf("writing Secret %s/%s: %w", o.Namespace, SecretName, err)
 	}
 
-	var reg state.Machines
-	if err := state.ReadJSON(state.Path(dir, state.MachinesFile), &reg); err != nil {
+	reg, err := state.ReadMachines(paths.MachinesState())
+	if err != nil {
 		return nil, err
 	}
 	store := &machines.Store{Client: o.Client, Namespace: o.Namespace, Server: "pivot", NodeMACs: NodeMACs(o.Source.Cluster)}
@@ -120,7 +120,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		res.Machines++
 	}
 
-	ls, err := fileLeases(dir)
+	ls, err := fileLeases(paths.Leases())
 	if err != nil {
 		return res, err
 	}
@@ -138,9 +138,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 }
 
 // fileLeases reads the dhcp-mode leases (snapshot and journal) of a
-// cluster directory; none when it never ran in dhcp mode.
-func fileLeases(dir string) ([]dhcp.Lease, error) {
-	path := state.Path(dir, netboot.LeasesFile)
+// cluster directory (path is its state/leases.json); none when it never
+// ran in dhcp mode.
+func fileLeases(path string) ([]dhcp.Lease, error) {
 	_, err := os.Stat(path)
 	// Journals: path.journal (older versions) and path.journal.N.
 	journals, _ := filepath.Glob(path + ".journal*")

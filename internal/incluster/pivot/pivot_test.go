@@ -24,7 +24,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
-	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
@@ -60,10 +59,10 @@ func clusterDir(t *testing.T) (string, time.Time) {
 		{MAC: "52:54:00:00:00:11", Node: "cp1", IP: "10.99.0.11", Arch: "amd64", Stage: "installed", LastSeen: seen},
 		{MAC: "52:54:00:00:00:99", IP: "10.99.0.100", Arch: "amd64", Stage: "kernel", LastSeen: seen},
 	}}
-	if err := state.WriteJSON(state.Path(dir, state.MachinesFile), reg); err != nil {
+	if err := state.WriteJSON(cluster.At(dir).MachinesState(), reg); err != nil {
 		t.Fatal(err)
 	}
-	path := state.Path(dir, netboot.LeasesFile)
+	path := cluster.At(dir).Leases()
 	l, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.199")})
 	if err != nil {
 		t.Fatal(err)

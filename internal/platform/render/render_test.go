@@ -1,8 +1,6 @@
 package render
 
 import (
-	"bytes"
-	"flag"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,9 +12,9 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/platform/catalog"
 	"github.com/dodai-dev/dodai/internal/platform/graph"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
+	"github.com/dodai-dev/dodai/internal/testutil"
+)
 
 func resolve(t *testing.T, p cluster.Platform) *graph.Graph {
 	t.Helper()
@@ -43,19 +41,7 @@ func TestGoldenBundles(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			path := filepath.Join("testdata", b+".yaml")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from rendered output; run go test ./internal/platform/render -update and review the diff", path)
-			}
+			testutil.Golden(t, filepath.Join("testdata", b+".yaml"), got)
 		})
 	}
 }

@@ -1,4 +1,4 @@
-package tui
+package clusterdir
 
 import (
 	"bytes"
@@ -10,9 +10,10 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 )
 
-// NodeAnswers are the answers about one machine.
-type NodeAnswers struct {
-	// MAC identifies the machine (its first hardware address).
+// NodeEdit is what to set on the node of one machine.
+type NodeEdit struct {
+	// MAC identifies the machine (its first hardware address): the node
+	// listing it is changed, else the node named Name, else one is added.
 	MAC  string
 	Name string
 	Role string
@@ -26,9 +27,9 @@ type NodeAnswers struct {
 	DNS        []string
 }
 
-// Answers are everything the interactive session asked.
-type Answers struct {
-	Nodes []NodeAnswers
+// Edit is a change of the cluster file's nodes and VIP.
+type Edit struct {
+	Nodes []NodeEdit
 	// VIP, empty to leave spec.vip unchanged.
 	VIP string
 	// Protected names nodes that are real machines (discovered or known to
@@ -36,12 +37,22 @@ type Answers struct {
 	Protected map[string]bool
 }
 
-// ApplyAnswers writes the answers into the cluster file's YAML tree
-// (keeping the user's comments and every other field) and returns the new
-// file content, validated. A node whose MACs include the machine's MAC is
-// updated; otherwise a node is appended.
-func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
-	root := src.Root
+// Apply returns the cluster file with the edit applied to its YAML tree,
+// keeping the user's comments and every other field, and checked as Open
+// checks it (errors refuse the edit). A node whose MACs include the
+// machine's MAC is updated; otherwise the node of that name (e.g. the
+// placeholder of `dodai init`) is taken over, else a node is appended.
+// The directory itself is not changed (see WriteClusterFile).
+func (d *Dir) Apply(a Edit) ([]byte, error) {
+	if d.Source == nil {
+		return nil, fmt.Errorf("the cluster file does not parse:\n%w", d.Problems)
+	}
+	// A fresh tree: the loaded one stays as it was read.
+	var doc yaml.Node
+	if err := yaml.Unmarshal(d.Source.Raw, &doc); err != nil || len(doc.Content) == 0 {
+		return nil, fmt.Errorf("re-reading the cluster file: %v", err)
+	}
+	root := doc.Content[0]
 	spec := mapGet(root, "spec")
 	if spec == nil {
 		spec = &yaml.Node{Kind: yaml.MappingNode}
@@ -99,8 +110,8 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 		setOrDelete(n, "gateway", na.Gateway)
 		if len(na.DNS) > 0 {
 			seq := &yaml.Node{Kind: yaml.SequenceNode, Style: yaml.FlowStyle}
-			for _, d := range na.DNS {
-				seq.Content = append(seq.Content, strNode(d))
+			for _, dns := range na.DNS {
+				seq.Content = append(seq.Content, strNode(dns))
 			}
 			mapSet(n, "nameservers", seq)
 		} else {
@@ -130,19 +141,15 @@ func ApplyAnswers(src *cluster.Source, a Answers) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
-	doc := &yaml.Node{Kind: yaml.DocumentNode, Content: []*yaml.Node{root}}
-	if err := enc.Encode(doc); err != nil {
+	if err := enc.Encode(&doc); err != nil {
 		return nil, fmt.Errorf("encoding cluster file: %w", err)
 	}
 	if err := enc.Close(); err != nil {
 		return nil, err
 	}
 	out := buf.Bytes()
-	check, probs := cluster.Parse(src.File, out)
-	if check == nil {
-		return nil, fmt.Errorf("the answers make an invalid cluster file:\n%w", probs)
-	}
-	if errs := append(probs, cluster.Validate(check)...).Errors(); len(errs) > 0 {
+	check, probs := d.Check(out)
+	if errs := probs.Errors(); check == nil || len(errs) > 0 {
 		return nil, fmt.Errorf("the answers make an invalid cluster file:\n%w", errs)
 	}
 	return out, nil

@@ -1,6 +1,7 @@
-package tui
+package clusterdir
 
 import (
+	"os"
 	"strings"
 	"testing"
 
@@ -27,12 +28,9 @@ spec:
     bundle: distro # keep
 `
 
-func TestApplyAnswers(t *testing.T) {
-	src, probs := cluster.Parse("cluster.yaml", []byte(before))
-	if src == nil {
-		t.Fatal(probs)
-	}
-	out, err := ApplyAnswers(src, Answers{VIP: "192.168.100.10", Nodes: []NodeAnswers{
+func TestApply(t *testing.T) {
+	d := openDir(t, t.TempDir(), before)
+	out, err := d.Apply(Edit{VIP: "192.168.100.10", Nodes: []NodeEdit{
 		{MAC: "52:54:00:00:00:01", Name: "cp1", Role: "controlplane", InterfaceMAC: "52:54:00:00:00:01", DiskSerial: "S1", DiskPath: "/dev/nvme0n1",
 			Address: "192.168.100.21/24", Gateway: "192.168.100.1", DNS: []string{"1.1.1.1", "9.9.9.9"}},
 		{MAC: "52:54:00:00:00:02", Name: "w1", Role: "worker", InterfaceMAC: "52:54:00:00:00:12", DiskPath: "/dev/sda",
@@ -59,19 +57,16 @@ func TestApplyAnswers(t *testing.T) {
 		t.Errorf("cp1 duplicated:\n%s", s)
 	}
 	// Bad answers never produce a file.
-	if _, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:03", Name: "Bad_Name", Role: "worker", Address: "x"}}}); err == nil {
+	if _, err := d.Apply(Edit{Nodes: []NodeEdit{{MAC: "52:54:00:00:00:03", Name: "Bad_Name", Role: "worker", Address: "x"}}}); err == nil {
 		t.Fatal("invalid answers accepted")
 	}
 }
 
 // A machine named like an existing node that has other MACs (the
 // placeholder of `dodai init`) takes that node over, MACs included.
-func TestApplyAnswersTakesOverPlaceholder(t *testing.T) {
-	src, probs := cluster.Parse("cluster.yaml", []byte(before))
-	if src == nil {
-		t.Fatal(probs)
-	}
-	out, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:09", Name: "cp1", Role: "controlplane",
+func TestApplyTakesOverPlaceholder(t *testing.T) {
+	d := openDir(t, t.TempDir(), before)
+	out, err := d.Apply(Edit{Nodes: []NodeEdit{{MAC: "52:54:00:00:00:09", Name: "cp1", Role: "controlplane",
 		InterfaceMAC: "52:54:00:00:00:09", DiskPath: "/dev/nvme0n1", Address: "192.168.100.11/24"}}})
 	if err != nil {
 		t.Fatal(err)
@@ -82,25 +77,22 @@ func TestApplyAnswersTakesOverPlaceholder(t *testing.T) {
 	}
 }
 
-// FuzzApplyAnswers: whatever is typed into the screens, the result is
+// FuzzApply: whatever is typed into the screens, the result is
 // either an error or a cluster file that loads and validates, still
 // carrying the user's comment and the answered node.
-func FuzzApplyAnswers(f *testing.F) {
+func FuzzApply(f *testing.F) {
 	f.Add("w1", "worker", "192.168.100.31/24", "192.168.100.1", "1.1.1.1", "S1", "/dev/sda", "192.168.100.10")
 	f.Add("cp1", "controlplane", "x", "", "", "", "", "")
 	f.Add("a: b", "worker", "10.0.0.1/8", "#", "[", "\"", "'", "::1")
+	d := openDir(f, f.TempDir(), before)
 	f.Fuzz(func(t *testing.T, name, role, addr, gw, dns, serial, path, vip string) {
-		src, probs := cluster.Parse("cluster.yaml", []byte(before))
-		if src == nil {
-			t.Fatal(probs)
-		}
-		out, err := ApplyAnswers(src, Answers{VIP: vip, Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:07", Name: name, Role: role,
-			InterfaceMAC: "52:54:00:00:00:07", DiskSerial: serial, DiskPath: path, Address: addr, Gateway: gw, DNS: splitList(dns)}}})
+		out, err := d.Apply(Edit{VIP: vip, Nodes: []NodeEdit{{MAC: "52:54:00:00:00:07", Name: name, Role: role,
+			InterfaceMAC: "52:54:00:00:00:07", DiskSerial: serial, DiskPath: path, Address: addr, Gateway: gw, DNS: strings.FieldsFunc(dns, func(r rune) bool { return r == ',' || r == ' ' })}}})
 		if err != nil {
 			return
 		}
-		check, probs := cluster.Parse("cluster.yaml", out)
-		if check == nil || len(append(probs, cluster.Validate(check)...).Errors()) > 0 {
+		check, probs := d.Check(out)
+		if check == nil || len(probs.Errors()) > 0 {
 			t.Fatalf("accepted an invalid file: %v\n%s", probs, out)
 		}
 		if !strings.Contains(string(out), "# my cluster — keep this comment") {
@@ -118,25 +110,38 @@ func FuzzApplyAnswers(f *testing.F) {
 	})
 }
 
-func TestApplyAnswersProtectsRealNodes(t *testing.T) {
-	src, probs := cluster.Parse("cluster.yaml", []byte(before))
-	if src == nil {
-		t.Fatal(probs)
-	}
-	_, err := ApplyAnswers(src, Answers{Protected: map[string]bool{"cp1": true}, Nodes: []NodeAnswers{{MAC: "52:54:00:00:00:09", Name: "cp1",
+func TestApplyProtectsRealNodes(t *testing.T) {
+	d := openDir(t, t.TempDir(), before)
+	_, err := d.Apply(Edit{Protected: map[string]bool{"cp1": true}, Nodes: []NodeEdit{{MAC: "52:54:00:00:00:09", Name: "cp1",
 		Role: "controlplane", DiskPath: "/dev/sda", Address: "192.168.100.12/24"}}})
 	if err == nil || !strings.Contains(err.Error(), `node name "cp1" is already used by another machine`) {
 		t.Fatalf("got %v", err)
 	}
 }
 
-func TestApplyAnswersDuplicateNames(t *testing.T) {
-	src, _ := cluster.Parse("cluster.yaml", []byte(before))
-	_, err := ApplyAnswers(src, Answers{Nodes: []NodeAnswers{
+func TestApplyDuplicateNames(t *testing.T) {
+	d := openDir(t, t.TempDir(), before)
+	_, err := d.Apply(Edit{Nodes: []NodeEdit{
 		{MAC: "52:54:00:00:00:08", Name: "w1", Role: "worker", DiskPath: "/dev/sda", Address: "192.168.100.12/24"},
 		{MAC: "52:54:00:00:00:09", Name: "w1", Role: "worker", DiskPath: "/dev/sda", Address: "192.168.100.13/24"},
 	}})
 	if err == nil || !strings.Contains(err.Error(), `both named "w1"`) {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// openDir writes a cluster file into dir and opens it.
+func openDir(t testing.TB, dir, body string) *Dir {
+	t.Helper()
+	if err := os.WriteFile(cluster.At(dir).ClusterFile(), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Source == nil {
+		t.Fatal(d.Problems)
+	}
+	return d
 }
