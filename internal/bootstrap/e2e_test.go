@@ -18,6 +18,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/phase"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 )
@@ -68,7 +69,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("discovered %d machines", len(machines))
 	}
 	for i, m := range machines {
-		if m.Node != tc.Names[i] || m.Stage != phase.Maintenance || m.TalosVersion != "v1.11.5" || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
+		if m.Node != tc.Names[i] || m.Stage != phase.Maintenance || m.TalosVersion != compat.DefaultTalosVersion || len(m.Disks) != 3 || m.MemoryMiB != 32768 {
 			t.Fatalf("machine %d: %+v", i, m)
 		}
 	}
@@ -132,7 +133,7 @@ func TestEndToEnd(t *testing.T) {
 	// status and kubeconfig.
 	port := "--talos-port=" + strconv.Itoa(tc.Port)
 	code, out, errOut = dodai(ctx, t, tc, "status", "nodes", port)
-	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, "v1.11.5") {
+	if code != 0 || strings.Count(out, "running") != 5 || !strings.Contains(out, compat.DefaultTalosVersion) {
 		t.Fatalf("status: exit %d\n%s\n%s", code, out, errOut)
 	}
 	// The whole status: nodes are fine, but the platform isn't installed yet,
@@ -224,11 +225,11 @@ func TestUnsupportedTalosVersion(t *testing.T) {
 	ctx := testutil.Context(t, time.Minute)
 	tc := newCluster(t, clusterOpts{CPs: 1, Workers: 2, Kubeconfig: []byte("unused"), Inventories: map[string]func(*faketalos.Inventory){
 		"w1": func(i *faketalos.Inventory) { i.TalosVersion = "v1.7.6" },
-		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.12.0" },
+		"w2": func(i *faketalos.Inventory) { i.TalosVersion = "v1.14.0" },
 	}})
 	code, _, errOut := dodai(ctx, t, tc, bootstrapArgs(tc, "--timeout", "3s", "--node", "w1", "--node", "w2")...)
 	if code == 0 || !strings.Contains(errOut, "node w1: node runs Talos v1.7.6, older than the oldest supported") ||
-		!strings.Contains(errOut, "node w2: node runs Talos v1.12.0, newer than this dodai supports") {
+		!strings.Contains(errOut, "node w2: node runs Talos v1.14.0, newer than this dodai supports") {
 		t.Fatalf("exit %d\n%s", code, errOut)
 	}
 	if tc.countAll("ApplyConfiguration") != 0 {

@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/image/extensions"
 )
 
 // run executes dodai in-process and returns stdout, stderr and the exit code.
@@ -123,7 +126,10 @@ func TestInitExampleEndToEnd(t *testing.T) {
 		t.Fatalf("schematic json: %d %s", code, out)
 	}
 	out, errOut, code = run(t, "-C", dir, "image", "profile", "--output", "kernel")
-	if code != 0 || !strings.Contains(out, "kind: kernel") || !strings.Contains(errOut, "without a pinned image") {
+	// The example's extensions get the images published with its Talos
+	// release: real tags, no warning.
+	drbd, _ := extensions.Image(cluster.DefaultTalosVersion, "siderolabs/drbd")
+	if code != 0 || !strings.Contains(out, "kind: kernel") || drbd == "" || !strings.Contains(out, "imageRef: "+drbd+"\n") || strings.Contains(errOut, "warning") {
 		t.Fatalf("profile: %d %s %s", code, out, errOut)
 	}
 }

@@ -31,6 +31,28 @@ func TestValidFileHasNoProblems(t *testing.T) {
 	if s.TalosVersion != DefaultTalosVersion || s.Image.Arch != "amd64" || s.Platform.Bundle != "full" || s.Network.PodSubnets[0] != DefaultPodSubnet {
 		t.Fatalf("defaults not applied: %+v", s)
 	}
+	if s.KubernetesVersion != DefaultKubernetesVersion {
+		t.Fatalf("kubernetesVersion %s, want %s", s.KubernetesVersion, DefaultKubernetesVersion)
+	}
+}
+
+// TestKubernetesDefaultFollowsTalos: a file that names an older Talos and
+// no Kubernetes gets that Talos' default Kubernetes, which it runs (not
+// dodai's newest, which it would not).
+func TestKubernetesDefaultFollowsTalos(t *testing.T) {
+	for talos, kube := range map[string]string{"v1.11.5": "v1.34.1", "v1.12.7": "v1.35.4", "v1.13.9": "v1.36.3"} {
+		body := strings.Replace(string(mustValid(t)), "  endpoint:", "  talosVersion: "+talos+"\n  endpoint:", 1)
+		src, probs := Parse("cluster.yaml", []byte(body))
+		if src == nil {
+			t.Fatalf("parse: %v", probs)
+		}
+		if p := Validate(src); len(p) != 0 {
+			t.Fatalf("Talos %s: unexpected problems:\n%v", talos, p)
+		}
+		if got := src.Cluster.Spec.KubernetesVersion; got != kube {
+			t.Errorf("Talos %s: kubernetesVersion %s, want %s", talos, got, kube)
+		}
+	}
 }
 
 // TestBrokenFiles is the table of cluster files users get wrong, each with
@@ -87,7 +109,15 @@ func TestBrokenFiles(t *testing.T) {
 		{"wrong apiVersion", `apiVersion: dodai.dev/v1alpha1`, `apiVersion: v1`,
 			`cluster.yaml:1:13: apiVersion: must be "dodai.dev/v1alpha1", got "v1"`, false},
 		{"unsupported talos", `  endpoint:`, "  talosVersion: v1.4.0\n  endpoint:",
-			`cluster.yaml:6:17: spec.talosVersion: Talos v1.4.0 is not supported: dodai renders configs for v1.8.x to v1.11.x`, false},
+			`cluster.yaml:6:17: spec.talosVersion: Talos v1.4.0 is not supported: dodai renders configs for Talos v1.8.x to v1.13.x`, false},
+		{"talos newer than dodai", `  endpoint:`, "  talosVersion: v1.14.0\n  endpoint:",
+			`cluster.yaml:6:17: spec.talosVersion: Talos v1.14.0 is not supported: dodai renders configs for Talos v1.8.x to v1.13.x`, false},
+		{"kubernetes too new for talos", `  endpoint:`, "  talosVersion: v1.11.5\n  kubernetesVersion: v1.36.0\n  endpoint:",
+			`cluster.yaml:7:22: spec.kubernetesVersion: version of Kubernetes 1.36.0 is too new to be used with Talos 1.11.5 (Talos v1.11 runs Kubernetes v1.29.0 to v1.34.x; Kubernetes v1.36 runs on Talos v1.13)`, false},
+		{"kubernetes too old for talos", `  endpoint:`, "  talosVersion: v1.13.9\n  kubernetesVersion: v1.28.3\n  endpoint:",
+			`cluster.yaml:7:22: spec.kubernetesVersion: version of Kubernetes 1.28.3 is too old to be used with Talos 1.13.9 (Talos v1.13 runs Kubernetes v1.31.0 to v1.36.x; Kubernetes v1.28 runs on Talos v1.8, v1.9, v1.10)`, false},
+		{"kubernetes not a version", `  endpoint:`, "  kubernetesVersion: \"1.35\"\n  endpoint:",
+			`cluster.yaml:6:22: spec.kubernetesVersion: "1.35" is not a version like v1.36.3`, false},
 		{"YAML syntax", `  nodes:`, "  nodes: [",
 			`cluster.yaml:13:1: invalid YAML: did not find expected node content`, false},
 		{"interface MAC not node's", `      gateway: 10.0.0.1`, "      gateway: 10.0.0.1\n      interface: {mac: \"52:54:00:aa:bb:cc\"}",

@@ -7,26 +7,20 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
-// Talos versions dodai can render machine configs for: the machinery module
-// it is built with (v1.11) and the releases whose config contract it knows.
+// Talos versions dodai can render machine configs for (see package compat).
 const (
-	MinTalosMinor = 8
-	MaxTalosMinor = 11
+	MinTalosMinor = compat.MinTalosMinor
+	MaxTalosMinor = compat.MaxTalosMinor
 )
 
 // CheckTalosVersion returns an error unless dodai can render configs for
 // Talos version v.
 func CheckTalosVersion(v string) error {
-	major, minor, err := TalosMinor(v)
-	if err != nil {
-		return err
-	}
-	if major != 1 || minor < MinTalosMinor || minor > MaxTalosMinor {
-		return fmt.Errorf("Talos %s is not supported: dodai renders configs for v1.%d.x to v1.%d.x", v, MinTalosMinor, MaxTalosMinor)
-	}
-	return nil
+	return compat.CheckTalos(v)
 }
 
 // TalosMinor returns the major and minor number of a version like v1.11.5.

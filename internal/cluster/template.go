@@ -5,6 +5,8 @@ import (
 	"embed"
 	"fmt"
 	"text/template"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 //go:embed templates/*.yaml
@@ -14,6 +16,10 @@ var templates embed.FS
 type TemplateParams struct {
 	Name     string
 	Endpoint string
+	// TalosVersion defaults to the release new clusters get
+	// (DefaultTalosVersion), KubernetesVersion to that Talos' default.
+	TalosVersion      string
+	KubernetesVersion string
 }
 
 // Template renders the commented starter cluster.yaml (example=false) or
@@ -26,6 +32,12 @@ func Template(example bool, p TemplateParams) ([]byte, error) {
 	t, err := template.ParseFS(templates, name)
 	if err != nil {
 		return nil, fmt.Errorf("loading template: %w", err)
+	}
+	if p.TalosVersion == "" {
+		p.TalosVersion = DefaultTalosVersion
+	}
+	if p.KubernetesVersion == "" {
+		p.KubernetesVersion = compat.DefaultKubernetesFor(p.TalosVersion)
 	}
 	var b bytes.Buffer
 	if err := t.Execute(&b, p); err != nil {

@@ -43,10 +43,12 @@ type Metadata struct {
 
 // Spec describes the cluster.
 type Spec struct {
-	// TalosVersion is the Talos Linux release, e.g. v1.11.5. It selects the
-	// machine config version contract and the image.
+	// TalosVersion is the Talos Linux release, v1.8.x to v1.13.x, e.g.
+	// v1.13.9 (the default). It selects the machine config version contract
+	// and the image.
 	TalosVersion string `yaml:"talosVersion,omitempty" json:"talosVersion,omitempty"`
-	// KubernetesVersion, e.g. v1.34.1.
+	// KubernetesVersion, e.g. v1.36.3 (the default); it must be one the
+	// Talos release runs (Talos v1.13: v1.31.0 to v1.36.x).
 	KubernetesVersion string `yaml:"kubernetesVersion,omitempty" json:"kubernetesVersion,omitempty"`
 	// Endpoint is the Kubernetes API URL, https://HOST:PORT.
 	Endpoint string `yaml:"endpoint" json:"endpoint"`
@@ -93,8 +95,10 @@ type Image struct {
 	// Extensions are official system extensions by name, e.g. siderolabs/drbd.
 	Extensions []string `yaml:"extensions,omitempty" json:"extensions,omitempty"`
 	// ExtensionImages pins extension container images (imager only), e.g.
-	// ghcr.io/siderolabs/drbd:9.2.14-v1.11.5. When empty, the imager profile
-	// uses ghcr.io/<name>:<talosVersion>-style references resolved by the user.
+	// registry.example.lan/siderolabs/drbd:9.3.3-v1.13.9. An official
+	// extension without a pin gets the image published with the Talos
+	// release (dodai carries that table for v1.8.0 to v1.13.9); others are
+	// named ghcr.io/<name>:<talosVersion>, with a warning.
 	ExtensionImages map[string]string `yaml:"extensionImages,omitempty" json:"extensionImages,omitempty"`
 	// ExtraKernelArgs are appended to the kernel command line.
 	ExtraKernelArgs []string `yaml:"extraKernelArgs,omitempty" json:"extraKernelArgs,omitempty"`

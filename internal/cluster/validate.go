@@ -12,12 +12,14 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Defaults used when the cluster file leaves a field empty.
 const (
-	DefaultTalosVersion      = "v1.11.5"
-	DefaultKubernetesVersion = "v1.34.1"
+	DefaultTalosVersion      = compat.DefaultTalosVersion
+	DefaultKubernetesVersion = compat.DefaultKubernetesVersion
 	DefaultPodSubnet         = "10.244.0.0/16"
 	DefaultServiceSubnet     = "10.96.0.0/12"
 	DefaultDNSDomain         = "cluster.local"
@@ -36,7 +38,9 @@ func Default(c *Cluster) {
 		s.TalosVersion = DefaultTalosVersion
 	}
 	if s.KubernetesVersion == "" {
-		s.KubernetesVersion = DefaultKubernetesVersion
+		// The default Kubernetes of the cluster's Talos minor (a file that
+		// names only Talos v1.11.5 gets v1.34.1, which that Talos runs).
+		s.KubernetesVersion = compat.DefaultKubernetesFor(s.TalosVersion)
 	}
 	if len(s.Network.PodSubnets) == 0 {
 		s.Network.PodSubnets = []string{DefaultPodSubnet}
@@ -122,12 +126,16 @@ func (v *validator) run() {
 	}
 	s := &c.Spec
 	if !versionRe.MatchString(s.TalosVersion) {
-		v.errf("spec.talosVersion", "%q is not a version like v1.11.5", s.TalosVersion)
+		v.errf("spec.talosVersion", "%q is not a version like %s", s.TalosVersion, DefaultTalosVersion)
 	} else if err := CheckTalosVersion(s.TalosVersion); err != nil {
 		v.errf("spec.talosVersion", "%v", err)
 	}
 	if !versionRe.MatchString(s.KubernetesVersion) {
-		v.errf("spec.kubernetesVersion", "%q is not a version like v1.34.1", s.KubernetesVersion)
+		v.errf("spec.kubernetesVersion", "%q is not a version like %s", s.KubernetesVersion, DefaultKubernetesVersion)
+	} else if CheckTalosVersion(s.TalosVersion) == nil {
+		if err := compat.CheckKubernetes(s.TalosVersion, s.KubernetesVersion); err != nil {
+			v.errf("spec.kubernetesVersion", "%v", err)
+		}
 	}
 	v.endpoint()
 	v.network()

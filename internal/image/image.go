@@ -15,9 +15,12 @@ import (
 	"strings"
 
 	"github.com/siderolabs/image-factory/pkg/schematic"
+	"github.com/siderolabs/talos/pkg/machinery/imager/quirks"
 	"gopkg.in/yaml.v3"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/image/extensions"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Schematic returns the Image Factory schematic for the cluster's image,
@@ -150,6 +153,16 @@ type ImageOptions struct {
 	DiskFormat string `yaml:"diskFormat,omitempty"`
 }
 
+// BaseInstaller is the installer image the imager builds on for a Talos
+// release: installer-base from Talos 1.10 on (the unified installer; the
+// imager's own default), the full installer before.
+func BaseInstaller(talosVersion string) string {
+	if quirks.New(talosVersion).SupportsUnifiedInstaller() {
+		return "ghcr.io/siderolabs/installer-base:" + talosVersion
+	}
+	return "ghcr.io/siderolabs/installer:" + talosVersion
+}
+
 // NewProfile builds the imager profile for one output kind.
 func NewProfile(spec cluster.Spec, kind string) (*Profile, error) {
 	p, _, err := NewProfileWarn(spec, kind)
@@ -169,7 +182,7 @@ func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) 
 		Input: Input{
 			Kernel:        FileAsset{Path: fmt.Sprintf("/usr/install/%s/vmlinuz", im.Arch)},
 			Initramfs:     FileAsset{Path: fmt.Sprintf("/usr/install/%s/initramfs.xz", im.Arch)},
-			BaseInstaller: ContainerAsset{ImageRef: "ghcr.io/siderolabs/installer:" + spec.TalosVersion},
+			BaseInstaller: ContainerAsset{ImageRef: BaseInstaller(spec.TalosVersion)},
 		},
 	}
 	if len(im.ExtraKernelArgs) > 0 {
@@ -179,18 +192,26 @@ func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) 
 		ref, ok := im.ExtensionImages[e]
 		if !ok {
 			// The imager does not resolve extension versions
-			// (siderolabs/talos#7912): without a pin, reference the image by
-			// name and the Talos version tag, which the user must resolve.
-			ref = "ghcr.io/" + e + ":" + spec.TalosVersion
-			unpinned = append(unpinned, e)
+			// (siderolabs/talos#7912): take the image published with the
+			// release from dodai's table; failing that, name it by the
+			// Talos version tag, which the user must resolve.
+			if ref, ok = extensions.Image(spec.TalosVersion, e); !ok {
+				ref = "ghcr.io/" + e + ":" + spec.TalosVersion
+				unpinned = append(unpinned, e)
+			}
 		}
 		p.Input.SystemExtensions = append(p.Input.SystemExtensions, ContainerAsset{ImageRef: ref})
 	}
 	if len(unpinned) > 0 {
-		warnings = append(warnings, fmt.Sprintf("extensions without a pinned image in spec.image.extensionImages: %s; "+
-			"the profile names them by the Talos version tag, which the imager cannot resolve: take the real tags from "+
-			"the image-digests file of ghcr.io/siderolabs/extensions:%s (the Image Factory resolves them itself: `dodai image schematic`)",
-			strings.Join(unpinned, ", "), spec.TalosVersion))
+		why := fmt.Sprintf("dodai does not know the extension images of Talos %s (it knows %s)", spec.TalosVersion, knownReleases())
+		if extensions.Known(spec.TalosVersion) {
+			why = fmt.Sprintf("they are not official extensions of Talos %s", spec.TalosVersion)
+		}
+		warnings = append(warnings, fmt.Sprintf("extensions without a known image: %s: %s; "+
+			"the profile names them by the Talos version tag, which the imager cannot resolve: pin them in "+
+			"spec.image.extensionImages (real tags are in the image-digests list of the Talos release; "+
+			"the Image Factory resolves official ones itself: `dodai image schematic`)",
+			strings.Join(unpinned, ", "), why))
 	}
 	switch kind {
 	case "installer":
@@ -207,6 +228,15 @@ func NewProfileWarn(spec cluster.Spec, kind string) (*Profile, []string, error) 
 		return nil, nil, fmt.Errorf("unknown output %q: choose one of %s", kind, strings.Join(OutputKinds, ", "))
 	}
 	return p, warnings, nil
+}
+
+// knownReleases summarizes the releases of the extensions table.
+func knownReleases() string {
+	rs := extensions.Releases()
+	if len(rs) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d releases, %s to %s", len(rs), rs[len(rs)-1], rs[0])
 }
 
 // Marshal encodes a profile as YAML.
@@ -248,11 +278,16 @@ func FindEngine(want string, lookPath func(string) (string, error)) (string, err
 }
 
 // BuildCommand returns the command that runs the imager for a profile:
-// `<engine> run --rm -i --privileged -v /dev:/dev -v OUT:/out ghcr.io/siderolabs/imager:VERSION -`.
+// `<engine> run --rm -i -v OUT:/out ghcr.io/siderolabs/imager:VERSION -`,
+// with `--privileged -v /dev:/dev` for imagers before Talos 1.13 (1.13's
+// runs rootless).
 func BuildCommand(ctx context.Context, engine, outDir, talosVersion string, profile []byte, stdout, stderr io.Writer) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, engine, "run", "--rm", "-i", "--privileged",
-		"-v", "/dev:/dev", "-v", outDir+":/out",
-		"ghcr.io/siderolabs/imager:"+talosVersion, "-")
+	args := []string{"run", "--rm", "-i"}
+	if minor, err := compat.TalosMinor(talosVersion); err != nil || minor < 13 {
+		args = append(args, "--privileged", "-v", "/dev:/dev")
+	}
+	args = append(args, "-v", outDir+":/out", "ghcr.io/siderolabs/imager:"+talosVersion, "-")
+	cmd := exec.CommandContext(ctx, engine, args...)
 	cmd.Stdin = bytes.NewReader(profile)
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 	return cmd

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
-
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
@@ -53,10 +53,10 @@ func TestSchematicInfo(t *testing.T) {
 	if info.Schematic != want {
 		t.Fatalf("schematic:\n%s", info.Schematic)
 	}
-	if info.Installer != "factory.talos.dev/metal-installer/"+info.ID+":v1.11.5" {
+	if info.Installer != "factory.talos.dev/metal-installer/"+info.ID+":"+compat.DefaultTalosVersion {
 		t.Fatalf("installer %s", info.Installer)
 	}
-	if info.Kernel != "https://factory.talos.dev/image/"+info.ID+"/v1.11.5/kernel-amd64" {
+	if info.Kernel != "https://factory.talos.dev/image/"+info.ID+"/"+compat.DefaultTalosVersion+"/kernel-amd64" {
 		t.Fatalf("kernel %s", info.Kernel)
 	}
 	spec.Image.SecureBoot = true
@@ -66,15 +66,17 @@ func TestSchematicInfo(t *testing.T) {
 	}
 }
 
+// TestGoldenProfiles: the example's extensions get the images published
+// with its Talos release; a pin in spec.image.extensionImages wins.
 func TestGoldenProfiles(t *testing.T) {
 	spec := exampleSpec(t)
-	spec.Image.ExtensionImages = map[string]string{"siderolabs/drbd": "ghcr.io/siderolabs/drbd:9.2.14-v1.11.5"}
+	spec.Image.ExtensionImages = map[string]string{"siderolabs/drbd": "registry.example.lan/siderolabs/drbd:9.3.3-v1.13.9"}
 	for _, kind := range OutputKinds {
 		p, warnings, err := NewProfileWarn(spec, kind)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(warnings) != 1 || !strings.Contains(warnings[0], "siderolabs/zfs, siderolabs/intel-ucode, siderolabs/amd-ucode;") {
+		if len(warnings) != 0 {
 			t.Fatalf("%s: warnings %v", kind, warnings)
 		}
 		got, err := p.Marshal()
@@ -85,6 +87,50 @@ func TestGoldenProfiles(t *testing.T) {
 	}
 	if _, err := NewProfile(spec, "floppy"); err == nil {
 		t.Fatal("unknown output kind accepted")
+	}
+}
+
+// TestProfileExtensionImages: each release gets its own extension images
+// (kernel modules are built per release); the warning is left for releases
+// dodai does not know and for extensions that are not official.
+func TestProfileExtensionImages(t *testing.T) {
+	refs := func(p *Profile) []string {
+		var out []string
+		for _, e := range p.Input.SystemExtensions {
+			out = append(out, e.ImageRef)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		talos   string
+		exts    []string
+		want    []string
+		warning string
+	}{
+		{"v1.11.5", []string{"siderolabs/drbd", "siderolabs/intel-ucode"},
+			[]string{"ghcr.io/siderolabs/drbd:9.2.14-v1.11.5", "ghcr.io/siderolabs/intel-ucode:20250812"}, ""},
+		{"v1.13.9", []string{"siderolabs/zfs", "siderolabs/drbd"},
+			[]string{"ghcr.io/siderolabs/zfs:2.4.3-v1.13.9", "ghcr.io/siderolabs/drbd:9.3.3-v1.13.9"}, ""},
+		{"v1.13.99", []string{"siderolabs/drbd"},
+			[]string{"ghcr.io/siderolabs/drbd:v1.13.99"}, "dodai does not know the extension images of Talos v1.13.99"},
+		{"v1.13.9", []string{"siderolabs/drbd", "example/gpu"},
+			[]string{"ghcr.io/siderolabs/drbd:9.3.3-v1.13.9", "ghcr.io/example/gpu:v1.13.9"}, "example/gpu: they are not official extensions of Talos v1.13.9"},
+	} {
+		spec := exampleSpec(t)
+		spec.TalosVersion, spec.Image.Extensions = tc.talos, tc.exts
+		p, warnings, err := NewProfileWarn(spec, "installer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := refs(p); strings.Join(got, " ") != strings.Join(tc.want, " ") {
+			t.Errorf("%s %v: images %v, want %v", tc.talos, tc.exts, got, tc.want)
+		}
+		switch {
+		case tc.warning == "" && len(warnings) > 0:
+			t.Errorf("%s %v: unexpected warnings %v", tc.talos, tc.exts, warnings)
+		case tc.warning != "" && (len(warnings) != 1 || !strings.Contains(warnings[0], tc.warning)):
+			t.Errorf("%s %v: warnings %v, want %q", tc.talos, tc.exts, warnings, tc.warning)
+		}
 	}
 }
 
@@ -127,8 +173,12 @@ func TestBuildRunsEngine(t *testing.T) {
 	}
 	args, _ := os.ReadFile(rec + ".args")
 	stdin, _ := os.ReadFile(rec + ".stdin")
-	if !strings.Contains(string(args), "run --rm -i --privileged -v /dev:/dev -v "+out+":/out ghcr.io/siderolabs/imager:v1.11.5 -") {
-		t.Fatalf("args: %s", args)
+	if !strings.Contains(string(args), "run --rm -i -v "+out+":/out ghcr.io/siderolabs/imager:"+compat.DefaultTalosVersion+" -") {
+		t.Fatalf("args (1.13's imager runs rootless): %s", args)
+	}
+	old := BuildCommand(context.Background(), "podman", out, "v1.12.7", nil, nil, nil)
+	if got := strings.Join(old.Args[1:], " "); got != "run --rm -i --privileged -v /dev:/dev -v "+out+":/out ghcr.io/siderolabs/imager:v1.12.7 -" {
+		t.Fatalf("args for a 1.12 imager: %s", got)
 	}
 	if !strings.Contains(string(stdin), "kind: iso") {
 		t.Fatalf("stdin: %s", stdin)
@@ -137,5 +187,19 @@ func TestBuildRunsEngine(t *testing.T) {
 	err := Build(context.Background(), "", out, exampleSpec(t), "iso", &bytes.Buffer{}, &bytes.Buffer{})
 	if !errors.Is(err, ErrNoEngine) {
 		t.Fatalf("without an engine: %v", err)
+	}
+}
+
+// TestBaseInstaller: from Talos 1.10 the imager builds on installer-base
+// (its own default since the unified installer), before on the installer.
+func TestBaseInstaller(t *testing.T) {
+	for v, want := range map[string]string{
+		"v1.9.6":  "ghcr.io/siderolabs/installer:v1.9.6",
+		"v1.10.0": "ghcr.io/siderolabs/installer-base:v1.10.0",
+		"v1.13.9": "ghcr.io/siderolabs/installer-base:v1.13.9",
+	} {
+		if got := BaseInstaller(v); got != want {
+			t.Errorf("BaseInstaller(%s) = %s, want %s", v, got, want)
+		}
 	}
 }

@@ -16,7 +16,9 @@ import (
 
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 	"github.com/siderolabs/talos/pkg/machinery/config"
+	talosconfig "github.com/siderolabs/talos/pkg/machinery/config/config"
 	"github.com/siderolabs/talos/pkg/machinery/config/configpatcher"
+	"github.com/siderolabs/talos/pkg/machinery/config/container"
 	"github.com/siderolabs/talos/pkg/machinery/config/encoder"
 	"github.com/siderolabs/talos/pkg/machinery/config/generate"
 	"github.com/siderolabs/talos/pkg/machinery/config/generate/secrets"
@@ -177,29 +179,23 @@ func (r *Renderer) nodeProvider(node *cluster.Node, opts NodeOptions) (config.Pr
 		generate.WithEndpointList(r.endpoints()),
 		generate.WithAdditionalSubjectAltNames(r.sans()),
 	}
-	if len(s.Image.ExtraKernelArgs) > 0 {
+	// Talos 1.12+ boots with the kernel command line of the image (the
+	// UKI's, grubUseUKICmdline) and refuses install.extraKernelArgs with
+	// it: the factory installer already carries spec.image.extraKernelArgs
+	// through the schematic. A user's own installer image may not, so it
+	// keeps them in the config and GRUB's own command line.
+	ownInstaller := s.Image.Installer != ""
+	kernelArgsInImage := contract.GrubUseUKICmdlineDefault() && !ownInstaller
+	if len(s.Image.ExtraKernelArgs) > 0 && !kernelArgsInImage {
 		genOpts = append(genOpts, generate.WithInstallExtraKernelArgs(s.Image.ExtraKernelArgs))
 	}
 	if s.Network.CNI == "none" {
 		genOpts = append(genOpts, generate.WithClusterCNIConfig(&v1alpha1.CNIConfig{CNIName: "none"}))
 	}
-	var netOpts []v1alpha1.NetworkConfigOption
-	if len(node.Nameservers) > 0 {
-		netOpts = append(netOpts, v1alpha1.WithNetworkNameservers(node.Nameservers...))
+	multidoc := contract.MultidocNetworkConfigSupported()
+	if !multidoc {
+		genOpts = append(genOpts, generate.WithNetworkOptions(r.legacyNetworkOptions(node)...))
 	}
-	iface := v1alpha1.IfaceBySelector(r.linkSelector(node))
-	if node.Address != "" {
-		netOpts = append(netOpts, v1alpha1.WithNetworkInterfaceCIDR(iface, node.Address))
-	} else {
-		netOpts = append(netOpts, v1alpha1.WithNetworkInterfaceDHCP(iface, true))
-	}
-	if node.Interface != nil && node.Interface.MTU != 0 {
-		netOpts = append(netOpts, v1alpha1.WithNetworkInterfaceMTU(iface, node.Interface.MTU))
-	}
-	if s.VIP != "" && node.Role == cluster.RoleControlPlane {
-		netOpts = append(netOpts, v1alpha1.WithNetworkInterfaceVirtualIP(iface, s.VIP))
-	}
-	genOpts = append(genOpts, generate.WithNetworkOptions(netOpts...))
 	installDisk := opts.InstallDisk
 	if installDisk == "" {
 		installDisk = node.InstallDisk.Path
@@ -229,6 +225,20 @@ func (r *Renderer) nodeProvider(node *cluster.Node, opts NodeOptions) (config.Pr
 	if err := r.applyNodeSettings(raw, node, opts); err != nil {
 		return nil, err
 	}
+	if len(s.Image.ExtraKernelArgs) > 0 && ownInstaller && contract.GrubUseUKICmdlineDefault() {
+		raw.MachineConfig.MachineInstall.InstallGrubUseUKICmdline = ptr(false)
+	}
+	if multidoc {
+		docs, err := r.networkDocuments(node)
+		if err != nil {
+			return nil, err
+		}
+		if cfg, err = withNetworkDocuments(cfg, docs); err != nil {
+			return nil, err
+		}
+	} else {
+		r.legacyNetworkSettings(raw, node)
+	}
 	cfg, err = r.applyPatches(cfg, node)
 	if err != nil {
 		return nil, err
@@ -255,22 +265,6 @@ func (r *Renderer) linkSelector(node *cluster.Node) v1alpha1.NetworkDeviceSelect
 // own typed config.
 func (r *Renderer) applyNodeSettings(c *v1alpha1.Config, node *cluster.Node, opts NodeOptions) error {
 	m := c.MachineConfig
-	if m.MachineNetwork == nil {
-		m.MachineNetwork = &v1alpha1.NetworkConfig{}
-	}
-	m.MachineNetwork.NetworkHostname = node.Name
-	if node.Gateway != "" {
-		sel := r.linkSelector(node)
-		for _, dev := range m.MachineNetwork.NetworkInterfaces {
-			if dev.DeviceSelector != nil && *dev.DeviceSelector == sel {
-				network := "0.0.0.0/0"
-				if gw, err := netip.ParseAddr(node.Gateway); err == nil && gw.Is6() {
-					network = "::/0"
-				}
-				dev.DeviceRoutes = append(dev.DeviceRoutes, &v1alpha1.Route{RouteNetwork: network, RouteGateway: node.Gateway})
-			}
-		}
-	}
 	if opts.InstallDisk == "" && node.InstallDisk.Path == "" && node.InstallDisk.Selector != nil {
 		sel, err := diskSelector(node.InstallDisk.Selector)
 		if err != nil {
@@ -343,17 +337,57 @@ func (r *Renderer) applyPatches(cfg config.Provider, node *cluster.Node) (config
 			if err != nil {
 				return nil, fmt.Errorf("%s: loading patch: %w", where, err)
 			}
-			out, err := configpatcher.Apply(configpatcher.WithConfig(cfg), []configpatcher.Patch{patch})
-			if err != nil {
-				return nil, fmt.Errorf("%s: applying patch: %w", where, err)
-			}
-			cfg, err = out.Config()
-			if err != nil {
-				return nil, fmt.Errorf("%s: patched config: %w", where, err)
+			if cfg, err = applyPatch(cfg, patch); err != nil {
+				return nil, fmt.Errorf("%s: %w", where, err)
 			}
 		}
 	}
 	return cfg, nil
+}
+
+// applyPatch applies one user patch. Strategic merge patches apply to the
+// whole config; JSON (RFC 6902) patches address the v1alpha1 document, as
+// they did before Talos 1.12 made configs multi-document (machinery applies
+// them to single-document configs only), so users' JSON patches keep
+// working across Talos releases.
+func applyPatch(cfg config.Provider, patch configpatcher.Patch) (config.Provider, error) {
+	apply := func(in config.Provider) (config.Provider, error) {
+		out, err := configpatcher.Apply(configpatcher.WithConfig(in), []configpatcher.Patch{patch})
+		if err != nil {
+			return nil, fmt.Errorf("applying patch: %w", err)
+		}
+		patched, err := out.Config()
+		if err != nil {
+			return nil, fmt.Errorf("patched config: %w", err)
+		}
+		return patched, nil
+	}
+	if _, merge := patch.(configpatcher.StrategicMergePatch); merge || len(cfg.Documents()) == 1 {
+		return apply(cfg)
+	}
+	raw := cfg.RawV1Alpha1()
+	if raw == nil {
+		return nil, errors.New("applying patch: a JSON patch needs the v1alpha1 document")
+	}
+	patched, err := apply(container.NewV1Alpha1(raw))
+	if err != nil {
+		return nil, err
+	}
+	if patched.RawV1Alpha1() == nil {
+		return nil, errors.New("applying patch: the JSON patch removed the v1alpha1 document")
+	}
+	docs := []talosconfig.Document{}
+	for _, d := range cfg.Documents() {
+		if _, isV1 := d.(*v1alpha1.Config); isV1 {
+			d = patched.RawV1Alpha1()
+		}
+		docs = append(docs, d)
+	}
+	out, err := container.New(docs...)
+	if err != nil {
+		return nil, fmt.Errorf("patched config: %w", err)
+	}
+	return out, nil
 }
 
 // endpoints are the talosconfig endpoints: control-plane node addresses,

@@ -11,15 +11,25 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/clusterdir"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 	"github.com/dodai-dev/dodai/internal/testutil"
+	"github.com/dodai-dev/dodai/test/talosvalidate"
 )
 
-// exampleDir writes the built-in example cluster with the committed test
-// secrets (so golden files are stable) and returns its directory.
+// exampleDir writes the built-in example cluster (for dodai's default Talos
+// and Kubernetes) with the committed test secrets (so golden files are
+// stable) and returns its directory.
 func exampleDir(t *testing.T, edit func(string) string) string {
 	t.Helper()
+	return exampleDirFor(t, cluster.TemplateParams{}, edit)
+}
+
+// exampleDirFor is exampleDir with the template's versions set.
+func exampleDirFor(t *testing.T, p cluster.TemplateParams, edit func(string) string) string {
+	t.Helper()
 	dir := t.TempDir()
-	body, err := cluster.Template(true, cluster.TemplateParams{Name: "demo", Endpoint: "https://192.168.100.10:6443"})
+	p.Name, p.Endpoint = "demo", "https://192.168.100.10:6443"
+	body, err := cluster.Template(true, p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,52 +67,178 @@ func renderer(t *testing.T, dir string) *Renderer {
 	return r
 }
 
+// goldenReleases are the Talos releases with golden configs: the newest
+// patch of each minor the module proxy serves, with its default Kubernetes.
+var goldenReleases = []cluster.TemplateParams{
+	{TalosVersion: "v1.11.6", KubernetesVersion: "v1.34.1"},
+	{TalosVersion: "v1.12.7", KubernetesVersion: "v1.35.4"},
+	{TalosVersion: compat.DefaultTalosVersion, KubernetesVersion: compat.DefaultKubernetesVersion},
+}
+
+var exampleNodes = []string{"cp1", "cp2", "cp3", "worker1", "worker2"}
+
+// TestGoldenConfigs renders the example for each golden release and checks
+// that the machinery of that very release accepts every config (its strict
+// loader and its metal validator: talosvalidate). In -short mode the older
+// releases' validators are used only when hack/deps/talos.sh built them.
 func TestGoldenConfigs(t *testing.T) {
+	for _, rel := range goldenReleases {
+		minor, err := talosvalidate.Minor(rel.TalosVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(minor, func(t *testing.T) {
+			external := talosvalidate.Available(rel.TalosVersion)
+			if external != nil && !testing.Short() {
+				t.Fatal(external)
+			}
+			r := renderer(t, exampleDirFor(t, rel, nil))
+			for _, node := range exampleNodes {
+				got, err := r.NodeConfig(node)
+				if err != nil {
+					t.Fatalf("%s: %v", node, err)
+				}
+				testutil.Golden(t, filepath.Join("testdata", "golden", minor, node+".yaml"), got)
+				// What dodai's machinery loads back.
+				cfg, err := configloader.NewFromBytes(got)
+				if err != nil {
+					t.Fatalf("%s: machinery can't load the rendered config: %v", node, err)
+				}
+				if h := cfg.NetworkHostnameConfig(); h == nil || h.Hostname() != node {
+					t.Errorf("%s: hostname config %v", node, h)
+				}
+				// What a node of that release loads.
+				if external != nil {
+					t.Logf("%s: not checked with Talos %s's own machinery: %v", node, minor, external)
+					continue
+				}
+				if err := talosvalidate.Validate(t.Context(), rel.TalosVersion, got); err != nil {
+					t.Errorf("%s: Talos %s rejects it: %v", node, rel.TalosVersion, err)
+				}
+			}
+		})
+	}
+}
+
+// TestOlderReleasesRejectNewerForms proves the per-release check has teeth:
+// a config rendered for Talos 1.13 is not one Talos 1.11 accepts (it
+// carries documents 1.11 does not know), which is why dodai renders for the
+// node's own release.
+func TestOlderReleasesRejectNewerForms(t *testing.T) {
+	if err := talosvalidate.Available("v1.11.6"); err != nil {
+		if testing.Short() {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
 	r := renderer(t, exampleDir(t, nil))
-	for _, node := range []string{"cp1", "cp2", "cp3", "worker1", "worker2"} {
-		got, err := r.NodeConfig(node)
-		if err != nil {
-			t.Fatalf("%s: %v", node, err)
-		}
-		testutil.Golden(t, filepath.Join("testdata", "golden", node+".yaml"), got)
-		// What Talos itself loads back.
-		cfg, err := configloader.NewFromBytes(got)
-		if err != nil {
-			t.Fatalf("%s: machinery can't load the rendered config: %v", node, err)
-		}
-		if cfg.Machine().Network().Hostname() != node {
-			t.Errorf("%s: hostname %q", node, cfg.Machine().Network().Hostname())
-		}
-		if _, err := cfg.Validate(metalMode{}); err != nil {
-			t.Errorf("%s: %v", node, err)
+	b, err := r.NodeConfig("cp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = talosvalidate.Validate(t.Context(), "v1.11.6", b)
+	if err == nil {
+		t.Fatal("Talos 1.11's machinery accepted a config rendered for 1.13")
+	}
+	t.Logf("as expected: %v", err)
+}
+
+func TestNodeSettings(t *testing.T) {
+	for _, rel := range goldenReleases {
+		t.Run(rel.TalosVersion, func(t *testing.T) {
+			r := renderer(t, exampleDirFor(t, rel, nil))
+			cp1, err := r.NodeConfig("cp1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			w1, err := r.NodeConfig("worker1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cpWant := []string{"type: controlplane", "diskSelector:", "size: '>= 100000000000'",
+				"image: factory.talos.dev/metal-installer/", "name: none"}
+			// worker1: address on the second NIC chosen by MAC, explicit disk, no VIP.
+			wWant := []string{"disk: /dev/nvme0n1", "type: worker"}
+			vip := "vip:"
+			if minor, _ := compat.TalosMinor(rel.TalosVersion); minor < 12 {
+				cpWant = append(cpWant, "- console=ttyS0,115200", `hardwareAddr: "52:54:00:10:00:01"`, "- 192.168.100.11/24",
+					"gateway: 192.168.100.1", "ip: 192.168.100.10", "hostname: cp1")
+				wWant = append(wWant, `hardwareAddr: "52:54:00:20:00:11"`)
+			} else {
+				// The kernel arguments are in the factory installer (schematic)
+				// and Talos 1.12+ boots with the image's command line.
+				cpWant = append(cpWant, "grubUseUKICmdline: true", "kind: HostnameConfig\nhostname: cp1\n",
+					"kind: LinkAliasConfig\nname: net0\nselector:\n    match: mac(link.hardware_addr) == \"52:54:00:10:00:01\"\n",
+					"kind: LinkConfig\nname: net0\naddresses:\n    - address: 192.168.100.11/24\nroutes:\n    - gateway: 192.168.100.1\n",
+					"kind: Layer2VIPConfig\nname: 192.168.100.10\nlink: net0\n")
+				wWant = append(wWant, `match: mac(link.hardware_addr) == "52:54:00:20:00:11"`)
+				vip = "Layer2VIPConfig"
+				for _, legacy := range []string{"interfaces:", "hostname: cp1\n    ", "stableHostname", "extraKernelArgs"} {
+					if strings.Contains(string(cp1), legacy) {
+						t.Errorf("cp1 config for %s has the legacy %q", rel.TalosVersion, legacy)
+					}
+				}
+			}
+			for _, want := range cpWant {
+				if !strings.Contains(string(cp1), want) {
+					t.Errorf("cp1 config lacks %q", want)
+				}
+			}
+			for _, want := range wWant {
+				if !strings.Contains(string(w1), want) {
+					t.Errorf("worker1 config lacks %q", want)
+				}
+			}
+			if strings.Contains(string(w1), vip) {
+				t.Error("the VIP must not be in a worker config")
+			}
+			if strings.Contains(string(cp1)+string(w1), "eth0") {
+				t.Error("interfaces must be chosen by MAC, not by name")
+			}
+		})
+	}
+}
+
+// TestOwnInstallerKeepsKernelArgs: with a user's own installer image
+// (which may lack the kernel arguments), a 1.12+ config keeps them and has
+// GRUB use them instead of the image's command line.
+func TestOwnInstallerKeepsKernelArgs(t *testing.T) {
+	dir := exampleDir(t, func(s string) string {
+		return strings.Replace(s, "  image:\n", "  image:\n    installer: registry.example.lan/talos/installer:v1.13.9\n", 1)
+	})
+	b, err := renderer(t, dir).NodeConfig("cp1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"image: registry.example.lan/talos/installer:v1.13.9", "- console=ttyS0,115200", "grubUseUKICmdline: false"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("cp1 lacks %q", want)
 		}
 	}
 }
 
-func TestNodeSettings(t *testing.T) {
-	r := renderer(t, exampleDir(t, nil))
-	cp1, _ := r.NodeConfig("cp1")
-	w1, _ := r.NodeConfig("worker1")
-	for _, want := range []string{
-		"hardwareAddr: \"52:54:00:10:00:01\"", "- 192.168.100.11/24", "gateway: 192.168.100.1",
-		"ip: 192.168.100.10", "type: controlplane", "diskSelector:", "size: '>= 100000000000'",
-		"image: factory.talos.dev/metal-installer/", "name: none", "- console=ttyS0,115200",
-	} {
-		if !strings.Contains(string(cp1), want) {
-			t.Errorf("cp1 config lacks %q", want)
+// TestJSONPatchOnMultiDocument: machinery applies JSON patches to
+// single-document configs only; dodai applies them to the v1alpha1
+// document, so a patch written for Talos 1.11 keeps working on 1.13.
+func TestJSONPatchOnMultiDocument(t *testing.T) {
+	for _, rel := range goldenReleases {
+		dir := exampleDirFor(t, rel, func(s string) string {
+			return strings.Replace(s, "    worker: []\n", "    worker:\n      - - op: add\n          path: /machine/sysctls\n          value: {vm.max_map_count: \"262144\"}\n", 1)
+		})
+		b, err := renderer(t, dir).NodeConfig("worker1")
+		if err != nil {
+			t.Fatalf("%s: %v", rel.TalosVersion, err)
 		}
-	}
-	// worker1: address on the second NIC chosen by MAC, explicit disk, no VIP.
-	for _, want := range []string{"hardwareAddr: \"52:54:00:20:00:11\"", "disk: /dev/nvme0n1", "type: worker"} {
-		if !strings.Contains(string(w1), want) {
-			t.Errorf("worker1 config lacks %q", want)
+		cfg, err := configloader.NewFromBytes(b)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	if strings.Contains(string(w1), "vip:") {
-		t.Error("the VIP must not be in a worker config")
-	}
-	if strings.Contains(string(cp1)+string(w1), "eth0") {
-		t.Error("interfaces must be chosen by MAC, not by name")
+		if cfg.Machine().Sysctls()["vm.max_map_count"] != "262144" {
+			t.Errorf("%s: JSON patch not applied", rel.TalosVersion)
+		}
+		if h := cfg.NetworkHostnameConfig(); h == nil || h.Hostname() != "worker1" {
+			t.Errorf("%s: the patch lost the other documents", rel.TalosVersion)
+		}
 	}
 }
 
@@ -197,7 +333,7 @@ func TestInvalidResultRejected(t *testing.T) {
 
 func TestSecretsNeverRegenerated(t *testing.T) {
 	dir := t.TempDir()
-	created, err := InitSecrets(dir, "v1.11.5")
+	created, err := InitSecrets(dir, compat.DefaultTalosVersion)
 	if err != nil || !created {
 		t.Fatalf("first init: created=%v err=%v", created, err)
 	}
@@ -207,7 +343,7 @@ func TestSecretsNeverRegenerated(t *testing.T) {
 	if st.Mode().Perm() != 0o600 {
 		t.Fatalf("secrets mode %v", st.Mode().Perm())
 	}
-	created, err = InitSecrets(dir, "v1.11.5")
+	created, err = InitSecrets(dir, compat.DefaultTalosVersion)
 	if err != nil || created {
 		t.Fatalf("second init: created=%v err=%v", created, err)
 	}
@@ -258,8 +394,16 @@ func TestTalosVersionContract(t *testing.T) {
 	if _, err := r.NodeConfigFor("cp1", NodeOptions{TalosVersion: "v1.10.3"}); err != nil {
 		t.Fatalf("v1.10 contract: %v", err)
 	}
-	if _, err := r.NodeConfigFor("cp1", NodeOptions{TalosVersion: "v1.13.0"}); err == nil || !strings.Contains(err.Error(), "not supported") {
+	if _, err := r.NodeConfigFor("cp1", NodeOptions{TalosVersion: "v1.14.0"}); err == nil || !strings.Contains(err.Error(), "not supported") {
 		t.Fatalf("want unsupported error, got %v", err)
+	}
+	// The node's own release decides the form, not spec.talosVersion.
+	old, err := r.NodeConfigFor("cp1", NodeOptions{TalosVersion: "v1.11.6"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(old), "kind: HostnameConfig") || !strings.Contains(string(old), "hostname: cp1") {
+		t.Errorf("a 1.11 node gets the v1alpha1 network form:\n%s", old)
 	}
 	b, err := r.NodeConfigFor("cp1", NodeOptions{InstallDisk: "/dev/sdb"})
 	if err != nil {

@@ -75,7 +75,7 @@ func (s *runningService) ApplyConfiguration(ctx context.Context, in *machine.App
 	}
 
 	if in.DryRun {
-		diff, err := configdiff.DiffToString(current, cfg)
+		diff, err := configdiff.DiffConfigs(current, cfg)
 		if err != nil {
 			return fail(fmt.Errorf("failed to generate diff: %w", err))
 		}
@@ -148,7 +148,7 @@ func canApplyImmediate(current, next config.Provider) error {
 	if reflect.DeepEqual(cur, nc) {
 		return nil
 	}
-	diff, err := configdiff.DiffToString(container.NewV1Alpha1(cur), container.NewV1Alpha1(nc))
+	diff, err := configdiff.DiffConfigs(container.NewV1Alpha1(cur), container.NewV1Alpha1(nc))
 	if err != nil {
 		return fmt.Errorf("error calculating diff: %w", err)
 	}

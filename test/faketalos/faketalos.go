@@ -30,7 +30,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +58,8 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // DefaultPort is the Talos API port; tests normally use a dynamic one.
@@ -201,7 +202,10 @@ func Start(opts Options) (*Node, error) {
 		opts.Port = DefaultPort
 	}
 	if opts.Inventory.TalosVersion == "" {
-		opts.Inventory.TalosVersion = "v1.11.5"
+		opts.Inventory.TalosVersion = compat.DefaultTalosVersion
+	}
+	if err := checkValidator(opts.Inventory.TalosVersion); err != nil {
+		return nil, err
 	}
 	if opts.Name == "" {
 		opts.Name = opts.MaintenanceAddr
@@ -354,18 +358,8 @@ func (n *Node) reboot(cfg config.Provider) {
 // configuredAddr is the first static address of the config, else the
 // maintenance address (a DHCP node keeps its lease).
 func configuredAddr(cfg config.Provider, fallback string) string {
-	if cfg.Machine() == nil {
-		return fallback
-	}
-	for _, d := range cfg.Machine().Network().Devices() {
-		for _, a := range d.Addresses() {
-			if p, err := netip.ParsePrefix(a); err == nil {
-				return p.Addr().String()
-			}
-			if ip, err := netip.ParseAddr(a); err == nil {
-				return ip.String()
-			}
-		}
+	if addrs := configuredAddrs(cfg); len(addrs) > 0 {
+		return addrs[0].String()
 	}
 	return fallback
 }
@@ -408,7 +402,7 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 	if !pool.AppendCertsFromPEM(cfg.Machine().Security().IssuingCA().Crt) {
 		return errors.New("config has no valid machine.ca.crt")
 	}
-	hostname := cfg.Machine().Network().Hostname()
+	hostname := hostnameOf(cfg)
 	if hostname == "" {
 		hostname = n.opts.Inventory.Hostname
 	}
@@ -499,7 +493,7 @@ type maintenanceService struct {
 	n *Node
 }
 
-func (s *maintenanceService) ApplyConfiguration(_ context.Context, in *machineapi.ApplyConfigurationRequest) (*machineapi.ApplyConfigurationResponse, error) {
+func (s *maintenanceService) ApplyConfiguration(ctx context.Context, in *machineapi.ApplyConfigurationRequest) (*machineapi.ApplyConfigurationResponse, error) {
 	n := s.n
 	call := Call{Method: "ApplyConfiguration", Phase: "maintenance", Mode: in.Mode.String(), DryRun: in.DryRun}
 	fail := func(err error) (*machineapi.ApplyConfigurationResponse, error) {
@@ -519,6 +513,9 @@ func (s *maintenanceService) ApplyConfiguration(_ context.Context, in *machineap
 	warnings, err := cfg.Validate(metalMode{})
 	if err != nil {
 		return fail(status.Errorf(codes.InvalidArgument, "configuration validation failed: %s", err))
+	}
+	if err := n.acceptConfig(ctx, in.Data); err != nil {
+		return fail(err)
 	}
 	if cfg.Machine() == nil {
 		return fail(status.Error(codes.InvalidArgument, "configuration validation failed: machine config is missing"))
@@ -652,7 +649,7 @@ func (s *runningService) EtcdMemberList(context.Context, *machineapi.EtcdMemberL
 		}
 		members = append(members, &machineapi.EtcdMember{
 			Id:         uint64(i + 1),
-			Hostname:   cfg.Machine().Network().Hostname(),
+			Hostname:   hostnameOf(cfg),
 			PeerUrls:   []string{"https://" + net.JoinHostPort(addr, "2380")},
 			ClientUrls: []string{"https://" + net.JoinHostPort(addr, "2379")},
 		})

@@ -13,6 +13,8 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/resources/hardware"
 	"github.com/siderolabs/talos/pkg/machinery/resources/network"
 	"github.com/siderolabs/talos/pkg/machinery/resources/runtime"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Inventory is the scripted hardware and network state of a fake node, as
@@ -20,7 +22,9 @@ import (
 type Inventory struct {
 	// Hostname reported in maintenance mode (e.g. talos-abc-def).
 	Hostname string
-	// TalosVersion reported by runtime.Version, default v1.11.5.
+	// TalosVersion reported by runtime.Version and the Version API; the
+	// node accepts configs as this release does. Default: the release new
+	// clusters get (compat.DefaultTalosVersion).
 	TalosVersion string
 	// Schematic is the Image Factory schematic ID of the image the machine
 	// boots and is installed with ("" for a vanilla image); its extensions
@@ -78,7 +82,7 @@ type CPU struct {
 func DefaultInventory(hostname string, macs ...string) Inventory {
 	inv := Inventory{
 		Hostname:     hostname,
-		TalosVersion: "v1.11.5",
+		TalosVersion: compat.DefaultTalosVersion,
 		Disks: []Disk{
 			{ID: "nvme0n1", Size: 512110190592, Model: "Samsung SSD 980 PRO 512GB", Serial: "S5GXNF0R" + hostname, WWID: "eui.0025385" + hostname, Transport: "nvme", BusPath: "/pci0000:00/0000:00:1d.0/0000:3d:00.0/nvme"},
 			{ID: "sda", Size: 4000787030016, Model: "ST4000NM000A", Serial: "ZC1" + hostname, WWID: "naa.5000c500" + hostname, Transport: "sata", Rotational: true, BusPath: "/pci0000:00/0000:00:17.0/ata1"},

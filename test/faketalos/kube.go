@@ -16,7 +16,12 @@ import (
 // image tag, and on control planes the static pods of the config's
 // component images.
 func (n *Node) kubeletConfig(cfg config.Provider, addr string) fakekubelet.Config {
-	name := cfg.Machine().Network().Hostname()
+	// Since Talos 1.12 the hostname may sit in a HostnameConfig document;
+	// NetworkHostnameConfig reads it from there or from v1alpha1.
+	var name string
+	if hc := cfg.NetworkHostnameConfig(); hc != nil {
+		name = hc.Hostname()
+	}
 	if name == "" {
 		name = n.opts.Inventory.Hostname
 	}
