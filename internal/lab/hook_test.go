@@ -81,9 +81,18 @@ func (r *hookRig) must(t *testing.T, args string) string {
 	return out
 }
 
+// cmdline is the command line of a running process; a process the hook
+// has just forked may not have exec'd yet (its cmdline still that of
+// setsid, or empty), so it waits up to 5 s for one that is not.
 func cmdline(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	return strings.ReplaceAll(string(b), "\x00", " ")
+	var s string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		s = strings.ReplaceAll(string(b), "\x00", " ")
+		if strings.HasPrefix(s, "sleep ") || time.Now().After(deadline) {
+			return s
+		}
+	}
 }
 
 func TestHookPowerAndPXEOnce(t *testing.T) {
