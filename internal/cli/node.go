@@ -170,7 +170,8 @@ func newNodeReinstallCmd(g *Globals) *cobra.Command {
 		Short: "Reset a node to maintenance mode and install it again with the current config",
 		Long: `reinstall drains the node, makes a control plane leave etcd (refused when that
 would break quorum), resets it through Talos (graceful; STATE and EPHEMERAL
-wiped; it reboots into maintenance mode), deletes its Kubernetes Node, and
+wiped; it reboots into maintenance mode), deletes its Kubernetes Node, waits
+(up to 10 minutes) until the machine answers in maintenance mode again, and
 installs it again exactly as "dodai bootstrap --node NAME" does: found by MAC,
 the install disk resolved and held to the disk confirmed before, the config of
 the current cluster.yaml applied; a control plane's new etcd member must be
@@ -197,6 +198,22 @@ healthy before the command returns.`,
 					return err
 				}
 				return bootstrap.ForgetNode(d.layout, args[0], true)
+			}
+			o.InMaintenance = func(ctx context.Context) (string, error) {
+				tg, err := discover.TargetsFor(d.layout, nets)
+				if err != nil {
+					return "", err
+				}
+				ms, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: d.port})
+				if err != nil {
+					return "", err
+				}
+				for _, m := range ms {
+					if n := discover.NodeFor(m, d.src.Cluster); n != nil && n.Name == args[0] {
+						return m.Address, nil
+					}
+				}
+				return "", nil
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()

@@ -24,6 +24,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/drain"
 	"github.com/dodai-dev/dodai/internal/etcd"
+	"github.com/dodai-dev/dodai/internal/poll"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -62,7 +63,12 @@ type Options struct {
 	// Forget removes the machine from dodai's state (netboot registry,
 	// bootstrap record); called after the Node is deleted.
 	Forget func(ctx context.Context) error
-	Log    *slog.Logger
+	// InMaintenance looks for the reset machine in maintenance mode (by
+	// MAC) and returns the address it answers on, "" while it is not
+	// there yet. Reinstall waits for it (within ResetTimeout) before it
+	// installs: a real machine takes minutes to reboot.
+	InMaintenance func(ctx context.Context) (string, error)
+	Log           *slog.Logger
 }
 
 // Step is one thing Remove did, in order.
@@ -407,6 +413,22 @@ func Reinstall(ctx context.Context, o Options, install func(ctx context.Context)
 		if err := o.Forget(ctx); err != nil {
 			return res, err
 		}
+	}
+	if o.InMaintenance != nil {
+		var addr string
+		err := poll.Until(ctx, poll.Options{Interval: o.Poll, Timeout: o.ResetTimeout,
+			OnProgress: func(p poll.Progress) {
+				o.Log.Info("waiting for the machine in maintenance mode", "node", n.Name, "elapsed", p.Elapsed.Round(time.Second), "last", p.Last)
+			},
+		}, func(ctx context.Context) (bool, error) {
+			a, err := o.InMaintenance(ctx)
+			addr = a
+			return a != "", err
+		})
+		if err != nil {
+			return res, fmt.Errorf("node %s did not come back in maintenance mode after the reset: %w", n.Name, err)
+		}
+		res.step(o.Log, "back in maintenance mode", addr)
 	}
 	if err := install(ctx); err != nil {
 		return res, fmt.Errorf("installing %s again: %w", n.Name, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 	"github.com/dodai-dev/dodai/test/kubetest"
@@ -32,6 +33,13 @@ type testCluster struct {
 	Nodes map[string]*faketalos.Node
 	Kube  *kubetest.Env
 }
+
+// The cluster runs the releases new clusters get (the fake nodes' default
+// Talos release, whose own machinery checks the configs).
+const (
+	talosVersion = compat.DefaultTalosVersion
+	kubeVersion  = compat.DefaultKubernetesVersion
+)
 
 var netCounter atomic.Int32
 
@@ -66,11 +74,11 @@ kind: Cluster
 metadata:
   name: day2
 spec:
-  talosVersion: v1.11.5
-  kubernetesVersion: v1.34.1
+  talosVersion: %s
+  kubernetesVersion: %s
   endpoint: https://127.%d.%d.1:6443
   nodes:
-`, b, c+1)
+`, talosVersion, kubeVersion, b, c+1)
 	for i := 1; i <= cps+workers; i++ {
 		name, role := fmt.Sprintf("cp%d", i), "controlplane"
 		if i > cps {
@@ -95,7 +103,7 @@ func newCluster(t testing.TB, cps, workers int) *testCluster {
 	if err := os.WriteFile(filepath.Join(tc.Dir, cluster.FileName), []byte(clusterFile(b, c, cps, workers)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := machineconfig.InitSecrets(tc.Dir, "v1.11.5"); err != nil {
+	if _, err := machineconfig.InitSecrets(tc.Dir, talosVersion); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= cps+workers; i++ {

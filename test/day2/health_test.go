@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/blang/semver/v4"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
@@ -26,7 +27,7 @@ import (
 func (tc *testCluster) healthy(t *testing.T) {
 	ctx := testCtx(t, time.Minute)
 	for name := range tc.Nodes {
-		tc.setNode(ctx, t, name, true, "v1.34.1")
+		tc.setNode(ctx, t, name, true, kubeVersion)
 		if strings.HasPrefix(name, "cp") {
 			tc.restoreControlPlanePods(ctx, t, name)
 		}
@@ -56,8 +57,9 @@ func TestHealth(t *testing.T) {
 
 	// Each failure kind is named, all in one report.
 	tc.Group.SetEtcdDown(tc.Nodes["cp2"], true)
-	tc.setNode(ctx, t, "w1", false, "v1.34.1")
-	tc.setNode(ctx, t, "cp3", true, "v1.33.5")
+	tc.setNode(ctx, t, "w1", false, kubeVersion)
+	old := olderMinor(t, kubeVersion)
+	tc.setNode(ctx, t, "cp3", true, old)
 	// (The fake kubelet keeps its mirror pods Ready, as a kubelet whose
 	// static pod runs; a component that is gone has no mirror pod.)
 	if err := tc.Kube.Client.CoreV1().Pods("kube-system").Delete(ctx, "kube-apiserver-cp1", metav1.DeleteOptions{}); err != nil {
@@ -80,7 +82,7 @@ func TestHealth(t *testing.T) {
 			t.Fatalf("no row %s:\n%s", r, out)
 		}
 	}
-	if !strings.Contains(out, "kubelet v1.33.5, cluster file says v1.34.1") || !strings.Contains(errOut, "unhealthy: ") {
+	if !strings.Contains(out, "kubelet "+old+", cluster file says "+kubeVersion) || !strings.Contains(errOut, "unhealthy: ") {
 		t.Fatalf("detail:\n%s%s", out, errOut)
 	}
 	code, out, _ = tc.dodai(ctx, "health", "-o", "json")
@@ -97,12 +99,13 @@ func TestHealth(t *testing.T) {
 	// Extensions the file asks for and the nodes lack; a Talos version the
 	// nodes do not run.
 	b, _ := os.ReadFile(filepath.Join(tc.Dir, "cluster.yaml"))
-	nb := strings.Replace(string(b), "  talosVersion: v1.11.5\n", "  talosVersion: v1.11.6\n  image:\n    extensions: [siderolabs/drbd]\n", 1)
+	other := olderPatch(t, talosVersion)
+	nb := strings.Replace(string(b), "  talosVersion: "+talosVersion+"\n", "  talosVersion: "+other+"\n  image:\n    extensions: [siderolabs/drbd]\n", 1)
 	if err := os.WriteFile(filepath.Join(tc.Dir, "cluster.yaml"), []byte(nb), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	_, out, _ = tc.dodai(ctx, "health")
-	if !row(out, "node", "w1", health.ExtensionMissing).MatchString(out) || !strings.Contains(out, "runs Talos v1.11.5, cluster file says v1.11.6") {
+	if !row(out, "node", "w1", health.ExtensionMissing).MatchString(out) || !strings.Contains(out, "runs Talos "+talosVersion+", cluster file says "+other) {
 		t.Fatalf("extensions and Talos version:\n%s", out)
 	}
 	if err := os.WriteFile(filepath.Join(tc.Dir, "cluster.yaml"), b, 0o644); err != nil {
@@ -144,4 +147,24 @@ func TestHealth(t *testing.T) {
 	if code != 1 || !row(out, "netboot", "server", health.NetbootDown).MatchString(out) {
 		t.Fatalf("netboot down: exit %d\n%s", code, out)
 	}
+}
+
+// olderMinor is the first release of the minor before v (v1.36.3 → v1.35.0).
+func olderMinor(t testing.TB, v string) string {
+	t.Helper()
+	sv, err := semver.ParseTolerant(v)
+	if err != nil || sv.Minor == 0 {
+		t.Fatalf("version %q: %v", v, err)
+	}
+	return fmt.Sprintf("v%d.%d.0", sv.Major, sv.Minor-1)
+}
+
+// olderPatch is the patch release before v (v1.13.9 → v1.13.8).
+func olderPatch(t testing.TB, v string) string {
+	t.Helper()
+	sv, err := semver.ParseTolerant(v)
+	if err != nil || sv.Patch == 0 {
+		t.Fatalf("version %q: %v", v, err)
+	}
+	return fmt.Sprintf("v%d.%d.%d", sv.Major, sv.Minor, sv.Patch-1)
 }

@@ -55,7 +55,7 @@ func (tc *testCluster) restoreControlPlanePods(ctx context.Context, t testing.TB
 		_, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			_, err = pods.Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"k8s-app": comp}},
-				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: comp, Image: "registry.k8s.io/" + comp + ":v1.34.1"}}}}, metav1.CreateOptions{})
+				Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: comp, Image: "registry.k8s.io/" + comp + ":" + kubeVersion}}}}, metav1.CreateOptions{})
 		}
 		if err != nil {
 			t.Fatal(err)

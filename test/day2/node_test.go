@@ -160,6 +160,75 @@ func TestNodeRemoveDead(t *testing.T) {
 	}
 }
 
+func TestNodeReinstall(t *testing.T) {
+	ctx := testCtx(t, 5*time.Minute)
+	tc := newCluster(t, 3, 1)
+	reinstall := func(name string) (int, string, string) {
+		return tc.dodai(ctx, "node", "reinstall", name, "--network", tc.Net, "--poll-interval", "20ms")
+	}
+
+	// A worker: drained, reset to maintenance mode (STATE and EPHEMERAL,
+	// reboot), its Node deleted, installed again with the current config.
+	code, out, errOut := reinstall("w1")
+	if code != 0 {
+		t.Fatalf("reinstall w1: exit %d\n%s%s", code, out, errOut)
+	}
+	show(t, "node reinstall w1", out, errOut)
+	if _, d := callTime(tc.Nodes["w1"], "Reset"); d != "graceful=true reboot=true wipe=STATE,EPHEMERAL mode=ALL" {
+		t.Fatalf("w1 reset: %q", d)
+	}
+	if n := len(tc.Nodes["w1"].Applied()); n != 2 || tc.Nodes["w1"].Phase() != "running" {
+		t.Fatalf("w1: %d configs applied, phase %s", n, tc.Nodes["w1"].Phase())
+	}
+	for _, s := range []string{"cordoned and drained", "Talos reset", "Kubernetes Node deleted", "back in maintenance mode", "installed again"} {
+		if !strings.Contains(out, s) {
+			t.Fatalf("output lacks %q:\n%s", s, out)
+		}
+	}
+	if st, _ := state.ReadBootstrap(cluster.At(tc.Dir).BootstrapState()); st.Nodes["w1"] == nil || st.Nodes["w1"].Disk == nil || st.Nodes["w1"].Applied == nil {
+		t.Fatalf("w1 bootstrap record after the reinstall: %+v", st.Nodes["w1"])
+	}
+
+	// A control plane leaves etcd before the reset and comes back as a new,
+	// healthy member before the command returns.
+	var oldID uint64
+	for _, m := range tc.Group.EtcdMembers() {
+		if m.Node == "cp3" {
+			oldID = m.ID
+		}
+	}
+	if code, out, errOut := reinstall("cp3"); code != 0 {
+		t.Fatalf("reinstall cp3: exit %d\n%s%s", code, out, errOut)
+	}
+	left, _ := callTime(tc.Nodes["cp3"], "EtcdLeaveCluster")
+	reset, _ := callTime(tc.Nodes["cp3"], "Reset")
+	if left.IsZero() || !left.Before(reset) {
+		t.Fatalf("cp3: leave at %v, reset at %v", left, reset)
+	}
+	var newID uint64
+	for _, m := range tc.Group.EtcdMembers() {
+		if m.Node == "cp3" {
+			newID = m.ID
+		}
+	}
+	if got := tc.members(); !slices.Equal(got, []string{"cp1", "cp2", "cp3"}) || newID == 0 || newID == oldID {
+		t.Fatalf("members %v, cp3 member %x (was %x)", got, newID, oldID)
+	}
+
+	// The disk-safety rule of bootstrap holds: the machine came back with
+	// another disk, so it is reset but not installed to the new disk.
+	inv := faketalos.DefaultInventory("talos-w1", tc.macOf(t, "w1"))
+	inv.Disks[0].Serial, inv.Disks[0].WWID = "REPLACED", "eui.replaced"
+	tc.Nodes["w1"].SetInventory(inv)
+	code, out, errOut = reinstall("w1")
+	if code == 0 || !strings.Contains(errOut, "refusing to install to a different disk") {
+		t.Fatalf("reinstall onto a swapped disk: exit %d\n%s%s", code, out, errOut)
+	}
+	if n := len(tc.Nodes["w1"].Applied()); n != 2 {
+		t.Fatalf("w1 got a config on the swapped disk (%d applied)", n)
+	}
+}
+
 // macOf is the node's first MAC in the cluster file.
 func (tc *testCluster) macOf(t testing.TB, name string) string {
 	t.Helper()
