@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -152,22 +151,18 @@ cluster directory, and only the newest --keep of those are kept.`,
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			path := out
-			if path == "" {
-				path = filepath.Join(d.layout.EtcdSnapshots(), etcd.SnapshotName(time.Now()))
-			}
-			info, err := c.Snapshot(ctx, nil, path)
-			if err != nil {
-				return err
-			}
-			if out == "" {
-				removed, err := etcd.Rotate(d.layout.EtcdSnapshots(), keep)
-				if err != nil {
-					return fmt.Errorf("rotating snapshots: %w", err)
-				}
+			var info *etcd.SnapshotInfo
+			if out != "" {
+				info, err = c.Snapshot(ctx, nil, out)
+			} else {
+				var removed []string
+				info, removed, err = c.SnapshotRotated(ctx, nil, d.layout.EtcdSnapshots(), keep)
 				for _, r := range removed {
 					g.Log.Info("removed an old snapshot", "file", r)
 				}
+			}
+			if err != nil {
+				return err
 			}
 			return g.Print(info, func(w io.Writer) error {
 				fmt.Fprintf(w, "snapshot written to %s (%s) from %s\n", info.Path, etcd.HumanSize(info.Size), info.Node)
