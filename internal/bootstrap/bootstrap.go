@@ -359,19 +359,14 @@ func (r *runner) answers(ctx context.Context, addr string) error {
 
 // discover finds the given nodes in maintenance mode by MAC.
 func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
-	tg, err := discover.TargetsFor(r.paths, r.opts.Networks)
-	if err != nil {
-		return err
-	}
 	start := time.Now()
-	machines, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: r.port, Log: r.log})
+	tg, machines, err := discover.Find(ctx, r.paths, r.opts.Source.Cluster, r.opts.Networks, discover.Options{Port: r.port, Log: r.log})
 	if err != nil {
 		return fmt.Errorf("discovering maintenance-mode machines: %w", err)
 	}
 	r.found = map[string]*talos.Machine{}
 	for _, m := range machines {
 		if n := discover.NodeFor(m, r.opts.Source.Cluster); n != nil {
-			m.Node = n.Name
 			r.found[n.Name] = m
 		}
 	}
