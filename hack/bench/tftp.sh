@@ -10,7 +10,11 @@
 # frames between r0 and r1 after DELAY_US (default 400 µs) each way.
 # Servers: dodai (tftpbench serve) on .1, atftpd 0.8 on .2, dnsmasq (TFTP only,
 # --port=0) on .3, all port 69. Client: atftp (the only Debian client that
-# negotiates windowsize). Needs: atftp atftpd dnsmasq-base iproute2, Go.
+# negotiates windowsize). The delay line's own ceiling: the same windowed
+# exchange between two endpoints that do nothing else (tftpbench ideal-serve
+# on .4, ideal-fetch in cli; no TFTP server and no atftp start-up in the
+# path), interleaved with the real runs. Needs: atftp atftpd dnsmasq-base
+# iproute2, Go.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEADLINE="${DEADLINE:-600}"   # seconds for the whole run
@@ -61,12 +65,14 @@ done
 ip link add c0 netns "$CLI" type veth peer name r0 netns "$RLY"
 ip link add s0 netns "$SRV" type veth peer name r1 netns "$RLY"
 ip -n "$CLI" addr add 10.77.0.9/24 dev c0
-for a in 1 2 3; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
+for a in 1 2 3 4; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
 for l in "$CLI c0" "$SRV s0" "$RLY r0" "$RLY r1"; do set -- $l; ip -n "$1" link set "$2" up; done
 
 ip netns exec "$RLY" "$WORK/tftpbench" delay -a r0 -b r1 -delay "${DELAY_US}us" 2>"$WORK/delay.log" &
 PIDS+=($!)
 ip netns exec "$SRV" "$WORK/tftpbench" serve -root "$WORK/root" -addr 10.77.0.1:69 2>"$WORK/dodai.log" &
+PIDS+=($!)
+ip netns exec "$SRV" "$WORK/tftpbench" ideal-serve -addr 10.77.0.4:6969 2>"$WORK/ideal.log" &
 PIDS+=($!)
 ip netns exec "$SRV" atftpd --daemon --no-fork --user root --group root --port 69 --bind-address 10.77.0.2 \
   --logfile "$WORK/atftpd.log" "$WORK/root" &
@@ -90,16 +96,25 @@ fetch() {
   echo "$(( (e - s) / 1000 ))"   # microseconds
 }
 
+# ideal WINDOW -> prints microseconds of the ideal exchange
+ideal() {
+  ip netns exec "$CLI" timeout 60 "$WORK/tftpbench" ideal-fetch -addr 10.77.0.4:6969 -size $((1<<20)) -blksize 1468 -windowsize "$1" \
+    || { echo "ideal-fetch windowsize $1 failed" >&2; return 1; }
+}
+
 # Warm-up (ARP, page cache), then measure RTT with windowsize-1 lock step.
 for ip in 10.77.0.1 10.77.0.2 10.77.0.3; do fetch $ip 1 >/dev/null; done
+ideal 1 >/dev/null
 
 declare -A T
-names=([1]=dodai [2]=atftpd [3]=dnsmasq)
+names=([1]=dodai [2]=atftpd [3]=dnsmasq [4]=ideal)
 echo "==> $REPS repetitions, servers interleaved"
 for r in $(seq "$REPS"); do
   for w in 1 8 32; do
-    for a in 1 2 3; do
-      T[$a,$w]+="$(fetch 10.77.0.$a $w) "
+    # alternate the server order from one repetition to the next
+    order="1 2 3 4"; (( r % 2 == 0 )) && order="4 3 2 1"
+    for a in $order; do
+      if [ $a = 4 ]; then T[$a,$w]+="$(ideal $w) "; else T[$a,$w]+="$(fetch 10.77.0.$a $w) "; fi
     done
   done
 done
@@ -108,16 +123,16 @@ median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR
 best() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
 printf '\n1 MiB, blksize 1468, one-way delay %s us, %s runs each: MB/s (10^6 B/s) of the median run / of the best run;\n' "$DELAY_US" "$REPS"
 printf 'times include atftp start-up. Load average at the end: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '| windowsize | dodai | atftpd 0.8.0 | dnsmasq %s | dodai / atftpd | dodai / dnsmasq |\n|---|---|---|---|---|---|\n' \
+printf '| windowsize | dodai | atftpd 0.8.0 | dnsmasq %s | dodai / atftpd | dodai / dnsmasq | delay line alone (no server, no atftp) |\n|---|---|---|---|---|---|---|\n' \
   "$(dnsmasq --version | head -1 | awk '{print $3}')"
 for w in 1 8 32; do
   declare -A M B
-  for a in 1 2 3; do M[$a]=$(echo "${T[$a,$w]}" | median); B[$a]=$(echo "${T[$a,$w]}" | best); done
-  awk -v w=$w -v d=${M[1]} -v at=${M[2]} -v dn=${M[3]} -v bd=${B[1]} -v bat=${B[2]} -v bdn=${B[3]} 'BEGIN {
+  for a in 1 2 3 4; do M[$a]=$(echo "${T[$a,$w]}" | median); B[$a]=$(echo "${T[$a,$w]}" | best); done
+  awk -v w=$w -v d=${M[1]} -v at=${M[2]} -v dn=${M[3]} -v id=${M[4]} -v bd=${B[1]} -v bat=${B[2]} -v bdn=${B[3]} -v bid=${B[4]} 'BEGIN {
     mb=1048576
-    printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
-      w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd }'
+    printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
+      w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd, mb/id, mb/bid }'
 done
 echo
 echo "raw microseconds per run:"
-for w in 1 8 32; do for a in 1 2 3; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done
+for w in 1 8 32; do for a in 1 2 3 4; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done

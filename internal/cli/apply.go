@@ -15,9 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
-	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/discover"
-	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/plan"
 	"github.com/dodai-dev/dodai/internal/platform"
 	"github.com/dodai-dev/dodai/internal/platform/install"
@@ -126,7 +124,7 @@ refuses otherwise; --dry-run prints the plan and the order and stops.`,
 			o := rollout.Options{
 				Source: d.src, Renderer: d.r, Talosconfig: d.opts.Talosconfig, Kube: d.kube, Port: d.opts.Port,
 				Nodes: nodes, MaxUnavailable: maxUnavailable, StatePath: statePath,
-				SnapshotDir: g.Paths().Path(cluster.StateDir, etcd.SnapshotDir), DrainTimeout: drainTimeout,
+				SnapshotDir: g.Paths().EtcdSnapshots(), DrainTimeout: drainTimeout,
 				NodeTimeout: nodeTimeout, PollInterval: poll, Progress: prog, Log: g.Log,
 				Platform: d.applyPlatform(g, platformTimeout),
 				Install: func(ctx context.Context, names []string) error {

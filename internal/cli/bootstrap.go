@@ -79,22 +79,16 @@ Machines are matched to the cluster file's nodes by MAC.`,
 				}
 				c = src.Cluster
 			}
-			tg, err := discover.TargetsFor(g.Paths(), nets)
-			if err != nil {
-				return networkHint(err)
-			}
 			port, err := g.TalosPort()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			g.Log.Debug("scanning", "networks", fmt.Sprint(tg.Networks), "hosts", fmt.Sprint(tg.Hosts))
-			ms, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: port, Log: g.Log})
+			tg, ms, err := discover.Find(ctx, g.Paths(), c, nets, discover.Options{Port: port, Log: g.Log})
 			if err != nil {
-				return err
+				return networkHint(err)
 			}
-			discover.Match(ms, c)
 			if ms == nil {
 				ms = []*talos.Machine{}
 			}
@@ -143,6 +137,7 @@ func newBootstrapCmd(g *Globals) *cobra.Command {
 		timeout     time.Duration
 		interactive bool
 		poll        time.Duration
+		pw          bootPower
 	)
 	cmd := &cobra.Command{
 		Use:   "bootstrap",
@@ -162,7 +157,13 @@ A failing node does not stop the others; each failure is reported with its node
 and cause, and the exit status is non-zero. Re-running resumes; re-running when
 everything is done changes nothing. --interactive asks about each discovered
 machine first (prefilled from its hardware), writes the answers into
-cluster.yaml, and then runs the same declarative path.`,
+cluster.yaml, and then runs the same declarative path.
+
+--power first powers the nodes that are not installed yet through their BMCs
+(see dodai power), each booting from the network once, at most --power-batch
+at a time, follows them through dodai netboot's stages (DHCP, iPXE, kernel,
+config) until their Talos API answers, and then takes the path above. dodai
+netboot must be running for the cluster directory.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			nets, err := discover.ParseNetworks(networks)
@@ -176,6 +177,9 @@ cluster.yaml, and then runs the same declarative path.`,
 			d, err := g.Open()
 			if err != nil {
 				return err
+			}
+			if interactive && pw.on {
+				return fmt.Errorf("--power and --interactive do not go together: power the machines first (dodai power on --pxe-once), then bootstrap -i")
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
@@ -196,6 +200,12 @@ cluster.yaml, and then runs the same declarative path.`,
 			if err != nil {
 				return err
 			}
+			var powerErr error
+			if pw.on {
+				if powerErr = pw.run(ctx, g, d.Source, r, nodes, port); powerErr != nil {
+					fmt.Fprintf(g.Err, "--power failed for some nodes (bootstrap goes on with the others):\n%v\n", powerErr)
+				}
+			}
 			res, err := bootstrap.Run(ctx, bootstrap.Options{Source: d.Source, Renderer: r, Nodes: nodes, Networks: nets,
 				Port: port, PollInterval: poll, Log: g.Log})
 			if res != nil && len(res.Nodes) > 0 {
@@ -213,6 +223,9 @@ cluster.yaml, and then runs the same declarative path.`,
 			if err != nil {
 				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap failed:\n%w", networkHint(err))}
 			}
+			if powerErr != nil {
+				return &ExitError{Code: 1, Err: fmt.Errorf("bootstrap --power failed:\n%w", powerErr)}
+			}
 			if res.Kubeconfig != "" {
 				fmt.Fprintf(g.Err, "kubeconfig written to %s\n", res.Kubeconfig)
 			}
@@ -226,6 +239,7 @@ cluster.yaml, and then runs the same declarative path.`,
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between retries while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
 	g.talosPortFlag(cmd)
+	pw.flags(cmd)
 	return cmd
 }
 

@@ -15,13 +15,20 @@ import (
 // each node is.
 type day2 struct {
 	src      *cluster.Source
+	layout   cluster.Layout
 	renderer *machineconfig.Renderer
 	tc       *clientconfig.Config
 	port     int
 	state    *state.Bootstrap
 }
 
+// openDay2 opens the cluster directory for a day-2 command (which must
+// have called g.talosPortFlag).
 func (g *Globals) openDay2() (*day2, error) {
+	port, err := g.TalosPort()
+	if err != nil {
+		return nil, err
+	}
 	src, err := g.Load()
 	if err != nil {
 		return nil, err
@@ -34,15 +41,12 @@ func (g *Globals) openDay2() (*day2, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := state.ReadBootstrap(src.Layout().BootstrapState())
+	l := src.Layout()
+	st, err := state.ReadBootstrap(l.BootstrapState())
 	if err != nil {
 		return nil, err
 	}
-	port, err := g.TalosPort()
-	if err != nil {
-		return nil, err
-	}
-	return &day2{src: src, renderer: r, tc: tc, port: port, state: st}, nil
+	return &day2{src: src, layout: l, renderer: r, tc: tc, port: port, state: st}, nil
 }
 
 // address is a node's configured address, else the one bootstrap recorded.
@@ -77,12 +81,4 @@ func (d *day2) etcd() *etcd.Client {
 		}
 	}
 	return c
-}
-
-// snapshotDir is where rotated etcd snapshots are kept.
-func (d *day2) snapshotDir() string { return d.src.Layout().Path(cluster.StateDir, etcd.SnapshotDir) }
-
-// restoreState is the progress file of `dodai etcd restore`.
-func (d *day2) restoreState() string {
-	return d.src.Layout().Path(cluster.StateDir, "etcd-restore.json")
 }

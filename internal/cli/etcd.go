@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -152,22 +151,18 @@ cluster directory, and only the newest --keep of those are kept.`,
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			path := out
-			if path == "" {
-				path = filepath.Join(d.snapshotDir(), etcd.SnapshotName(time.Now()))
-			}
-			info, err := c.Snapshot(ctx, nil, path)
-			if err != nil {
-				return err
-			}
-			if out == "" {
-				removed, err := etcd.Rotate(d.snapshotDir(), keep)
-				if err != nil {
-					return fmt.Errorf("rotating snapshots: %w", err)
-				}
+			var info *etcd.SnapshotInfo
+			if out != "" {
+				info, err = c.Snapshot(ctx, nil, out)
+			} else {
+				var removed []string
+				info, removed, err = c.SnapshotRotated(ctx, nil, d.layout.EtcdSnapshots(), keep)
 				for _, r := range removed {
 					g.Log.Info("removed an old snapshot", "file", r)
 				}
+			}
+			if err != nil {
+				return err
 			}
 			return g.Print(info, func(w io.Writer) error {
 				fmt.Fprintf(w, "snapshot written to %s (%s) from %s\n", info.Path, etcd.HumanSize(info.Size), info.Node)
@@ -217,14 +212,14 @@ Re-running after a failure resumes where it stopped.`,
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.restoreState(), Poll: poll, Log: g.Log})
+			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.layout.EtcdRestore(), Poll: poll, Log: g.Log})
 			if err != nil {
 				if errors.Is(err, etcd.ErrQuorumHealthy) {
 					return &ExitError{Code: 1, Err: err}
 				}
 				return fmt.Errorf("etcd restore: %w", err)
 			}
-			if kc, err := os.ReadFile(g.Paths().Kubeconfig()); err == nil {
+			if kc, err := os.ReadFile(d.layout.Kubeconfig()); err == nil {
 				if err := waitKubeAPI(ctx, kc, poll); err != nil {
 					return fmt.Errorf("etcd is restored, but %w", err)
 				}

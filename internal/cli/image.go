@@ -15,7 +15,7 @@ func newImageCmd(g *Globals) *cobra.Command {
 		Use:   "image",
 		Short: "The Talos boot image: imager profile, Image Factory schematic, build",
 	}
-	cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g))
+	cmd.AddCommand(imageProfileCmd(g), imageSchematicCmd(g), imageBuildCmd(g), imageFetchCmd(g))
 	return cmd
 }
 

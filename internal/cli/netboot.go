@@ -115,15 +115,20 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
 				return fmt.Errorf("--lease-durability: %w", err)
 			}
+			// The lock is taken by New once the input is checked (a bad
+			// flag is reported as such while another server runs) and
+			// before the lease journal is opened; Run releases it.
+			o.Lock = func() (func(), error) { return handover.Lock(g.ClusterDir, "dodai netboot") }
 			srv, err := netboot.New(o)
 			if err != nil {
 				return err
 			}
-			release, err := handover.Lock(g.ClusterDir, "dodai netboot")
+			// For dodai health: which server runs and where it answers.
+			done, err := state.RecordNetbootRun(src.Layout().NetbootRun(), srv.BaseURL())
 			if err != nil {
 				return err
 			}
-			defer release()
+			defer done()
 			return srv.Run(cmd.Context())
 		},
 	}

@@ -1,11 +1,12 @@
 package etcd_test
 
 import (
+	"context"
 	"strings"
-
-	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"testing"
 	"time"
+
+	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 
 	"github.com/dodai-dev/dodai/internal/etcd"
 )
@@ -126,16 +127,34 @@ func TestWaitHealthyMember(t *testing.T) {
 	}
 	ctx := testCtx(t, time.Minute)
 	cl, c := startCluster(t, 3, 0, nil)
-	cl.Group.SetEtcdJoinDelay(300 * time.Millisecond)
+	// No join happens until the test allows it (a delay longer than the
+	// test), so what the waits see does not depend on the machine's speed.
+	cl.Group.SetEtcdJoinDelay(time.Hour)
 	// cp3 leaves: its etcd stays stopped until the machine reboots.
 	if err := c.Leave(ctx, "cp3"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.WaitHealthyMember(testCtx(t, 200*time.Millisecond), "cp3", 10*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "not healthy in time: failed to query etcd status: etcd is not running") {
+	// Three status rounds see the member gone; the wait is then given up
+	// and names the last problem.
+	waitCtx, give := context.WithCancel(ctx)
+	var seen []string
+	_, err := c.WaitHealthyMember(waitCtx, "cp3", 10*time.Millisecond, func(p string) {
+		if seen = append(seen, p); len(seen) == 3 {
+			give()
+		}
+	})
+	give()
+	if err == nil || !strings.Contains(err.Error(), "etcd member of cp3 not healthy in time: failed to query etcd status: etcd is not running") {
 		t.Fatalf("a node that left became healthy: %v", err)
 	}
-	// Reset with EPHEMERAL wiped and a reboot: it joins again after the
-	// join delay, as a new member.
+	for _, p := range seen {
+		if !strings.Contains(p, "etcd is not running") {
+			t.Fatalf("progress %q", seen)
+		}
+	}
+	// Reset with EPHEMERAL wiped and a reboot: it joins again, as a new
+	// member, once joins are allowed (after the wait reported two rounds
+	// without it).
 	cc, err := cl.Client(ctx, "cp3")
 	if err != nil {
 		t.Fatal(err)
@@ -144,14 +163,17 @@ func TestWaitHealthyMember(t *testing.T) {
 	if err := cc.ResetGeneric(ctx, &machine.ResetRequest{Reboot: true, SystemPartitionsToWipe: []*machine.ResetPartitionSpec{{Label: "EPHEMERAL", Wipe: true}}}); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
 	var progress []string
-	m, err := c.WaitHealthyMember(ctx, "cp3", 10*time.Millisecond, func(p string) { progress = append(progress, p) })
+	m, err := c.WaitHealthyMember(ctx, "cp3", 10*time.Millisecond, func(p string) {
+		if progress = append(progress, p); len(progress) == 2 {
+			cl.Group.SetEtcdJoinDelay(0)
+		}
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took < 250*time.Millisecond || len(progress) == 0 {
-		t.Fatalf("joined after %s, progress %v", took, progress)
+	if len(progress) < 2 {
+		t.Fatalf("healthy before joins were allowed; progress %q", progress)
 	}
 	if m.Node != "cp3" || !m.Healthy {
 		t.Fatalf("member %+v", m)

@@ -156,10 +156,6 @@ func Save(r io.Reader, path string) (*SnapshotInfo, error) {
 	return info, nil
 }
 
-// SnapshotDir is where snapshots are kept inside a cluster directory's
-// state directory.
-const SnapshotDir = "etcd"
-
 const snapshotPrefix, snapshotExt = "snapshot-", ".db"
 
 // SnapshotName is a rotated snapshot's file name for a time (UTC,
@@ -206,6 +202,25 @@ func Rotate(dir string, keep int) ([]string, error) {
 		all = all[1:]
 	}
 	return removed, nil
+}
+
+// SnapshotRotated takes a snapshot into dir (the cluster directory's
+// cluster.Layout.EtcdSnapshots, where `dodai etcd snapshot` and `dodai
+// apply` keep them) under SnapshotName, then keeps the newest keep there
+// (Rotate). It returns the snapshot and the files rotation deleted.
+func (c *Client) SnapshotRotated(ctx context.Context, st *Status, dir string, keep int) (*SnapshotInfo, []string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("creating %s: %w", dir, err)
+	}
+	info, err := c.Snapshot(ctx, st, filepath.Join(dir, SnapshotName(time.Now())))
+	if err != nil {
+		return nil, nil, err
+	}
+	removed, err := Rotate(dir, keep)
+	if err != nil {
+		return info, removed, fmt.Errorf("rotating snapshots in %s: %w", dir, err)
+	}
+	return info, removed, nil
 }
 
 // Snapshot streams a snapshot from a healthy member into path (Save). It

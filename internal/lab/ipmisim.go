@@ -21,8 +21,8 @@ type SimConfig struct {
 	Port               int
 	Username, Password string
 	// ChassisControl is the program ipmi_sim runs (through sh) for power
-	// and boot device, e.g. "/usr/bin/dodai lab bmc-hook /lab/cp1"; the MC
-	// address (0x20) is appended, as OpenIPMI's example does.
+	// and boot device, e.g. HookCommand(hook, machineDir); the MC address
+	// (0x20) is appended, as OpenIPMI's example does.
 	ChassisControl string
 }
 
@@ -94,9 +94,8 @@ func (p Proc) Stop(grace time.Duration) error {
 
 // StartSim starts ipmi_sim for the simulator in dir, detached (its own
 // session, output to ipmi_sim.log), optionally inside network namespace
-// netns (via `ip netns exec`, which execs, so the PID is ipmi_sim's). env is
-// added to its environment (the chassis_control program inherits it).
-func StartSim(dir, netns string, env []string) (Proc, error) {
+// netns (via `ip netns exec`, which execs, so the PID is ipmi_sim's).
+func StartSim(dir, netns string) (Proc, error) {
 	argv := []string{"ipmi_sim", "-n", "-c", filepath.Join(dir, simLanConf), "-f", filepath.Join(dir, simEmu), "-s", filepath.Join(dir, simState)}
 	if netns != "" {
 		argv = append([]string{"ip", "netns", "exec", netns}, argv...)
@@ -113,7 +112,6 @@ func StartSim(dir, netns string, env []string) (Proc, error) {
 	cmd := exec.Command(bin, argv[1:]...)
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return Proc{}, fmt.Errorf("starting ipmi_sim: %w", err)

@@ -15,8 +15,10 @@ import (
 // network modules. Its /init brings the NIC up with udhcpc, fetches the
 // talos.config URL from its command line (the machine config dodai netboot
 // serves a known machine) and reports each step on the serial console as
-// "PROBE: …" lines. Then it powers off, or stays up like an installed
-// machine would.
+// "PROBE: …" lines. It keeps TCP port 50000 open (accepting, speaking
+// nothing), so a wait for "the Talos API port answers" ends as on Talos,
+// while anything that speaks the Talos API to it fails. Then it powers off,
+// or stays up like an installed machine would.
 const probeInit = `#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin /tmp
 /bin/busybox --install -s
@@ -31,6 +33,8 @@ while [ $i -lt 100 ]; do IF=$(ls /sys/class/net | grep -v '^lo$' | head -n1); [ 
 ip link set lo up; ip link set "$IF" up
 if udhcpc -i "$IF" -s /etc/udhcpc.script -q -f -n -t 10 -T 1 >/dev/null 2>&1; then
   echo "PROBE: dhcp ok mac=$(cat /sys/class/net/$IF/address) ip=$(ip -4 -o addr show dev $IF | awk '{print $4}')"
+  # The Talos API port, open as on a booted Talos node (accepts, speaks nothing).
+  ( while :; do nc -l -p 50000 </dev/null >/dev/null 2>&1 || sleep 1; done ) &
   if [ -n "$CFG" ]; then
     if wget -q -O /tmp/cfg "$CFG"; then echo "PROBE: config fetched: $(grep -m1 -o 'hostname: [a-z0-9-]*' /tmp/cfg)"; else echo "PROBE: config FAILED $CFG"; fi
   else

@@ -35,6 +35,7 @@ const (
 	diskFile   = "disk.img"
 	varsFile   = "efivars.fd"
 	serialFile = "serial.log"
+	serconFile = "sercon-port" // SeaBIOS serial console port, 0x3f8 little-endian
 )
 
 // SerialLog is the path of a machine's serial console (appended across boots).
@@ -72,6 +73,11 @@ func (v VM) QEMUArgs(dev string) []string {
 	default:
 		a = append(a, "-device", nic+",romfile=", "-device", "virtio-blk-pci,drive=d0,bootindex=1")
 	}
+	if v.Firmware == FirmwareBIOS {
+		// SeaBIOS writes its messages ("No bootable device") to the serial
+		// port only when told which one (QEMU does it for -nographic).
+		a = append(a, "-fw_cfg", "name=etc/sercon-port,file="+filepath.Join(v.Dir, serconFile))
+	}
 	return a
 }
 
@@ -88,6 +94,9 @@ func (v VM) prepareDisk(sizeGiB int) error {
 	defer f.Close()
 	if err := f.Truncate(int64(sizeGiB) << 30); err != nil {
 		return err
+	}
+	if v.Firmware == FirmwareBIOS {
+		return os.WriteFile(filepath.Join(v.Dir, serconFile), []byte{0xf8, 0x03}, 0o644)
 	}
 	if v.Firmware == FirmwareUEFI {
 		b, err := os.ReadFile(ovmfVars)

@@ -24,6 +24,7 @@ const (
 type ipmiBMC struct {
 	c      *client.Client
 	target Target
+	closed bool // the library's Close panics when called twice
 }
 
 // DialIPMI opens an IPMI v2.0 RMCP+ session (administrator privilege) with
@@ -122,4 +123,10 @@ func (b *ipmiBMC) SetPXEOnce(ctx context.Context) error {
 	return nil
 }
 
-func (b *ipmiBMC) Close(ctx context.Context) error { return b.c.Close(ctx) }
+func (b *ipmiBMC) Close(ctx context.Context) error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	return b.c.Close(ctx)
+}

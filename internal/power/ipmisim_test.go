@@ -19,20 +19,9 @@ import (
 	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
-// The test binary doubles as dodai: ipmi_sim runs `<test binary> lab
-// bmc-hook DIR …` as its chassis_control program.
-const envMain = "DODAI_POWER_TEST_MAIN"
-
-func TestMain(m *testing.M) {
-	if os.Getenv(envMain) == "1" {
-		os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
-	}
-	os.Exit(m.Run())
-}
-
 // sim is one ipmi_sim BMC on loopback in front of a "machine" that is a
-// plain process (sleep), started and stopped by lab.Hook: power is
-// observed on that process.
+// plain process (sleep), started and stopped by the lab's chassis_control
+// script (lab.WriteHook): power is observed on that process.
 type sim struct {
 	dir  string
 	port int
@@ -58,28 +47,27 @@ func freeUDPPort(t *testing.T) int {
 
 func startSim(t *testing.T, name, pass string) *sim {
 	t.Helper()
-	self, err := os.Executable()
+	dir := t.TempDir()
+	hook, err := lab.WriteHook(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	mdir := filepath.Join(dir, "machine")
-	m := lab.Machine{Name: name, Start: map[string][]string{
+	if err := lab.WriteMachine(mdir, map[string][]string{
 		lab.BootDisk: {"sleep", "600"},
 		lab.BootPXE:  {"sleep", "601"},
-	}}
-	if err := lab.WriteMachine(mdir, m); err != nil {
+	}); err != nil {
 		t.Fatal(err)
 	}
 	s := &sim{dir: mdir}
 	for attempt := 0; ; attempt++ {
 		s.port = freeUDPPort(t)
 		cfg := lab.SimConfig{Name: name, Addr: "127.0.0.1", Port: s.port, Username: "admin", Password: pass,
-			ChassisControl: self + " lab bmc-hook " + mdir}
+			ChassisControl: lab.HookCommand(hook, mdir)}
 		if err := lab.WriteSim(filepath.Join(dir, "bmc"), cfg); err != nil {
 			t.Fatal(err)
 		}
-		s.proc, err = lab.StartSim(filepath.Join(dir, "bmc"), "", []string{envMain + "=1"})
+		s.proc, err = lab.StartSim(filepath.Join(dir, "bmc"), "")
 		if err == nil {
 			break
 		}

@@ -257,13 +257,21 @@ func runOne(ctx context.Context, t Target, req Request) (r Result) {
 			r.Done += ", PXE once"
 		}
 	}
-	// Confirm: the BMC must report the state the action leads to.
+	// Confirm: the BMC must report the state the action leads to. A BMC busy
+	// with the action may drop the session: after a failed read, reconnect.
 	for {
 		s, err := b.PowerState(ctx)
 		if err == nil {
 			r.After = s
 			if s == want {
 				return r
+			}
+		} else {
+			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+			b.Close(cctx)
+			ccancel()
+			if nb, derr := req.Dial(ctx, t); derr == nil {
+				b = nb
 			}
 		}
 		select {

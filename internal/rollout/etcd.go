@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/plan"
@@ -47,21 +44,14 @@ func (r *runner) beforeControlPlane(ctx context.Context, name string) error {
 		return err
 	}
 	if err := r.step(name, StepSnapshot, func() (string, error) {
-		if err := os.MkdirAll(r.o.SnapshotDir, 0o700); err != nil {
-			return "", fmt.Errorf("creating %s: %w", r.o.SnapshotDir, err)
-		}
-		path := filepath.Join(r.o.SnapshotDir, etcd.SnapshotName(time.Now()))
-		info, err := ec.Snapshot(ctx, st, path)
+		info, _, err := ec.SnapshotRotated(ctx, st, r.o.SnapshotDir, r.o.KeepSnapshots)
 		if err != nil {
 			return "", err
 		}
-		if _, err := etcd.Rotate(r.o.SnapshotDir, r.o.KeepSnapshots); err != nil {
-			return "", fmt.Errorf("rotating snapshots: %w", err)
-		}
 		r.mu.Lock()
-		r.snaps = append(r.snaps, path)
+		r.snaps = append(r.snaps, info.Path)
 		r.mu.Unlock()
-		return fmt.Sprintf("%s (revision %d, from %s)", path, info.Revision, info.Node), nil
+		return fmt.Sprintf("%s (revision %d, from %s)", info.Path, info.Revision, info.Node), nil
 	}); err != nil {
 		return err
 	}

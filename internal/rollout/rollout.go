@@ -79,7 +79,9 @@ type Options struct {
 	// StatePath is the rollout state file (state/rollout.json).
 	StatePath string
 	// SnapshotDir receives the etcd snapshots taken before control-plane
-	// steps (state/etcd); KeepSnapshots of them are kept (default 10).
+	// steps (cluster.Layout.EtcdSnapshots, state/etcd, where `dodai etcd
+	// snapshot` keeps them; etcd.Client.SnapshotRotated); KeepSnapshots of
+	// them are kept (default 10).
 	SnapshotDir   string
 	KeepSnapshots int
 	// DrainTimeout bounds each drain (default 5 min).

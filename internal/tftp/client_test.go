@@ -74,6 +74,20 @@ func (ts *testServer) event(t *testing.T) TransferEvent {
 	}
 }
 
+// eventFrom is the next transfer event of the client at from; events of
+// other clients (there should be none: a retransmitted RRQ of a running
+// transfer starts no second one) are logged and skipped.
+func (ts *testServer) eventFrom(t *testing.T, from netip.AddrPort) TransferEvent {
+	t.Helper()
+	for {
+		ev := ts.event(t)
+		if ev.Client == from {
+			return ev
+		}
+		t.Logf("skipping the event of another client: %+v", ev)
+	}
+}
+
 // writeRandom creates a file of n random bytes under dir and returns its content.
 func writeRandom(t *testing.T, dir, name string, n int) []byte {
 	t.Helper()
@@ -108,7 +122,8 @@ type client struct {
 	// Results.
 	oack     *OACK
 	tid      netip.AddrPort
-	dataSeen int // DATA packets received (incl. duplicates and dropped)
+	local    netip.AddrPort // the client's own address (its TID)
+	dataSeen int            // DATA packets received (incl. duplicates and dropped)
 }
 
 type result struct {
@@ -122,6 +137,7 @@ func (c *client) get(ctx context.Context, name string) ([]byte, error) {
 		return nil, err
 	}
 	defer conn.Close()
+	c.local = conn.LocalAddr().(*net.UDPAddr).AddrPort()
 	stop := context.AfterFunc(ctx, func() { _ = conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	mode := c.mode

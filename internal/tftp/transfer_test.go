@@ -74,7 +74,7 @@ func TestTransfers(t *testing.T) {
 					t.Fatalf("tsize %q, want %d", got, len(want))
 				}
 			}
-			ev := ts.event(t)
+			ev := ts.eventFrom(t, c.local)
 			if ev.Err != nil || ev.Bytes != int64(len(want)) || ev.BlockSize != tc.wantBlk || ev.WindowSize != tc.wantWin || ev.File != tc.file {
 				t.Fatalf("event %+v", ev)
 			}

@@ -28,6 +28,7 @@ func TestEtcdCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("etcd status: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "etcd status", out, errOut)
 	for _, want := range []string{"MEMBER", "LEADER", "DB SIZE", "RAFT INDEX", "healthy quorum: 3 of 3 members healthy, 2 needed; leader cp1"} {
 		if !strings.Contains(out, want) {
 			t.Fatalf("status lacks %q:\n%s", want, out)
@@ -48,6 +49,7 @@ func TestEtcdCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "verified: revision ") {
 			t.Fatalf("snapshot: exit %d\n%s%s", code, out, errOut)
 		}
+		show(t, "etcd snapshot --keep 2", out, errOut)
 		time.Sleep(5 * time.Millisecond) // distinct file names
 	}
 	snaps, _ := filepath.Glob(filepath.Join(tc.Dir, "state", "etcd", "snapshot-*.db"))
@@ -68,10 +70,11 @@ func TestEtcdCommands(t *testing.T) {
 	}
 
 	// restore while quorum is healthy: refused, exit 1, nothing touched.
-	code, _, errOut = tc.dodai(ctx, "etcd", "restore", out_, "--poll-interval", "20ms")
+	code, out, errOut = tc.dodai(ctx, "etcd", "restore", out_, "--poll-interval", "20ms")
 	if code != 1 || !strings.Contains(errOut, "etcd still has a healthy quorum") || !strings.Contains(errOut, "--force") {
 		t.Fatalf("restore with quorum: exit %d\n%s", code, errOut)
 	}
+	show(t, "etcd restore backup.db", out, errOut)
 	for name, n := range tc.Nodes {
 		if n.Count("Reset") != 0 {
 			t.Fatalf("%s was reset", name)
@@ -81,14 +84,16 @@ func TestEtcdCommands(t *testing.T) {
 	// Quorum lost: the restore brings the snapshot's objects back.
 	tc.Group.SetEtcdDown(tc.Nodes["cp1"], true)
 	tc.Group.SetEtcdDown(tc.Nodes["cp3"], true)
-	code, _, _ = tc.dodai(ctx, "etcd", "status")
+	code, out, errOut = tc.dodai(ctx, "etcd", "status")
 	if code != 1 {
 		t.Fatalf("status without quorum: exit %d", code)
 	}
+	show(t, "etcd status", out, errOut)
 	code, out, errOut = tc.dodai(ctx, "etcd", "restore", out_, "--poll-interval", "20ms")
 	if code != 0 {
 		t.Fatalf("restore: exit %d\n%s%s", code, out, errOut)
 	}
+	show(t, "etcd restore backup.db", out, errOut)
 	for _, want := range []string{"step 1/7", "step 4/7", "step 7/7", "the Kubernetes API answers"} {
 		if !strings.Contains(errOut, want) {
 			t.Fatalf("restore log lacks %q:\n%s", want, errOut)

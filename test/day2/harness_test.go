@@ -15,7 +15,10 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cli"
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/clusterdir"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
+	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
@@ -30,6 +33,13 @@ type testCluster struct {
 	Nodes map[string]*faketalos.Node
 	Kube  *kubetest.Env
 }
+
+// The cluster runs the releases new clusters get (the fake nodes' default
+// Talos release, whose own machinery checks the configs).
+const (
+	talosVersion = compat.DefaultTalosVersion
+	kubeVersion  = compat.DefaultKubernetesVersion
+)
 
 var netCounter atomic.Int32
 
@@ -64,11 +74,11 @@ kind: Cluster
 metadata:
   name: day2
 spec:
-  talosVersion: v1.11.5
-  kubernetesVersion: v1.34.1
+  talosVersion: %s
+  kubernetesVersion: %s
   endpoint: https://127.%d.%d.1:6443
   nodes:
-`, b, c+1)
+`, talosVersion, kubeVersion, b, c+1)
 	for i := 1; i <= cps+workers; i++ {
 		name, role := fmt.Sprintf("cp%d", i), "controlplane"
 		if i > cps {
@@ -83,16 +93,17 @@ spec:
 // newCluster installs a cluster of fake machines with `dodai bootstrap`.
 func newCluster(t testing.TB, cps, workers int) *testCluster {
 	t.Helper()
+	testutil.Slow(t, "runs a real kube-apiserver and etcd (built by hack/deps/kube.sh)")
 	ctx := testCtx(t, 3*time.Minute)
 	b, c := uniqueBase()
-	env := kubetest.StartT(t, kubetest.Options{})
+	env := kubetest.StartT(t, kubetest.Options{InstallFluxCRDs: true})
 	tc := &testCluster{Dir: t.TempDir(), Port: freePort(t), Net: fmt.Sprintf("127.%d.%d.0/24", b, c), Group: faketalos.NewGroup(),
 		Nodes: map[string]*faketalos.Node{}, Kube: env}
 	tc.Group.SetEtcdBackend(faketalos.EtcdBackend{Endpoint: env.EtcdURL, Restore: env.RestoreEtcd})
 	if err := os.WriteFile(filepath.Join(tc.Dir, cluster.FileName), []byte(clusterFile(b, c, cps, workers)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := machineconfig.InitSecrets(tc.Dir, "v1.11.5"); err != nil {
+	if _, err := machineconfig.InitSecrets(tc.Dir, talosVersion); err != nil {
 		t.Fatal(err)
 	}
 	for i := 1; i <= cps+workers; i++ {
@@ -102,7 +113,7 @@ func newCluster(t testing.TB, cps, workers int) *testCluster {
 		}
 		n, err := faketalos.Start(faketalos.Options{Name: name, MaintenanceAddr: fmt.Sprintf("127.%d.%d.%d", b, c, i), Port: tc.Port,
 			Inventory: faketalos.DefaultInventory("talos-"+name, fmt.Sprintf("52:54:00:d2:%02x:%02x", c, i)), RebootDelay: 20 * time.Millisecond,
-			Kubeconfig: env.KubeconfigBytes(), Group: tc.Group})
+			Kubeconfig: env.KubeconfigBytes(), Group: tc.Group, Kube: env.Client})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,4 +133,23 @@ func (tc *testCluster) dodai(ctx context.Context, args ...string) (int, string, 
 	full = append(full, "--talos-port", strconv.Itoa(tc.Port))
 	code := cli.Run(ctx, full, strings.NewReader(""), &out, &errb)
 	return code, out.String(), errb.String()
+}
+
+func (tc *testCluster) load(t testing.TB) *cluster.Source {
+	t.Helper()
+	d, err := clusterdir.Open(tc.Dir)
+	if err == nil {
+		err = d.Err()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.Source
+}
+
+// show logs a command's output (go test -v shows it; the README's examples
+// come from there).
+func show(t testing.TB, cmd, out, errOut string) {
+	t.Helper()
+	t.Logf("$ dodai %s\n%s%s", cmd, out, errOut)
 }

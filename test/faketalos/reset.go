@@ -72,6 +72,7 @@ func (n *Node) resetReboot(cfg config.Provider, wipeState, wipeEphemeral, reboot
 	if srv != nil {
 		srv.GracefulStop()
 	}
+	n.stopKubelet(true)
 	n.opts.Group.nodeRebooted(n, wipeEphemeral)
 	if !reboot {
 		n.mu.Lock()
@@ -98,4 +99,12 @@ func (n *Node) resetReboot(cfg config.Provider, wipeState, wipeEphemeral, reboot
 		n.phase = "failed: " + err.Error()
 		n.mu.Unlock()
 	}
+}
+
+// SetInventory replaces the machine's hardware, as seen from the next
+// boot into maintenance mode on (e.g. a disk swapped while it was down).
+func (n *Node) SetInventory(inv Inventory) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.opts.Inventory = inv
 }

@@ -5,79 +5,26 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dodai-dev/dodai/internal/lab"
 )
 
-// The probe /init: brings the NIC up with udhcpc, fetches talos.config
-// (the machine config URL the iPXE script put on the command line) and
-// reports on the serial console, then powers off.
-const probeInit = `#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin /tmp
-/bin/busybox --install -s
-mount -t proc proc /proc; mount -t sysfs sysfs /sys; mount -t devtmpfs devtmpfs /dev 2>/dev/null
-echo "PROBE: init started uptime=$(cut -d' ' -f1 /proc/uptime)"
-for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci failover net_failover virtio_net; do
-  [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
-done
-CFG=""; for arg in $(cat /proc/cmdline); do case "$arg" in talos.config=*) CFG="${arg#talos.config=}" ;; esac; done
-IF=""; i=0
-while [ $i -lt 100 ]; do IF=$(ls /sys/class/net | grep -v '^lo$' | head -n1); [ -n "$IF" ] && break; sleep 0.1; i=$((i+1)); done
-ip link set lo up; ip link set "$IF" up
-if udhcpc -i "$IF" -s /etc/udhcpc.script -q -f -n -t 10 -T 1 >/dev/null 2>&1; then
-  echo "PROBE: dhcp ok mac=$(cat /sys/class/net/$IF/address) ip=$(ip -4 -o addr show dev $IF | awk '{print $4}')"
-  if [ -n "$CFG" ]; then
-    if wget -q -O /tmp/cfg "$CFG"; then echo "PROBE: config fetched: $(grep -m1 -o 'hostname: [a-z0-9-]*' /tmp/cfg)"; else echo "PROBE: config FAILED $CFG"; fi
-  else
-    echo "PROBE: no talos.config: maintenance mode"
-  fi
-else
-  echo "PROBE: dhcp FAILED"
-fi
-echo "PROBE: done"
-sync; poweroff -f
-`
-
-const probeUdhcpcScript = `#!/bin/sh
-[ "$1" = bound ] && { ip addr add "$ip/${mask:-24}" dev "$interface"; }
-exit 0
-`
-
-// kernelAndInitramfs returns the host's Debian kernel and a probe
-// initramfs built from busybox-static and the kernel's virtio modules.
+// kernelAndInitramfs returns the probe system (the host's Debian kernel and
+// a busybox initramfs that DHCPs, fetches its talos.config and powers off),
+// built by the lab package that also netboots it in test/lab.
 func kernelAndInitramfs(t *testing.T) (kernel, initramfs string) {
 	t.Helper()
-	ks, _ := filepath.Glob("/boot/vmlinuz-*")
-	if len(ks) == 0 {
-		t.Fatal("no /boot/vmlinuz-*: install linux-image-amd64 (hack/test.sh does)")
+	kernel, initramfs, err := lab.BuildProbe(t.TempDir(), lab.ProbeOptions{PowerOff: true})
+	if err != nil {
+		t.Fatalf("%v (run hack/test.sh to install the test packages)", err)
 	}
-	kernel = ks[len(ks)-1]
-	ver := strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
-	root := t.TempDir()
-	for _, d := range []string{"bin", "etc", "lib/modules"} {
-		os.MkdirAll(filepath.Join(root, d), 0o755)
-	}
-	copyFile(t, "/bin/busybox", filepath.Join(root, "bin", "busybox"), 0o755)
-	write(t, filepath.Join(root, "init"), probeInit)
-	os.Chmod(filepath.Join(root, "init"), 0o755)
-	write(t, filepath.Join(root, "etc", "udhcpc.script"), probeUdhcpcScript)
-	os.Chmod(filepath.Join(root, "etc", "udhcpc.script"), 0o755)
-	for _, m := range []string{"drivers/virtio/virtio_ring", "drivers/virtio/virtio", "drivers/virtio/virtio_pci_legacy_dev",
-		"drivers/virtio/virtio_pci_modern_dev", "drivers/virtio/virtio_pci", "net/core/failover", "drivers/net/net_failover", "drivers/net/virtio_net"} {
-		copyFile(t, filepath.Join("/lib/modules", ver, "kernel", m+".ko"), filepath.Join(root, "lib/modules", filepath.Base(m)+".ko"), 0o644)
-	}
-	out := filepath.Join(t.TempDir(), "initramfs.xz") // the name iPXE's script uses; gzip content is fine for the kernel
-	c := exec.Command("sh", "-c", "find . | cpio -o -H newc --quiet | gzip -1 > "+out)
-	c.Dir = root
-	if b, err := c.CombinedOutput(); err != nil {
-		t.Fatalf("building initramfs: %v\n%s", err, b)
-	}
-	return kernel, out
+	return kernel, initramfs
 }
 
 func copyFile(t *testing.T, from, to string, mode os.FileMode) {
@@ -190,22 +137,7 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 		waitLog(t, sl, "DHCP, IP range", nil, 10*time.Second)
 	}
 
-	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"}
-	switch fw {
-	case bios:
-		args = append(args, "-boot", "n",
-			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac)
-	case uefi, uefiHTTP:
-		vars := filepath.Join(work, "vars.fd")
-		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
-		args = append(args, "-machine", "q35",
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			// romfile= drops QEMU's iPXE ROM: OVMF does PXE itself.
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
-	}
+	args := qemuArgs(t, work, fw, mac)
 	ql := filepath.Join(work, "qemu.log")
 	deadline := 240 * time.Second
 	if fw == uefiHTTP {
@@ -306,6 +238,26 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 	if os.Getenv("NB_DUMP") != "" {
 		t.Log(dump())
 	}
+}
+
+// qemuArgs is the QEMU command line of a netboot test machine: one TCG
+// vCPU, 512 MiB, a virtio NIC with mac on tap0, booting from the network
+// with fw (SeaBIOS + QEMU's iPXE ROM, or OVMF with a private copy of its
+// variables in work).
+func qemuArgs(t *testing.T, work string, fw firmware, mac string) []string {
+	t.Helper()
+	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	if fw == bios {
+		return append(args, "-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac="+mac)
+	}
+	vars := filepath.Join(work, "vars.fd")
+	copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
+	return append(args, "-machine", "q35",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+		"-drive", "if=pflash,format=raw,unit=1,file="+vars,
+		// romfile= drops QEMU's iPXE ROM: OVMF does PXE itself.
+		"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
 }
 
 func tail(s string, n int) string {

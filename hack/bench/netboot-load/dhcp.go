@@ -54,6 +54,7 @@ type handshake struct {
 	sent     time.Time
 	tries    int
 	naks     int
+	idx      int // the MAC's number
 	yiaddr   [4]byte
 	serverID [4]byte
 }
@@ -149,7 +150,16 @@ func parseReply(b []byte) (xid uint32, msg byte, yiaddr, sid [4]byte, ok bool) {
 	return xid, msg, yiaddr, sid, msg != 0
 }
 
-func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
+// dhcpLoad runs n handshakes, c at a time. onAck, when not nil, is called
+// (on the event loop's thread: it must not block) for every ACK, with the
+// MAC's number and the handshake's start.
+//
+// timeouts are the waits for a reply before each retransmission; after the
+// last one the handshake fails (nil: maxTries × replyTimeout).
+func dhcpLoad(iface string, n, c, seed int, pxe bool, timeouts []time.Duration, onAck func(i int, start time.Time)) (*dhcpResult, error) {
+	if timeouts == nil {
+		timeouts = slices.Repeat([]time.Duration{replyTimeout}, maxTries)
+	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	fd, err := rawSocket(iface)
@@ -180,7 +190,7 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
 		}
 	}
 	startOne := func() error {
-		h := &handshake{xid: rand.Uint32()}
+		h := &handshake{xid: rand.Uint32(), idx: next}
 		for inflight[h.xid] != nil {
 			h.xid = rand.Uint32()
 		}
@@ -226,6 +236,9 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
 					if msg == msgAck {
 						res.OK++
 						lat = append(lat, now.Sub(h.start))
+						if onAck != nil {
+							onAck(h.idx, h.start)
+						}
 					} else {
 						res.Failed++
 					}
@@ -244,11 +257,11 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool) (*dhcpResult, error) {
 		}
 		lastSweep = now
 		for xid, h := range inflight {
-			if now.Sub(h.sent) < replyTimeout {
+			if now.Sub(h.sent) < timeouts[min(h.tries, len(timeouts)-1)] {
 				continue
 			}
 			h.tries++
-			if h.tries >= maxTries {
+			if h.tries >= len(timeouts) {
 				delete(inflight, xid)
 				res.Failed++
 				if next < n {

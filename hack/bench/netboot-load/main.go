@@ -1,7 +1,9 @@
 // Command netboot-load is the load generator of hack/bench/netboot.sh: full
 // DHCPv4 handshakes (DISCOVER → OFFER → REQUEST → ACK) for many MACs at a
 // given concurrency with their latency (dhcp mode), or many parallel HTTP
-// downloads (http mode). It prints one JSON result line. Replies are
+// downloads (http mode), or a boot storm (storm mode: n machines at once,
+// each a PXE-flavoured DHCP handshake, then the iPXE binary by TFTP, then
+// the kernel and initramfs by HTTP). It prints one JSON result line. Replies are
 // matched to handshakes by transaction ID.
 package main
 
@@ -19,19 +21,23 @@ import (
 )
 
 func main() {
-	mode := flag.String("mode", "dhcp", "dhcp or http")
+	mode := flag.String("mode", "dhcp", "dhcp, http or storm")
 	iface := flag.String("i", "eth0", "dhcp: interface to send on")
 	n := flag.Int("n", 2000, "dhcp: number of MACs")
 	c := flag.Int("c", 1, "concurrency (dhcp: handshakes in flight; http: clients)")
 	seed := flag.Int("seed", 1, "dhcp: MAC seed (different seeds give different MACs)")
 	pxe := flag.Bool("pxe", false, "dhcp: PXE-flavoured requests (option 60 PXEClient, 93 = 0)")
-	urls := flag.String("urls", "", "http: comma-separated URLs each client fetches in order")
+	urls := flag.String("urls", "", "http, storm: comma-separated URLs each client fetches in order")
+	tftpAddr := flag.String("tftp", "", "storm: TFTP server IP:PORT")
+	tftpFile := flag.String("tftp-file", "snponly.efi", "storm: file each machine fetches by TFTP")
 	flag.Parse()
 	var res any
 	var err error
 	switch *mode {
 	case "dhcp":
-		res, err = dhcpLoad(*iface, *n, *c, *seed, *pxe)
+		res, err = dhcpLoad(*iface, *n, *c, *seed, *pxe, nil, nil)
+	case "storm":
+		res, err = stormLoad(*iface, *n, *seed, *tftpAddr, *tftpFile, splitComma(*urls))
 	case "http":
 		res, err = httpLoad(*urls, *c)
 	default:

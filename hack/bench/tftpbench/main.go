@@ -11,6 +11,12 @@
 //	    kernel has no sch_netem, so the benchmark adds RTT in user space:
 //	    run it in a namespace that sits between the client's and the
 //	    server's namespaces (veth pairs on both sides, no addresses).
+//	tftpbench ideal-serve -addr IP:PORT
+//	tftpbench ideal-fetch -addr IP:PORT -size BYTES -blksize N -windowsize N
+//	    the delay line's ceiling: the same exchange as a TFTP transfer
+//	    (windows of blksize-byte datagrams, one ACK per window) between two
+//	    endpoints that do nothing else, so no TFTP server is in the path.
+//	    ideal-fetch prints the transfer's microseconds.
 package main
 
 import (
@@ -31,7 +37,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tftpbench serve|delay [flags]")
+		fmt.Fprintln(os.Stderr, "usage: tftpbench serve|delay|ideal-serve|ideal-fetch [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -42,6 +48,10 @@ func main() {
 		err = serve(ctx, os.Args[2:])
 	case "delay":
 		err = delay(ctx, os.Args[2:])
+	case "ideal-serve":
+		err = idealServe(ctx, os.Args[2:])
+	case "ideal-fetch":
+		err = idealFetch(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
@@ -60,7 +70,7 @@ func serve(ctx context.Context, args []string) error {
 	_ = fs.Parse(args)
 	lvl := slog.LevelWarn
 	if *verbose {
-		lvl = slog.LevelInfo
+		lvl = slog.LevelDebug
 	}
 	s := &tftp.Server{Root: *root, MaxWindowSize: *maxWin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))}
 	return s.ListenAndServe(ctx, *addr)

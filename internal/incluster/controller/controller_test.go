@@ -114,8 +114,11 @@ spec:
 	group := faketalos.NewGroup()
 	fake := map[string]*faketalos.Node{}
 	for i, mac := range []string{macCP, macUSB, macUnknown} {
+		// The machines boot the Talos release the cluster file names.
+		inv := faketalos.DefaultInventory(fmt.Sprintf("talos-%d", i), mac)
+		inv.TalosVersion = "v1.11.5"
 		n, err := faketalos.Start(faketalos.Options{Name: mac, MaintenanceAddr: fmt.Sprintf("%s.%d", maint, i+1), Port: port,
-			Inventory: faketalos.DefaultInventory(fmt.Sprintf("talos-%d", i), mac), RebootDelay: 300 * time.Millisecond, Group: group})
+			Inventory: inv, RebootDelay: 300 * time.Millisecond, Group: group})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package ifsock
 import (
 	"context"
 	"net"
+	"os"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,10 @@ func TestListenUDP(t *testing.T) {
 	defer c.Close()
 	if d := device(t, c); d != ifname {
 		t.Fatalf("Device = %q, want %q", d, ifname)
+	}
+	// The kernel reports twice the size asked for (its bookkeeping).
+	if rb := rcvbuf(t, c); os.Geteuid() == 0 && rb < RecvBuffer {
+		t.Errorf("receive buffer %d as root, want >= %d", rb, RecvBuffer)
 	}
 	port := c.LocalAddr().(*net.UDPAddr).Port
 	if c2, err := ListenUDP(context.Background(), ifname, port, false); err == nil {
@@ -49,6 +54,21 @@ func loopbackName(t *testing.T) string {
 	}
 	t.Skip("no loopback interface")
 	return ""
+}
+
+func rcvbuf(t *testing.T, c *net.UDPConn) int {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var gerr error
+	rc.Control(func(fd uintptr) { n, gerr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF) })
+	if gerr != nil {
+		t.Fatal(gerr)
+	}
+	return n
 }
 
 func device(t *testing.T, c *net.UDPConn) string {

@@ -1,0 +1,187 @@
+package netboot_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPXEBootBenchmark is the PXE boot benchmark of hack/bench/pxeboot.sh,
+// not a test: it runs only when DODAI_PXE_BENCH names a repetition count.
+// Each repetition boots QEMU BIOS (SeaBIOS + iPXE ROM) and UEFI (OVMF PXE →
+// TFTP snponly.efi → iPXE) into the probe initramfs, once from dodai
+// netboot (dhcp mode) and once from the reference setup Cozystack ran,
+// dnsmasq (full DHCP + TFTP) with nginx serving the iPXE script, kernel
+// and initramfs. The order of the two alternates from one repetition to
+// the next. Both get the same speed-ups: IPv6 router advertisements (a
+// dnsmasq beside dodai sends them), no ping before offering, and 175.176
+// (no-pxedhcp) for iPXE. The machine is not in cluster.yaml, so both boot
+// it into maintenance mode (no config). Time: QEMU start until the probe's
+// OS got its address by DHCP. One JSON line per boot goes to
+// DODAI_PXE_BENCH_OUT (hack/bench/report's format).
+func TestPXEBootBenchmark(t *testing.T) {
+	reps, _ := strconv.Atoi(os.Getenv("DODAI_PXE_BENCH"))
+	if reps < 1 {
+		t.Skip("benchmark: set DODAI_PXE_BENCH=REPETITIONS (hack/bench/pxeboot.sh)")
+	}
+	need(t, "ip", "qemu-system-x86_64", "dnsmasq", "nginx", "cpio", "gzip", "/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/lib/ipxe/snponly.efi")
+	out := os.Getenv("DODAI_PXE_BENCH_OUT")
+	if out == "" {
+		out = filepath.Join(t.TempDir(), "pxeboot.jsonl")
+	}
+	kernel, initrd := kernelAndInitramfs(t)
+	assets := t.TempDir()
+	copyFile(t, kernel, filepath.Join(assets, "kernel-amd64"), 0o644)
+	copyFile(t, initrd, filepath.Join(assets, "initramfs-amd64.xz"), 0o644)
+	f, err := os.OpenFile(out, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	servers := []string{"dodai", "dnsmasq+nginx"}
+	n := 0
+	for rep := 1; rep <= reps; rep++ {
+		order := servers
+		if rep%2 == 0 {
+			order = []string{servers[1], servers[0]}
+		}
+		for _, fw := range []firmware{bios, uefi} {
+			for _, s := range order {
+				n++
+				mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, n)
+				load, _ := os.ReadFile("/proc/loadavg")
+				var d time.Duration
+				t.Run(fmt.Sprintf("%s-%s-%d", fw, s, rep), func(t *testing.T) { d = pxeBootOnce(t, fw, s, assets, mac) })
+				if d == 0 {
+					t.FailNow()
+				}
+				l1, _ := strconv.ParseFloat(strings.Fields(string(load))[0], 64)
+				line, _ := json.Marshal(map[string]any{"bench": "pxeboot", "group": string(fw), "server": s, "rep": rep, "load1": l1,
+					"m": map[string]float64{"until_os_dhcp_ms": float64(d.Milliseconds())}})
+				fmt.Fprintf(f, "%s\n", line)
+				t.Logf("%s %s rep %d: %s", fw, s, rep, d.Round(10*time.Millisecond))
+			}
+		}
+	}
+}
+
+// pxeBootOnce boots one machine from one server setup in a fresh namespace
+// and returns the time from QEMU's start until the probe's DHCP succeeded.
+func pxeBootOnce(t *testing.T, fw firmware, server, assets, mac string) time.Duration {
+	work := t.TempDir()
+	ns := newNS(t)
+	ns.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+	ns.run(t, "ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
+	ns.run(t, "ip", "addr", "add", "fd99::1/64", "dev", "br0", "nodad")
+	ns.run(t, "ip", "link", "set", "br0", "up")
+	ns.run(t, "ip", "tuntap", "add", "dev", "tap0", "mode", "tap")
+	ns.run(t, "ip", "link", "set", "tap0", "master", "br0", "up")
+
+	// Router advertisements for both (iPXE waits ~15 s for one otherwise).
+	conf := "port=0\ninterface=br0\nbind-interfaces\nuser=root\nenable-ra\ndhcp-range=fd99::,ra-only,64\n"
+	switch server {
+	case "dodai":
+		// A node with another MAC: this machine is unknown, so it boots
+		// into maintenance mode as it does from dnsmasq.
+		dir := writeCluster(t, "dhcp", nil, testNode{"node1", "controlplane", "52:54:00:ff:ff:ff", ""})
+		startDodai(t, ns, filepath.Join(work, "dodai.log"), "-C", dir, "--interface", "br0", "--mode", "dhcp", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
+	default:
+		// The reference: dnsmasq's full DHCP + TFTP as Cozystack ran it,
+		// with the same speed-ups, and nginx for the HTTP stage.
+		conf += fmt.Sprintf(`dhcp-authoritative
+dhcp-range=10.99.0.100,10.99.0.199,255.255.255.0,1h
+dhcp-option=option:router,10.99.0.1
+dhcp-leasefile=%s
+no-ping
+enable-tftp
+tftp-root=/usr/lib/ipxe
+dhcp-match=set:ipxe,175
+dhcp-userclass=set:ipxe,iPXE
+dhcp-match=set:efi64,option:client-arch,7
+dhcp-match=set:efi64,option:client-arch,9
+dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,10.99.0.1
+dhcp-boot=tag:!ipxe,tag:efi64,snponly.efi,,10.99.0.1
+dhcp-boot=tag:ipxe,http://10.99.0.1:8080/boot.ipxe
+dhcp-option=tag:ipxe,encap:175,176,1
+`, filepath.Join(work, "dnsmasq.leases"))
+		www := filepath.Join(work, "www")
+		os.MkdirAll(www, 0o755)
+		for _, a := range []string{"kernel-amd64", "initramfs-amd64.xz"} {
+			if err := os.Symlink(filepath.Join(assets, a), filepath.Join(www, a)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// The kernel command line dodai's script uses (maintenance mode).
+		write(t, filepath.Join(www, "boot.ipxe"), `#!ipxe
+kernel http://10.99.0.1:8080/kernel-amd64 initrd=initramfs.xz talos.platform=metal console=tty0 console=ttyS0 init_on_alloc=1 slab_nomerge pti=on printk.devkmsg=on
+initrd --name initramfs.xz http://10.99.0.1:8080/initramfs-amd64.xz
+boot
+`)
+		write(t, filepath.Join(work, "nginx.conf"), fmt.Sprintf(`daemon off;
+user root;
+worker_processes auto;
+pid %s/nginx.pid;
+error_log %s/nginx.err;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  default_type application/octet-stream;
+  server { listen 10.99.0.1:8080; root %s; }
+}
+`, work, work, www))
+		ns.start(t, filepath.Join(work, "nginx.out"), nil, "nginx", "-c", filepath.Join(work, "nginx.conf"))
+	}
+	write(t, filepath.Join(work, "dnsmasq.conf"), conf)
+	dl := filepath.Join(work, "dnsmasq.log")
+	dp := ns.start(t, dl, nil, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+filepath.Join(work, "dnsmasq.conf"), "--pid-file="+filepath.Join(work, "dnsmasq.pid"))
+	waitLog(t, dl, "started, version", dp, 10*time.Second)
+	if server != "dodai" {
+		waitLog(t, dl, "DHCP, IP range", dp, 10*time.Second)
+	}
+
+	args := qemuArgs(t, work, fw, mac)
+	ql := filepath.Join(work, "qemu.log")
+	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
+	defer cancel()
+	lf, _ := os.Create(ql)
+	defer lf.Close()
+	q := ns.cmd(ctx, "qemu-system-x86_64", args...)
+	q.Stdout, q.Stderr, q.Stdin = lf, lf, nil
+	start := time.Now()
+	if err := q.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qdone := make(chan error, 1)
+	go func() { qdone <- q.Wait() }()
+	want := "PROBE: dhcp ok mac=" + mac
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-qdone:
+			b, _ := os.ReadFile(ql)
+			if strings.Contains(string(b), want) {
+				// Exited between two polls: the time is an upper bound.
+				return time.Since(start)
+			}
+			t.Fatalf("%s from %s: qemu ended (%v) before the probe got its address\n%s", fw, server, err, tail(string(b), 3000))
+			return 0
+		case <-tick.C:
+			b, _ := os.ReadFile(ql)
+			if strings.Contains(string(b), want) {
+				d := time.Since(start)
+				cancel()
+				<-qdone
+				return d
+			}
+		}
+	}
+}
