@@ -31,6 +31,7 @@ const (
 //	state/netboot.json      the running netboot server, for dodai health (internal/state.NetbootRun)
 //	state/etcd/             rotated etcd snapshots (internal/etcd)
 //	state/etcd-restore.json progress of dodai etcd restore (internal/etcd)
+//	state/rollout.json      what dodai apply did so far (internal/rollout)
 type Layout struct {
 	// Dir is the cluster directory as given (relative paths stay relative,
 	// so messages show what the user typed).
