@@ -7,6 +7,9 @@
 // the controller applied a node's config. Registry changes are written
 // behind the DHCP exchange, latest state per MAC, so a handshake waits only
 // for its lease write.
+//
+// Not wired yet: dodai netboot has no --in-cluster mode, so no command
+// opens a Store today (charts/dodai ships its netboot DaemonSet disabled).
 package netbootstore
 
 import (
