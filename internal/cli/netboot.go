@@ -115,15 +115,14 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
 				return fmt.Errorf("--lease-durability: %w", err)
 			}
+			// The lock is taken by New once the input is checked (a bad
+			// flag is reported as such while another server runs) and
+			// before the lease journal is opened; Run releases it.
+			o.Lock = func() (func(), error) { return handover.Lock(g.ClusterDir, "dodai netboot") }
 			srv, err := netboot.New(o)
 			if err != nil {
 				return err
 			}
-			release, err := handover.Lock(g.ClusterDir, "dodai netboot")
-			if err != nil {
-				return err
-			}
-			defer release()
 			return srv.Run(cmd.Context())
 		},
 	}

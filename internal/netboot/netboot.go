@@ -86,6 +86,12 @@ type Options struct {
 	// DHCPPort, PXEPort, TFTPPort override 67, 4011, 69 (tests and
 	// benchmarks only).
 	DHCPPort, PXEPort, TFTPPort int
+	// Lock, when set, takes the cluster directory's lock; New calls it
+	// after checking its input and before it opens the machine registry
+	// and the lease journal (opening the journal folds and removes the
+	// journal files, which must never happen under a running server). Run
+	// releases it when it returns.
+	Lock func() (release func(), err error)
 }
 
 // Server is a configured netboot server.
@@ -108,10 +114,11 @@ type Server struct {
 	ipxe         map[string]string // boot file name → the file it is served from
 	view         *view
 	progress     *progressLog
+	unlock       func() // from Options.Lock; nil without
 }
 
 // New checks every input and builds the server; nothing listens yet.
-func New(o Options) (*Server, error) {
+func New(o Options) (_ *Server, err error) {
 	if o.Cluster == nil {
 		return nil, errors.New("netboot: no cluster")
 	}
@@ -202,6 +209,16 @@ func New(o Options) (*Server, error) {
 
 	s.view = newView(o.View, o.ViewTTY)
 	s.progress = &progressLog{}
+	if o.Lock != nil {
+		if s.unlock, err = o.Lock(); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				s.unlock()
+			}
+		}()
+	}
 	s.reg, err = registry.New(registry.Options{
 		Path: cluster.At(o.ClusterDir).MachinesState(), Known: known, ConfigApplied: o.ConfigApplied,
 		OnChange: s.machineChanged,
@@ -370,6 +387,9 @@ func (s *Server) dhcpCounter(ev dhcp.Event) prometheus.Counter {
 
 // Run listens and serves until ctx ends, then shuts down cleanly.
 func (s *Server) Run(ctx context.Context) error {
+	if s.unlock != nil {
+		defer s.unlock()
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	srv := &dhcp.Server{Config: s.dhcpCfg, Interface: s.o.Interface, Log: s.log, DHCPPort: s.o.DHCPPort, PXEPort: s.o.PXEPort, OnEvent: s.onDHCP}

@@ -259,11 +259,13 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, retries: s.retries()}
 	ev.Bytes, ev.Err = x.run()
 	ev.Duration = time.Since(start)
+	// A finished transfer is a debug line: a rack booting at once makes
+	// thousands (UEFI's size probe is one more per machine); failures warn.
 	switch {
 	case ev.Err == nil:
-		log.Info("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets)
+		log.Debug("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets)
 	case errors.Is(ev.Err, ErrClientAbort):
-		log.Info("TFTP transfer stopped by client", "bytes", ev.Bytes, "err", ev.Err)
+		log.Debug("TFTP transfer stopped by client", "bytes", ev.Bytes, "err", ev.Err)
 	default:
 		log.Warn("TFTP transfer failed", "bytes", ev.Bytes, "err", ev.Err)
 	}

@@ -147,20 +147,7 @@ http {
 		waitLog(t, dl, "DHCP, IP range", dp, 10*time.Second)
 	}
 
-	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"}
-	switch fw {
-	case bios:
-		args = append(args, "-boot", "n", "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac)
-	case uefi:
-		vars := filepath.Join(work, "vars.fd")
-		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
-		args = append(args, "-machine", "q35",
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
-	}
+	args := qemuArgs(t, work, fw, mac)
 	ql := filepath.Join(work, "qemu.log")
 	ctx, cancel := context.WithTimeout(context.Background(), 240*time.Second)
 	defer cancel()

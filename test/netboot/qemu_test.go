@@ -137,22 +137,7 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 		waitLog(t, sl, "DHCP, IP range", nil, 10*time.Second)
 	}
 
-	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot"}
-	switch fw {
-	case bios:
-		args = append(args, "-boot", "n",
-			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac)
-	case uefi, uefiHTTP:
-		vars := filepath.Join(work, "vars.fd")
-		copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
-		args = append(args, "-machine", "q35",
-			"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
-			"-drive", "if=pflash,format=raw,unit=1,file="+vars,
-			"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
-			// romfile= drops QEMU's iPXE ROM: OVMF does PXE itself.
-			"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
-	}
+	args := qemuArgs(t, work, fw, mac)
 	ql := filepath.Join(work, "qemu.log")
 	deadline := 240 * time.Second
 	if fw == uefiHTTP {
@@ -253,6 +238,26 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 	if os.Getenv("NB_DUMP") != "" {
 		t.Log(dump())
 	}
+}
+
+// qemuArgs is the QEMU command line of a netboot test machine: one TCG
+// vCPU, 512 MiB, a virtio NIC with mac on tap0, booting from the network
+// with fw (SeaBIOS + QEMU's iPXE ROM, or OVMF with a private copy of its
+// variables in work).
+func qemuArgs(t *testing.T, work string, fw firmware, mac string) []string {
+	t.Helper()
+	args := []string{"-accel", "tcg", "-m", "512", "-nographic", "-no-reboot",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"}
+	if fw == bios {
+		return append(args, "-boot", "n", "-device", "virtio-net-pci,netdev=n0,mac="+mac)
+	}
+	vars := filepath.Join(work, "vars.fd")
+	copyFile(t, "/usr/share/OVMF/OVMF_VARS_4M.fd", vars, 0o644)
+	return append(args, "-machine", "q35",
+		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+		"-drive", "if=pflash,format=raw,unit=1,file="+vars,
+		// romfile= drops QEMU's iPXE ROM: OVMF does PXE itself.
+		"-device", "virtio-net-pci,netdev=n0,mac="+mac+",romfile=,bootindex=1")
 }
 
 func tail(s string, n int) string {

@@ -60,4 +60,9 @@ func TestStartupErrors(t *testing.T) {
 			}
 		})
 	}
+	// None of the refused servers opened the running one's lease journal
+	// (opening folds and removes the journal files it finds).
+	if js, _ := filepath.Glob(filepath.Join(dir, "state", "leases.json.journal*")); len(js) != 1 || !strings.HasSuffix(js[0], ".journal.1") {
+		t.Errorf("lease journals of the running server after the refused starts: %v, want only journal.1", js)
+	}
 }

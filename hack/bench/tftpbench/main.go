@@ -70,7 +70,7 @@ func serve(ctx context.Context, args []string) error {
 	_ = fs.Parse(args)
 	lvl := slog.LevelWarn
 	if *verbose {
-		lvl = slog.LevelInfo
+		lvl = slog.LevelDebug
 	}
 	s := &tftp.Server{Root: *root, MaxWindowSize: *maxWin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))}
 	return s.ListenAndServe(ctx, *addr)

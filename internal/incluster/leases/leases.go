@@ -37,13 +37,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 )
 
-// offerHold is how long an offered (not yet requested) address stays
-// reserved for the client it was offered to (as in the file allocator).
-const offerHold = 60 * time.Second
-
-// declineHold is how long a declined address is kept out of the pool.
-const declineHold = 10 * time.Minute
-
 // writeTries bounds the create/update attempts of one change; each retry
 // follows a conflict and re-reads the object first.
 const writeTries = 3
@@ -80,11 +73,11 @@ type Leases struct {
 	reservedIP map[netip.Addr]macaddr.MAC
 	size       uint64
 
-	mu      sync.Mutex
-	byIP    map[netip.Addr]*entry
-	byMAC   map[macaddr.MAC]netip.Addr // the MAC's current binding (latest expiry)
-	offers  map[macaddr.MAC]dhcp.Lease // MAC → offered, not yet bound
-	offerIP map[netip.Addr]macaddr.MAC
+	mu    sync.Mutex
+	byIP  map[netip.Addr]*entry
+	byMAC map[macaddr.MAC]netip.Addr // the MAC's current binding (latest expiry)
+	// Offered, not yet bound (as in the file allocator); guarded by mu.
+	offers dhcp.Offers
 
 	writes int64 // apiserver writes sent (metrics, benchmarks)
 }
@@ -103,8 +96,7 @@ func New(ctx context.Context, o Options) (*Leases, error) {
 	}
 	l := &Leases{o: o, reservedIP: map[netip.Addr]macaddr.MAC{},
 		size: uint64(ipv4(o.End)-ipv4(o.Start)) + 1,
-		byIP: map[netip.Addr]*entry{}, byMAC: map[macaddr.MAC]netip.Addr{},
-		offers: map[macaddr.MAC]dhcp.Lease{}, offerIP: map[netip.Addr]macaddr.MAC{}}
+		byIP: map[netip.Addr]*entry{}, byMAC: map[macaddr.MAC]netip.Addr{}}
 	for mac, ip := range o.Reservations {
 		if other, dup := l.reservedIP[ip]; dup {
 			return nil, fmt.Errorf("address %s is reserved for both %s and %s", ip, other, mac)
@@ -252,12 +244,7 @@ func (l *Leases) usableLocked(ip netip.Addr, mac macaddr.MAC, now time.Time) boo
 	if l.takenLocked(ip, mac, now) {
 		return false
 	}
-	if owner, ok := l.offerIP[ip]; ok && owner != mac {
-		if o := l.offers[owner]; now.Before(o.Expiry) {
-			return false
-		}
-	}
-	return true
+	return !l.offers.HeldForOther(ip, mac, now)
 }
 
 // Offer picks the address for mac (its reservation, its current binding,
@@ -273,14 +260,7 @@ func (l *Leases) Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool)
 	if !ok {
 		return netip.Addr{}, false
 	}
-	if old, had := l.offers[mac]; had && old.IP != ip {
-		delete(l.offerIP, old.IP)
-	}
-	if prev, had := l.offerIP[ip]; had && prev != mac {
-		delete(l.offers, prev)
-	}
-	l.offers[mac] = dhcp.Lease{MAC: mac, IP: ip, Expiry: now.Add(offerHold)}
-	l.offerIP[ip] = mac
+	l.offers.Hold(mac, ip, now)
 	return ip, true
 }
 
@@ -291,8 +271,8 @@ func (l *Leases) pickLocked(mac macaddr.MAC, requested netip.Addr, now time.Time
 	if ip, ok := l.byMAC[mac]; ok && l.usableLocked(ip, mac, now) {
 		return ip, true
 	}
-	if o, ok := l.offers[mac]; ok && l.usableLocked(o.IP, mac, now) {
-		return o.IP, true
+	if ip, ok := l.offers.Of(mac); ok && l.usableLocked(ip, mac, now) {
+		return ip, true
 	}
 	if l.inRange(requested) && l.usableLocked(requested, mac, now) {
 		return requested, true
@@ -357,10 +337,7 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Du
 		return nil, fmt.Errorf("%w: %v", dhcp.ErrPersist, err)
 	}
 	l.mu.Lock()
-	if o, ok := l.offers[mac]; ok {
-		delete(l.offerIP, o.IP)
-		delete(l.offers, mac)
-	}
+	l.offers.Drop(mac)
 	l.mu.Unlock()
 	// The apiserver has it (etcd committed it): durable already.
 	return nil, nil
@@ -461,12 +438,7 @@ func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	l.mu.Lock()
 	cur, leased := l.byMAC[mac]
 	leased = leased && cur == ip
-	o, offered := l.offers[mac]
-	offered = offered && o.IP == ip
-	if offered {
-		delete(l.offers, mac)
-		delete(l.offerIP, ip)
-	}
+	offered := l.offers.Take(mac, ip)
 	l.mu.Unlock()
 	if !leased && !offered {
 		return dhcp.ErrNotOwner
@@ -476,7 +448,7 @@ func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 		if exists && s.MAC != mac.String() && s.MAC != "" && now.Before(s.Expires.Time) {
 			return dhcp.ErrNotOwner // another client bound it meanwhile
 		}
-		*s = v1alpha1.DHCPLeaseSpec{Address: ip.String(), Declined: true, Expires: metav1.NewMicroTime(now.Add(declineHold)), Server: l.o.Server}
+		*s = v1alpha1.DHCPLeaseSpec{Address: ip.String(), Declined: true, Expires: metav1.NewMicroTime(now.Add(dhcp.DeclineHold)), Server: l.o.Server}
 		return nil
 	})
 }

@@ -222,6 +222,10 @@ func (cfg *Config) Handle(req *dhcpv4.DHCPv4, port Port) (*dhcpv4.DHCPv4, Event)
 	if req.HWType != iana.HWTypeEthernet || len(req.ClientHWAddr) != 6 {
 		return ignore("not an Ethernet client")
 	}
+	if ev.Client.MAC.IsZero() {
+		// No client has it; the allocator keeps it for declined addresses.
+		return ignore("zero client hardware address")
+	}
 	if cfg.OnlyKnown && (cfg.Known == nil || !cfg.Known(ev.Client.MAC)) {
 		return ignore("unknown MAC (--only-known)")
 	}

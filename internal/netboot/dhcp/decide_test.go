@@ -248,6 +248,26 @@ func TestOnlyKnown(t *testing.T) {
 	}
 }
 
+// TestZeroMACIgnored: an all-zero chaddr names no client. In dhcp mode its
+// REQUEST would bind a lease to the zero MAC, which the allocator keeps for
+// declined addresses: the address would leave the pool for a lease time.
+func TestZeroMACIgnored(t *testing.T) {
+	zero := hw(net.HardwareAddr{0, 0, 0, 0, 0, 0})
+	if r, ev := proxyConfig().Handle(request(t, dhcpv4.MessageTypeDiscover, append(biosPXE, zero)...), PortDHCP); r != nil || !strings.Contains(ev.Ignored, "zero") {
+		t.Fatalf("proxy mode answered a zero MAC: %v %q", r, ev.Ignored)
+	}
+	cfg := dhcpConfig(t, "", nil, nil)
+	for _, mt := range []dhcpv4.MessageType{dhcpv4.MessageTypeDiscover, dhcpv4.MessageTypeRequest} {
+		req := request(t, mt, zero, reqIP("10.99.0.100"), serverID(serverIP.String()))
+		if r, ev := cfg.Handle(req, PortDHCP); r != nil || !strings.Contains(ev.Ignored, "zero") {
+			t.Fatalf("%s from a zero MAC answered: %v %q", mt, r, ev.Ignored)
+		}
+	}
+	if ip, _ := handshake(t, cfg, net.HardwareAddr{2, 0, 0, 0, 0, 1}, reqIP("10.99.0.100")); ip.String() != "10.99.0.100" {
+		t.Fatalf("the address a zero MAC asked for is not free: got %s", ip)
+	}
+}
+
 func dhcpConfig(t *testing.T, path string, res map[macaddr.MAC]netip.Addr, now func() time.Time) *Config {
 	t.Helper()
 	l, err := NewLeases(LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.102"), Reservations: res, Now: now})

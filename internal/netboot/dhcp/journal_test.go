@@ -62,11 +62,20 @@ func TestJournalReplayAndTornLine(t *testing.T) {
 	if err := cfg2.Leases.(*Leases).Close(); err != nil {
 		t.Fatal(err)
 	}
-	// A corrupt line in the middle is an error naming the file and line.
+	// A corrupt line in the middle is an error naming the file and line,
+	// and every file stays as it was (nothing folded, nothing removed).
 	os.WriteFile(path+".journal.7", []byte("garbage\n{}\n"), 0o600)
+	before := journals(t, path)
+	snapBefore, _ := os.ReadFile(path)
 	_, err = NewLeases(LeaseOptions{Path: path, Start: netip.MustParseAddr("10.99.0.100"), End: netip.MustParseAddr("10.99.0.102")})
 	if err == nil || !strings.Contains(err.Error(), "leases.json.journal.7 line 1") {
 		t.Fatalf("corrupt journal: %v", err)
+	}
+	if after := journals(t, path); fmt.Sprint(after) != fmt.Sprint(before) {
+		t.Fatalf("journals changed by a failed open: %v, were %v", after, before)
+	}
+	if b, _ := os.ReadFile(path); string(b) != string(snapBefore) {
+		t.Fatalf("snapshot changed by a failed open:\n%s\nwas\n%s", b, snapBefore)
 	}
 }
 

@@ -21,12 +21,68 @@ type Lease struct {
 	Declined bool `json:"declined,omitempty"`
 }
 
-// offerHold is how long an offered (not yet requested) address stays
+// OfferHold is how long an offered (not yet requested) address stays
 // reserved for the client it was offered to.
-const offerHold = 60 * time.Second
+const OfferHold = 60 * time.Second
 
-// declineHold is how long a declined address is kept out of the pool.
-const declineHold = 10 * time.Minute
+// DeclineHold is how long a declined address is kept out of the pool.
+const DeclineHold = 10 * time.Minute
+
+// Offers are the addresses offered (DHCPOFFER) and not yet requested, each
+// held for its client for OfferHold; every allocator (this file-backed one
+// and the in-cluster one) keeps them the same way. The zero value is
+// empty; the allocator's lock guards it.
+type Offers struct {
+	byMAC map[macaddr.MAC]Lease
+	byIP  map[netip.Addr]macaddr.MAC
+}
+
+// Hold offers ip to mac until now+OfferHold. It replaces mac's earlier
+// offer and forgets another client's (expired) offer of ip, so the offers
+// never outnumber the pool (spoofed MACs can't bloat them).
+func (o *Offers) Hold(mac macaddr.MAC, ip netip.Addr, now time.Time) {
+	if o.byMAC == nil {
+		o.byMAC, o.byIP = map[macaddr.MAC]Lease{}, map[netip.Addr]macaddr.MAC{}
+	}
+	if old, had := o.byMAC[mac]; had && old.IP != ip {
+		delete(o.byIP, old.IP)
+	}
+	if prev, had := o.byIP[ip]; had && prev != mac {
+		delete(o.byMAC, prev)
+	}
+	o.byMAC[mac] = Lease{MAC: mac, IP: ip, Expiry: now.Add(OfferHold)}
+	o.byIP[ip] = mac
+}
+
+// Of returns the address offered to mac (the offer may have expired).
+func (o *Offers) Of(mac macaddr.MAC) (netip.Addr, bool) {
+	le, ok := o.byMAC[mac]
+	return le.IP, ok
+}
+
+// HeldForOther reports whether ip is offered to a client other than mac
+// and that offer has not expired.
+func (o *Offers) HeldForOther(ip netip.Addr, mac macaddr.MAC, now time.Time) bool {
+	owner, ok := o.byIP[ip]
+	return ok && owner != mac && now.Before(o.byMAC[owner].Expiry)
+}
+
+// Drop forgets mac's offer (it bound an address).
+func (o *Offers) Drop(mac macaddr.MAC) {
+	if le, ok := o.byMAC[mac]; ok {
+		delete(o.byIP, le.IP)
+		delete(o.byMAC, mac)
+	}
+}
+
+// Take forgets mac's offer if it is of ip and reports whether it was.
+func (o *Offers) Take(mac macaddr.MAC, ip netip.Addr) bool {
+	if le, ok := o.byMAC[mac]; !ok || le.IP != ip {
+		return false
+	}
+	o.Drop(mac)
+	return true
+}
 
 // LeaseStore is what the dhcp-mode decisions need from an address store:
 // *Leases keeps leases in files of the cluster directory; another store
@@ -101,13 +157,12 @@ type Leases struct {
 	reservedIP map[netip.Addr]macaddr.MAC // reserved address → MAC
 	now        func() time.Time
 
-	mu      sync.Mutex
-	byMAC   map[macaddr.MAC]*Lease // bound leases
-	byIP    map[netip.Addr]*Lease
-	offers  map[macaddr.MAC]Lease // MAC → offered, not yet bound
-	offerIP map[netip.Addr]macaddr.MAC
-	next    netip.Addr // allocation cursor
-	j       *journal   // nil: memory only
+	mu     sync.Mutex
+	byMAC  map[macaddr.MAC]*Lease // bound leases
+	byIP   map[netip.Addr]*Lease
+	offers Offers
+	next   netip.Addr // allocation cursor
+	j      *journal   // nil: memory only
 }
 
 // LeaseOptions configure NewLeases.
@@ -133,7 +188,6 @@ func NewLeases(o LeaseOptions) (*Leases, error) {
 		start: o.Start, end: o.End, now: o.Now,
 		reserved: map[macaddr.MAC]netip.Addr{}, reservedIP: map[netip.Addr]macaddr.MAC{},
 		byMAC: map[macaddr.MAC]*Lease{}, byIP: map[netip.Addr]*Lease{},
-		offers: map[macaddr.MAC]Lease{}, offerIP: map[netip.Addr]macaddr.MAC{},
 		next: o.Start,
 	}
 	if l.now == nil {
@@ -227,12 +281,7 @@ func (l *Leases) usable(ip netip.Addr, mac macaddr.MAC, now time.Time) bool {
 	if le := l.byIP[ip]; le != nil && le.MAC != mac && now.Before(le.Expiry) {
 		return false
 	}
-	if owner, ok := l.offerIP[ip]; ok && owner != mac {
-		if o := l.offers[owner]; now.Before(o.Expiry) {
-			return false
-		}
-	}
-	return true
+	return !l.offers.HeldForOther(ip, mac, now)
 }
 
 // Offer picks the address for mac (its reservation, its current or past
@@ -247,16 +296,7 @@ func (l *Leases) Offer(mac macaddr.MAC, requested netip.Addr) (netip.Addr, bool)
 	if !ok {
 		return netip.Addr{}, false
 	}
-	if old, had := l.offers[mac]; had && old.IP != ip {
-		delete(l.offerIP, old.IP)
-	}
-	// ip may carry another client's expired offer: forget that one, so the
-	// offers map never grows past the pool (spoofed MACs can't bloat it).
-	if prev, had := l.offerIP[ip]; had && prev != mac {
-		delete(l.offers, prev)
-	}
-	l.offers[mac] = Lease{MAC: mac, IP: ip, Expiry: now.Add(offerHold)}
-	l.offerIP[ip] = mac
+	l.offers.Hold(mac, ip, now)
 	return ip, true
 }
 
@@ -271,8 +311,8 @@ func (l *Leases) pick(mac macaddr.MAC, requested netip.Addr, now time.Time) (net
 	if le := l.byMAC[mac]; le != nil && l.usable(le.IP, mac, now) {
 		return le.IP, true
 	}
-	if o, ok := l.offers[mac]; ok && l.usable(o.IP, mac, now) {
-		return o.IP, true
+	if ip, ok := l.offers.Of(mac); ok && l.usable(ip, mac, now) {
+		return ip, true
 	}
 	if l.inRange(requested) && l.usable(requested, mac, now) {
 		return requested, true
@@ -323,10 +363,7 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*Durable
 	case !l.usable(ip, mac, now):
 		return nil, fmt.Errorf("%s is in use by another client", ip)
 	}
-	if o, ok := l.offers[mac]; ok {
-		delete(l.offerIP, o.IP)
-		delete(l.offers, mac)
-	}
+	l.offers.Drop(mac)
 	// The same state change as replaying the journal does.
 	le := Lease{MAC: mac, IP: ip, Expiry: now.Add(d)}
 	l.apply(le)
@@ -364,8 +401,7 @@ func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	}
 	le := l.byMAC[mac]
 	leased := le != nil && le.IP == ip && l.byIP[ip] == le
-	o, offered := l.offers[mac]
-	offered = offered && o.IP == ip
+	offered := l.offers.Take(mac, ip)
 	if !leased && !offered {
 		l.mu.Unlock()
 		return ErrNotOwner
@@ -373,11 +409,7 @@ func (l *Leases) Decline(mac macaddr.MAC, ip netip.Addr) error {
 	if leased {
 		delete(l.byMAC, mac)
 	}
-	if offered {
-		delete(l.offers, mac)
-		delete(l.offerIP, ip)
-	}
-	d := &Lease{IP: ip, Declined: true, Expiry: l.now().Add(declineHold)}
+	d := &Lease{IP: ip, Declined: true, Expiry: l.now().Add(DeclineHold)}
 	l.byIP[ip] = d
 	_, err := l.j.append(*d)
 	l.mu.Unlock()

@@ -86,3 +86,44 @@ func TestDeclineOnlyByOwner(t *testing.T) {
 		t.Fatal("a declined address was offered again at once")
 	}
 }
+
+// TestOffers: the offer book both allocators share.
+func TestOffers(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	a, b := macaddr.MAC{2, 0, 0, 0, 0, 0xa}, macaddr.MAC{2, 0, 0, 0, 0, 0xb}
+	ip1, ip2 := netip.MustParseAddr("10.99.0.1"), netip.MustParseAddr("10.99.0.2")
+	var o Offers
+	if _, ok := o.Of(a); ok || o.HeldForOther(ip1, b, t0) || o.Take(a, ip1) {
+		t.Fatal("the zero Offers is not empty")
+	}
+	o.Drop(a) // no offer: nothing happens
+	o.Hold(a, ip1, t0)
+	if ip, ok := o.Of(a); !ok || ip != ip1 {
+		t.Fatalf("Of(a) = %s %v", ip, ok)
+	}
+	if !o.HeldForOther(ip1, b, t0.Add(OfferHold-time.Second)) || o.HeldForOther(ip1, a, t0) {
+		t.Fatal("a's offer of ip1 must hold against b only")
+	}
+	if o.HeldForOther(ip1, b, t0.Add(OfferHold)) {
+		t.Fatal("an expired offer still holds")
+	}
+	// a's new offer frees ip1; b taking over ip2 after a's offer expired
+	// forgets a's.
+	o.Hold(a, ip2, t0)
+	if o.HeldForOther(ip1, b, t0) {
+		t.Fatal("a's old offer of ip1 still holds")
+	}
+	o.Hold(b, ip2, t0.Add(OfferHold))
+	if _, ok := o.Of(a); ok {
+		t.Fatal("a's offer of ip2 survived b's")
+	}
+	if o.Take(b, ip1) {
+		t.Fatal("Take of another address")
+	}
+	if !o.Take(b, ip2) || o.HeldForOther(ip2, a, t0) {
+		t.Fatal("Take(b, ip2) did not free ip2")
+	}
+	if len(o.byMAC) != 0 || len(o.byIP) != 0 {
+		t.Fatalf("left over: %v %v", o.byMAC, o.byIP)
+	}
+}
