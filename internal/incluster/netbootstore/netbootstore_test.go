@@ -92,9 +92,9 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 	if m.Status.BootStarted == nil || !m.Status.BootStarted.Time.Equal(t0) {
 		t.Errorf("bootStarted %v, want %v", m.Status.BootStarted, t0)
 	}
-	if n := a.Writes(); n < 2 {
-		t.Errorf("a counted %d writes, want at least the create and the status", n)
-	}
+	// The count is added when the write returns, just after the
+	// apiserver has the object: wait for it rather than race it.
+	waitUntil(t, "a to count at least the create and the status write", func() bool { return a.Writes() >= 2 })
 
 	// b hears a's record; a never hears its own.
 	waitUntil(t, "b to hear a's record", func() bool {
