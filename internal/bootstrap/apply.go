@@ -54,7 +54,7 @@ func ApplyConfig(ctx context.Context, o ApplyOptions, n *cluster.Node, m *talos.
 		return "", err
 	}
 	if o.Spec.TalosVersion != "" && !talos.SameMinor(m.TalosVersion, o.Spec.TalosVersion) {
-		log.Warn("node runs a different Talos minor than spec.talosVersion; rendering for the node's version", "node", m.TalosVersion, "spec", o.Spec.TalosVersion)
+		log.Warn("node runs a different Talos minor than spec.talosVersion; rendering for the node's version", "talos", m.TalosVersion, "spec", o.Spec.TalosVersion)
 	}
 	disk, err := ResolveDisk(n, m.Disks)
 	if err != nil {

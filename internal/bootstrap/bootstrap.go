@@ -182,9 +182,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		n := &r.spec.Nodes[i]
 		r.up[n.Name] = make(chan struct{})
 		r.failed[n.Name] = make(chan struct{})
-		if ip := NodeIP(n); ip != "" {
-			r.addrs[n.Name] = ip
-		} else if a := r.store.node(n.Name).Address; a != "" {
+		if a := nodeAddress(n, &r.store.st); a != "" {
 			r.addrs[n.Name] = a
 		}
 	}
@@ -203,15 +201,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}()
 	}
 	wg.Wait()
-	var missing []*cluster.Node
-	for i, n := range selected {
-		if !configured[i] {
-			missing = append(missing, n)
-		}
-	}
 	var discoverErr error
-	if len(missing) > 0 {
-		discoverErr = r.discover(ctx, missing)
+	if slices.Contains(configured, false) {
+		discoverErr = r.discover(ctx)
 	}
 
 	results := make([]NodeResult, len(selected))
@@ -357,21 +349,16 @@ func (r *runner) answers(ctx context.Context, addr string) error {
 	return Answers(ctx, r.tc, addr, r.port)
 }
 
-// discover finds the given nodes in maintenance mode by MAC.
-func (r *runner) discover(ctx context.Context, nodes []*cluster.Node) error {
-	tg, err := discover.TargetsFor(r.paths, r.opts.Networks)
-	if err != nil {
-		return err
-	}
+// discover finds the cluster's nodes in maintenance mode by MAC.
+func (r *runner) discover(ctx context.Context) error {
 	start := time.Now()
-	machines, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: r.port, Log: r.log})
+	tg, machines, err := discover.Find(ctx, r.paths, r.opts.Source.Cluster, r.opts.Networks, discover.Options{Port: r.port, Log: r.log})
 	if err != nil {
 		return fmt.Errorf("discovering maintenance-mode machines: %w", err)
 	}
 	r.found = map[string]*talos.Machine{}
 	for _, m := range machines {
 		if n := discover.NodeFor(m, r.opts.Source.Cluster); n != nil {
-			m.Node = n.Name
 			r.found[n.Name] = m
 		}
 	}

@@ -79,22 +79,16 @@ Machines are matched to the cluster file's nodes by MAC.`,
 				}
 				c = src.Cluster
 			}
-			tg, err := discover.TargetsFor(g.Paths(), nets)
-			if err != nil {
-				return networkHint(err)
-			}
 			port, err := g.TalosPort()
 			if err != nil {
 				return err
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			g.Log.Debug("scanning", "networks", fmt.Sprint(tg.Networks), "hosts", fmt.Sprint(tg.Hosts))
-			ms, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: port, Log: g.Log})
+			tg, ms, err := discover.Find(ctx, g.Paths(), c, nets, discover.Options{Port: port, Log: g.Log})
 			if err != nil {
-				return err
+				return networkHint(err)
 			}
-			discover.Match(ms, c)
 			if ms == nil {
 				ms = []*talos.Machine{}
 			}

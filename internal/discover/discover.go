@@ -305,6 +305,28 @@ func Inspect(ctx context.Context, addr string, port int) (*talos.Machine, error)
 	return m, nil
 }
 
+// Find is how dodai looks for a cluster directory's machines (discover,
+// bootstrap and the interactive mode): it scans where TargetsFor says, with
+// o's port, timeouts and log (o.Networks and o.Hosts are replaced), and
+// matches what answers to c's nodes (Match; c may be nil). It returns the
+// targets too, so callers can say where they looked.
+func Find(ctx context.Context, l cluster.Layout, c *cluster.Cluster, networks []netip.Prefix, o Options) (Targets, []*talos.Machine, error) {
+	tg, err := TargetsFor(l, networks)
+	if err != nil {
+		return Targets{}, nil, err
+	}
+	if o.Log != nil {
+		o.Log.Debug("scanning", "networks", fmt.Sprint(tg.Networks), "hosts", fmt.Sprint(tg.Hosts))
+	}
+	o.Networks, o.Hosts = tg.Networks, tg.Hosts
+	machines, err := Scan(ctx, o)
+	if err != nil {
+		return tg, nil, err
+	}
+	Match(machines, c)
+	return tg, machines, nil
+}
+
 // Match sets each machine's Node to the cluster node owning one of its
 // MACs, or "unknown".
 func Match(machines []*talos.Machine, c *cluster.Cluster) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -207,5 +208,40 @@ func TestTargetsFor(t *testing.T) {
 	hostErr := errors.New("netlink refused")
 	if _, err := targetsFor(cluster.At(t.TempDir()), nil, func() ([]netip.Prefix, error) { return nil, hostErr }); !errors.Is(err, hostErr) {
 		t.Fatalf("host networks error: %v", err)
+	}
+}
+
+// Find scans where TargetsFor says: here only the address bootstrap
+// remembered has a listener (not a Talos node), outside the given network.
+func TestFind(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dir := cluster.At(t.TempDir())
+	if err := state.WriteJSON(dir.BootstrapState(), state.Bootstrap{Nodes: map[string]*state.Node{"w1": {MaintenanceAddress: "127.0.0.1"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	given := netip.MustParsePrefix("127.0.0.8/30")
+	tg, ms, err := Find(ctx, dir, nil, []netip.Prefix{given}, Options{Port: l.Addr().(*net.TCPAddr).Port, DialTimeout: time.Second,
+		Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil || len(ms) != 0 || fmt.Sprint(tg.Networks, tg.Hosts) != "[127.0.0.8/30] [127.0.0.1]" {
+		t.Fatalf("targets %v, machines %v, err %v", tg, ms, err)
+	}
+	if !strings.Contains(logs.String(), `msg="talos API port open" hosts=1`) {
+		t.Fatalf("the remembered address was not probed:\n%s", logs.String())
 	}
 }

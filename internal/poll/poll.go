@@ -3,8 +3,8 @@
 // checks a condition at once and then every interval until it holds, fails
 // for good (Stop), or the context or Options.Timeout ends, and reports
 // progress while it waits. Bootstrap waits for nodes, etcd and the
-// Kubernetes API with it; the day-2 rollout waits for nodes and releases
-// with it. No package writes its own sleep loop.
+// Kubernetes API with it. A new wait uses it rather than a sleep loop of
+// its own (docs/architecture.md lists the loops not yet moved onto it).
 //
 //	err := poll.Until(ctx, poll.Options{Interval: time.Second, Every: 10 * time.Second,
 //		OnProgress: func(p poll.Progress) { log.Info("waiting for etcd", "elapsed", p.Elapsed, "last", p.Last) },

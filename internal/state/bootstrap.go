@@ -1,6 +1,9 @@
 package state
 
-import "time"
+import (
+	"maps"
+	"time"
+)
 
 // Bootstrap is what bootstrap has done so far (state/bootstrap.json), so a
 // re-run resumes and never bootstraps etcd twice.
@@ -50,7 +53,8 @@ type Disk struct {
 }
 
 // ReadBootstrap reads a bootstrap state file; a missing file is an empty
-// state.
+// state. A node recorded as null (a hand-edited file) is no record, so
+// every entry of Nodes is non-nil.
 func ReadBootstrap(path string) (*Bootstrap, error) {
 	var b Bootstrap
 	if err := ReadJSON(path, &b); err != nil {
@@ -59,6 +63,7 @@ func ReadBootstrap(path string) (*Bootstrap, error) {
 	if b.Nodes == nil {
 		b.Nodes = map[string]*Node{}
 	}
+	maps.DeleteFunc(b.Nodes, func(_ string, n *Node) bool { return n == nil })
 	return &b, nil
 }
 

@@ -40,16 +40,11 @@ type Options struct {
 // proposes is decided by bootstrap.Propose; the screens show it and ask.
 func Run(ctx context.Context, opts Options) ([]string, error) {
 	d := opts.Dir
-	tg, err := discover.TargetsFor(d.Layout, opts.Networks)
+	fmt.Fprintln(opts.Out, "Searching for Talos machines in maintenance mode…")
+	tg, machines, err := discover.Find(ctx, d.Layout, d.Cluster(), opts.Networks, discover.Options{Port: opts.Port, Log: opts.Log})
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(opts.Out, "Searching for Talos machines in maintenance mode on %v…\n", tg.Networks)
-	machines, err := discover.Scan(ctx, discover.Options{Networks: tg.Networks, Hosts: tg.Hosts, Port: opts.Port, Log: opts.Log})
-	if err != nil {
-		return nil, err
-	}
-	discover.Match(machines, d.Cluster())
 	if len(machines) == 0 {
 		return nil, fmt.Errorf("no Talos machine in maintenance mode found on %v %v", tg.Networks, tg.Hosts)
 	}
