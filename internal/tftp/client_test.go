@@ -74,12 +74,9 @@ func (ts *testServer) event(t *testing.T) TransferEvent {
 	}
 }
 
-// eventFrom is the next transfer event of the client at from. Events of
-// other clients are skipped: when the test client retransmits an RRQ the
-// server was slow to answer (a loaded machine), the server serves the
-// duplicate as a transfer of its own, which the client ignores and which
-// ends, a second later, in a retransmission timeout of a client that has
-// moved on.
+// eventFrom is the next transfer event of the client at from; events of
+// other clients (there should be none: a retransmitted RRQ of a running
+// transfer starts no second one) are logged and skipped.
 func (ts *testServer) eventFrom(t *testing.T, from netip.AddrPort) TransferEvent {
 	t.Helper()
 	for {

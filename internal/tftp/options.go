@@ -65,7 +65,8 @@ func (s *Server) negotiate(req *Request) (negotiated, *Error) {
 			if time.Duration(v)*time.Second > MaxNegotiatedTimeout {
 				// RFC 2349 lets the server decline the option by leaving it out
 				// of the OACK. Accepting 255 s would let a client that never
-				// ACKs hold a transfer slot for 255 s × retries (~25 min).
+				// ACKs hold a transfer slot for 4 × 255 s (17 min; see
+				// newBackoff).
 				continue
 			}
 			n.timeout = time.Duration(v) * time.Second

@@ -99,20 +99,20 @@ func TestNegotiation(t *testing.T) {
 		wantWin  int
 		wantTmo  time.Duration
 	}{
-		{"no options, no OACK", Server{}, nil, nil, 512, 1, time.Second},
-		{"unknown options only, no OACK", Server{}, []string{"multicast", "1", "utimeout", "5000"}, nil, 512, 1, time.Second},
+		{"no options, no OACK", Server{}, nil, nil, 512, 1, DefaultTimeout},
+		{"unknown options only, no OACK", Server{}, []string{"multicast", "1", "utimeout", "5000"}, nil, 512, 1, DefaultTimeout},
 		{"edk2 probe", Server{}, []string{"tsize", "0", "blksize", "1468", "windowsize", "4"},
-			options("tsize", "123456", "blksize", "1468", "windowsize", "4"), 1468, 4, time.Second},
-		{"blksize capped", Server{}, []string{"blksize", "65464"}, options("blksize", "1468"), 1468, 1, time.Second},
-		{"blksize above RFC max capped", Server{MaxBlockSize: 100000}, []string{"blksize", "70000"}, options("blksize", "65464"), 65464, 1, time.Second},
-		{"blksize small", Server{}, []string{"blksize", "8"}, options("blksize", "8"), 8, 1, time.Second},
-		{"windowsize capped", Server{MaxWindowSize: 16}, []string{"windowsize", "64"}, options("windowsize", "16"), 512, 16, time.Second},
+			options("tsize", "123456", "blksize", "1468", "windowsize", "4"), 1468, 4, DefaultTimeout},
+		{"blksize capped", Server{}, []string{"blksize", "65464"}, options("blksize", "1468"), 1468, 1, DefaultTimeout},
+		{"blksize above RFC max capped", Server{MaxBlockSize: 100000}, []string{"blksize", "70000"}, options("blksize", "65464"), 65464, 1, DefaultTimeout},
+		{"blksize small", Server{}, []string{"blksize", "8"}, options("blksize", "8"), 8, 1, DefaultTimeout},
+		{"windowsize capped", Server{MaxWindowSize: 16}, []string{"windowsize", "64"}, options("windowsize", "16"), 512, 16, DefaultTimeout},
 		{"timeout", Server{Timeout: 3 * time.Second}, []string{"timeout", "7"}, options("timeout", "7"), 512, 1, 7 * time.Second},
 		{"server timeout default", Server{Timeout: 3 * time.Second}, nil, nil, 512, 1, 3 * time.Second},
 		{"long timeout declined (slot-holding DoS)", Server{Timeout: 3 * time.Second}, []string{"timeout", "255", "blksize", "1024"}, options("blksize", "1024"), 1024, 1, 3 * time.Second},
-		{"case-insensitive, client spelling kept", Server{}, []string{"BLKSIZE", "1024", "TSize", "0"}, options("BLKSIZE", "1024", "TSize", "123456"), 1024, 1, time.Second},
-		{"repeated option: first wins", Server{}, []string{"blksize", "1024", "blksize", "2048"}, options("blksize", "1024"), 1024, 1, time.Second},
-		{"unknown ignored among known", Server{}, []string{"foo", "bar", "windowsize", "8"}, options("windowsize", "8"), 512, 8, time.Second},
+		{"case-insensitive, client spelling kept", Server{}, []string{"BLKSIZE", "1024", "TSize", "0"}, options("BLKSIZE", "1024", "TSize", "123456"), 1024, 1, DefaultTimeout},
+		{"repeated option: first wins", Server{}, []string{"blksize", "1024", "blksize", "2048"}, options("blksize", "1024"), 1024, 1, DefaultTimeout},
+		{"unknown ignored among known", Server{}, []string{"foo", "bar", "windowsize", "8"}, options("windowsize", "8"), 512, 8, DefaultTimeout},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sender runs one read transfer over its own socket.
@@ -24,8 +26,9 @@ import (
 //     duplicate. It is ignored — answering duplicates is the sorcerer's
 //     apprentice bug (RFC 1350 errata, RFC 1123 §4.2.3.1); the retransmit
 //     timer covers real loss.
-//   - nothing within the timeout: resend the window from base, up to
-//     Retries times in a row, then give up.
+//   - nothing within the timeout: resend the window from base, with the
+//     bounded exponential backoff of backoff.go (the wait doubles with each
+//     timeout in a row; progress starts it over), then give up.
 //
 // Block numbers are 16 bits on the wire and wrap from 65535 to 0 (what
 // tftp-hpa, atftp, curl, iPXE and EDK2 expect for files over 65535 blocks);
@@ -38,7 +41,7 @@ type sender struct {
 	conn    *net.UDPConn
 	peer    netip.AddrPort
 	log     *slog.Logger
-	retries int
+	backoff *backoff
 
 	sbuf []byte
 	rbuf []byte
@@ -73,20 +76,21 @@ func (x *sender) run() (acked int64, err error) {
 	total := uint64(x.size)/uint64(x.blksize) + 1 // the last block is short (maybe empty)
 	base := uint64(1)                             // first unacknowledged block
 	var sent uint64                               // highest block sent
-	tries := 0
-	deadline, err := x.sendWindow(base, total, &sent)
-	if err != nil {
+	if err := x.sendWindow(base, total, &sent); err != nil {
 		return 0, err
 	}
+	deadline := x.backoff.start(time.Now())
 	for {
 		ack, err := x.await(deadline)
 		if errors.Is(err, errTimeout) {
-			tries++
-			if tries > x.retries {
-				return x.ackedBytes(base), fmt.Errorf("%w after %d retransmissions of block %d", errTimeout, x.retries, base)
+			now := time.Now()
+			var ok bool
+			if deadline, ok = x.backoff.next(now); !ok {
+				return x.ackedBytes(base), fmt.Errorf("%w: block %d not acknowledged after %d retransmissions in %v",
+					errTimeout, base, x.backoff.n, x.backoff.stalled(now).Round(time.Millisecond))
 			}
-			x.log.Debug("TFTP timeout, resending window", "from", base, "try", tries)
-			if deadline, err = x.sendWindow(base, total, &sent); err != nil {
+			x.log.Debug("TFTP timeout, resending window", "from", base, "try", x.backoff.n)
+			if err := x.sendWindow(base, total, &sent); err != nil {
 				return x.ackedBytes(base), err
 			}
 			continue
@@ -102,10 +106,11 @@ func (x *sender) run() (acked int64, err error) {
 		if k == total {
 			return x.size, nil
 		}
-		base, tries = k+1, 0
-		if deadline, err = x.sendWindow(base, total, &sent); err != nil {
+		base = k + 1
+		if err := x.sendWindow(base, total, &sent); err != nil {
 			return x.ackedBytes(base), err
 		}
+		deadline = x.backoff.start(time.Now())
 	}
 }
 
@@ -117,32 +122,36 @@ func (x *sender) ackedBytes(base uint64) int64 {
 
 func (x *sender) sendOACK() error {
 	pkt := x.oack.Marshal()
-	for tries := 0; ; tries++ {
-		if tries > x.retries {
-			return fmt.Errorf("%w: no ACK of the OACK after %d retransmissions", errTimeout, x.retries)
+	if _, err := x.conn.WriteToUDPAddrPort(pkt, x.peer); err != nil {
+		return fmt.Errorf("sending OACK: %w", err)
+	}
+	deadline := x.backoff.start(time.Now())
+	for {
+		ack, err := x.await(deadline)
+		if errors.Is(err, errTimeout) {
+			now := time.Now()
+			var ok bool
+			if deadline, ok = x.backoff.next(now); !ok {
+				return fmt.Errorf("%w: no ACK of the OACK after %d retransmissions in %v",
+					errTimeout, x.backoff.n, x.backoff.stalled(now).Round(time.Millisecond))
+			}
+			x.log.Debug("TFTP timeout, resending OACK", "try", x.backoff.n)
+			if _, err := x.conn.WriteToUDPAddrPort(pkt, x.peer); err != nil {
+				return fmt.Errorf("sending OACK: %w", err)
+			}
+			continue
 		}
-		if _, err := x.conn.WriteToUDPAddrPort(pkt, x.peer); err != nil {
-			return fmt.Errorf("sending OACK: %w", err)
+		if err != nil {
+			return err
 		}
-		deadline := time.Now().Add(x.timeout)
-		for {
-			ack, err := x.await(deadline)
-			if errors.Is(err, errTimeout) {
-				break
-			}
-			if err != nil {
-				return err
-			}
-			if ack == 0 {
-				return nil
-			}
+		if ack == 0 {
+			return nil
 		}
 	}
 }
 
-// sendWindow sends blocks from..from+window-1 (not past total) and returns
-// the deadline for their acknowledgement.
-func (x *sender) sendWindow(from, total uint64, sent *uint64) (time.Time, error) {
+// sendWindow sends blocks from..from+window-1 (not past total).
+func (x *sender) sendWindow(from, total uint64, sent *uint64) error {
 	binary.BigEndian.PutUint16(x.sbuf, OpDATA)
 	end := min(from+uint64(x.window)-1, total)
 	for k := from; k <= end; k++ {
@@ -154,17 +163,17 @@ func (x *sender) sendWindow(from, total uint64, sent *uint64) (time.Time, error)
 				if err == nil || errors.Is(err, io.EOF) {
 					err = errors.New("file shrank during the transfer")
 				}
-				return time.Time{}, fmt.Errorf("reading block %d: %w", k, err)
+				return fmt.Errorf("reading block %d: %w", k, err)
 			}
 		}
 		binary.BigEndian.PutUint16(x.sbuf[2:], uint16(k))
 		x.packets++
 		if _, err := x.conn.WriteToUDPAddrPort(x.sbuf[:4+n], x.peer); err != nil {
-			return time.Time{}, fmt.Errorf("sending block %d: %w", k, err)
+			return fmt.Errorf("sending block %d: %w", k, err)
 		}
 	}
 	*sent = max(*sent, end)
-	return time.Now().Add(x.timeout), nil
+	return nil
 }
 
 // await reads until an ACK from the client arrives (its block number), the
@@ -185,10 +194,17 @@ func (x *sender) await(deadline time.Time) (uint16, error) {
 			if x.ctx.Err() != nil {
 				return 0, x.ctx.Err()
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				return 0, fmt.Errorf("reading from client: %w", err)
+			}
+			// Go reports a passed deadline without reading the socket. When
+			// this goroutine got no CPU until after the deadline (a rack
+			// booting at once), the ACK may be queued already: look once
+			// before calling it a timeout and retransmitting.
+			var ok bool
+			if n, from, ok = x.recvQueued(); !ok {
 				return 0, errTimeout
 			}
-			return 0, fmt.Errorf("reading from client: %w", err)
 		}
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		if from != x.peer {
@@ -210,4 +226,33 @@ func (x *sender) await(deadline time.Time) (uint16, error) {
 			return 0, fmt.Errorf("%w: %w", ErrClientAbort, p)
 		}
 	}
+}
+
+// recvQueued reads a datagram already queued on the socket, without
+// waiting and regardless of the read deadline; ok is false when none is.
+func (x *sender) recvQueued() (n int, from netip.AddrPort, ok bool) {
+	rc, err := x.conn.SyscallConn()
+	if err != nil {
+		return 0, from, false
+	}
+	var sa unix.Sockaddr
+	var rerr error
+	if err := rc.Control(func(fd uintptr) {
+		n, sa, rerr = unix.Recvfrom(int(fd), x.rbuf, unix.MSG_DONTWAIT)
+	}); err != nil || rerr != nil {
+		return 0, from, false
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return n, netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), true
+	case *unix.SockaddrInet6:
+		ip := netip.AddrFrom16(a.Addr)
+		if a.ZoneId != 0 {
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				ip = ip.WithZone(ifi.Name)
+			}
+		}
+		return n, netip.AddrPortFrom(ip, uint16(a.Port)), true
+	}
+	return 0, from, false
 }

@@ -38,8 +38,12 @@ import (
 
 // Defaults for the zero values of Server's fields.
 const (
-	DefaultTimeout       = time.Second
-	DefaultRetries       = 5
+	// DefaultTimeout is the first retransmission timeout; it doubles with
+	// every timeout in a row, up to DefaultMaxTimeout, and a transfer
+	// without progress for DefaultGiveUpAfter is abandoned (see backoff).
+	DefaultTimeout       = 500 * time.Millisecond
+	DefaultMaxTimeout    = 8 * time.Second
+	DefaultGiveUpAfter   = 30 * time.Second
 	DefaultMaxBlockSize  = 1468 // 1500 MTU − 20 (IPv4) − 8 (UDP) − 4 (TFTP)
 	DefaultMaxWindowSize = 64
 	// maxConcurrent bounds simultaneous transfers (each holds a socket and
@@ -59,12 +63,19 @@ type Server struct {
 	// "." components are dropped) are served, each from its file; every
 	// other name is "file not found". The caller chose those files, so
 	// symlinks in their paths are followed.
-	Files         map[string]string
-	Log           *slog.Logger  // may be nil
-	Timeout       time.Duration // per-packet retransmit timeout default (1s); clients may negotiate "timeout"
-	Retries       int           // default 5
-	MaxBlockSize  int           // cap for blksize (default 1468 — fits a 1500 MTU; never above 65464)
-	MaxWindowSize int           // cap for windowsize (default 64)
+	Files map[string]string
+	Log   *slog.Logger // may be nil
+	// Retransmission: a lost OACK or DATA window is resent after Timeout
+	// (default 500 ms, or the client's RFC 2349 "timeout"), then after
+	// twice the previous wait, up to MaxTimeout (default 8 s); a transfer
+	// that has made no progress for GiveUpAfter (default 30 s) ends with
+	// ERROR 0. Retries, when > 0, also caps the retransmissions in a row.
+	Timeout       time.Duration
+	MaxTimeout    time.Duration
+	GiveUpAfter   time.Duration
+	Retries       int
+	MaxBlockSize  int // cap for blksize (default 1468 — fits a 1500 MTU; never above 65464)
+	MaxWindowSize int // cap for windowsize (default 64)
 	// OnTransfer is called after each transfer (for the live view and
 	// metrics): client addr, file name, bytes sent, duration, error (nil when
 	// complete). It is also called for refused requests (Bytes 0). It may be
@@ -105,11 +116,18 @@ func (s *Server) timeout() time.Duration {
 	return DefaultTimeout
 }
 
-func (s *Server) retries() int {
-	if s.Retries > 0 {
-		return s.Retries
+func (s *Server) maxTimeout() time.Duration {
+	if s.MaxTimeout > 0 {
+		return s.MaxTimeout
 	}
-	return DefaultRetries
+	return DefaultMaxTimeout
+}
+
+func (s *Server) giveUpAfter() time.Duration {
+	if s.GiveUpAfter > 0 {
+		return s.GiveUpAfter
+	}
+	return DefaultGiveUpAfter
 }
 
 func (s *Server) maxBlockSize() int {
@@ -181,6 +199,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	sem := make(chan struct{}, maxConcurrent)
+	var running transferSet
 
 	rd := newRequestReader(conn)
 	log := s.log()
@@ -204,9 +223,21 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 			return fmt.Errorf("reading TFTP requests on %s: %w", conn.LocalAddr(), err)
 		}
 		raw := bytes.Clone(buf[:n])
+		key, isRRQ := requestKey(peer, raw)
+		if isRRQ && !running.add(key) {
+			// The client sent this request again while its transfer runs
+			// (firmware retransmits an RRQ whose OACK is slow): the running
+			// transfer retransmits on its own timer; a second one would
+			// send every block twice and hold a second slot.
+			log.Debug("TFTP ignoring a repeated request of a running transfer", "client", peer.String())
+			continue
+		}
 		select {
 		case sem <- struct{}{}:
 		default:
+			if isRRQ {
+				running.remove(key)
+			}
 			log.Warn("TFTP server busy, refusing request", "client", peer.String())
 			if !isErrorPacket(raw) {
 				_, _ = conn.WriteTo((&Error{Code: ErrCodeNotDefined, Message: "server busy"}).Marshal(), net.UDPAddrFromAddrPort(peer))
@@ -217,30 +248,79 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			s.handle(ctx, root, raw, peer, local)
+			ev, ok := s.handle(ctx, root, raw, peer, local)
+			if isRRQ {
+				running.remove(key) // before the event: a request after it is a new transfer
+			}
+			if ok {
+				s.report(ev)
+			}
 		}()
 	}
+}
+
+// requestKey identifies a read request for duplicate detection: the
+// client's address and port and the request's exact bytes (file name,
+// mode, options). A retransmitted RRQ is byte-for-byte the same; a request
+// with other options (EDK2 asks again without tsize after its size probe)
+// or from another port is a transfer of its own.
+func requestKey(peer netip.AddrPort, raw []byte) (string, bool) {
+	if rawOpcode(raw) != OpRRQ {
+		return "", false
+	}
+	b := peer.Addr().As16()
+	return string(b[:]) + string([]byte{byte(peer.Port() >> 8), byte(peer.Port())}) + string(raw), true
+}
+
+// transferSet is the set of requests being served.
+type transferSet struct {
+	mu sync.Mutex
+	m  map[string]struct{}
+}
+
+// add records key and reports whether it was new.
+func (r *transferSet) add(key string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.m[key]; ok {
+		return false
+	}
+	if r.m == nil {
+		r.m = map[string]struct{}{}
+	}
+	r.m[key] = struct{}{}
+	return true
+}
+
+func (r *transferSet) remove(key string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.m, key)
 }
 
 func isErrorPacket(b []byte) bool {
 	return len(b) >= 2 && b[0] == 0 && b[1] == byte(OpERROR)
 }
 
-// handle serves one request from its own socket.
-func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer netip.AddrPort, local netip.Addr) {
+// handle serves one request from its own socket and returns its event
+// (ok is false when nothing was answered).
+func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer netip.AddrPort, local netip.Addr) (ev TransferEvent, ok bool) {
 	start := time.Now()
 	log := s.log().With("client", peer.String())
 	t, perr := s.prepare(root, raw)
 	if t == nil && perr == nil {
-		return // an ERROR (or nothing) sent to the server port: never answer it
+		return ev, false // an ERROR (or nothing) sent to the server port: never answer it
+	}
+	if t != nil {
+		defer t.close()
 	}
 	c, err := listenTransfer(local, peer)
 	if err != nil {
 		log.Error("TFTP: opening transfer socket", "err", err)
-		return
+		return ev, false
 	}
 	defer c.Close()
-	ev := TransferEvent{Client: peer}
+	ev = TransferEvent{Client: peer}
 	if perr != nil {
 		if req, ok := tryRequest(raw); ok {
 			ev.File = req.Filename
@@ -249,14 +329,12 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 		_, _ = c.WriteToUDPAddrPort(perr.Marshal(), peer)
 		ev.Err = perr
 		ev.Duration = time.Since(start)
-		s.report(ev)
-		return
+		return ev, true
 	}
-	defer t.close()
 	ev.File, ev.BlockSize, ev.WindowSize = t.name, t.blksize, t.window
 	log = log.With("file", t.name, "blksize", t.blksize, "windowsize", t.window)
 	log.Debug("TFTP transfer starting", "size", t.size, "mode", t.mode)
-	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, retries: s.retries()}
+	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, backoff: s.newBackoff(t)}
 	ev.Bytes, ev.Err = x.run()
 	ev.Duration = time.Since(start)
 	// A finished transfer is a debug line: a rack booting at once makes
@@ -269,7 +347,7 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 	default:
 		log.Warn("TFTP transfer failed", "bytes", ev.Bytes, "err", ev.Err)
 	}
-	s.report(ev)
+	return ev, true
 }
 
 func (s *Server) report(ev TransferEvent) {
@@ -315,8 +393,10 @@ type transfer struct {
 	size    int64
 	blksize int
 	window  int
-	timeout time.Duration
-	oack    *OACK // nil when no option was accepted
+	timeout time.Duration // first retransmission timeout
+	// negotiatedTimeout: timeout is the client's RFC 2349 "timeout".
+	negotiatedTimeout bool
+	oack              *OACK // nil when no option was accepted
 }
 
 func (t *transfer) close() {
@@ -363,7 +443,7 @@ func (s *Server) prepare(root *os.Root, raw []byte) (*transfer, *Error) {
 	if perr != nil {
 		return nil, perr
 	}
-	t := &transfer{name: req.Filename, mode: mode, r: f, closer: f, blksize: neg.blksize, window: neg.window, timeout: neg.timeout}
+	t := &transfer{name: req.Filename, mode: mode, r: f, closer: f, blksize: neg.blksize, window: neg.window, timeout: neg.timeout, negotiatedTimeout: neg.timeout > 0}
 	if t.timeout == 0 {
 		t.timeout = s.timeout()
 	}
