@@ -2,6 +2,7 @@ package rollout
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -10,30 +11,26 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/dodai-dev/dodai/internal/plan"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
-// poll calls check every PollInterval until it returns done or an error,
-// bounded by NodeTimeout; the timeout error carries check's last reason.
+// poll calls check every PollInterval (poll.Until) until it returns done
+// or an error, bounded by NodeTimeout; the timeout error carries check's
+// last reason.
 func (r *runner) poll(ctx context.Context, what string, check func(context.Context) (done bool, reason string, err error)) error {
-	ctx, cancel := context.WithTimeout(ctx, r.o.NodeTimeout)
-	defer cancel()
-	start := time.Now()
 	last := ""
-	for {
+	err := poll.Until(ctx, poll.Options{Interval: r.o.PollInterval, Timeout: r.o.NodeTimeout}, func(ctx context.Context) (bool, error) {
 		done, reason, err := check(ctx)
 		if err != nil {
-			return err
-		}
-		if done {
-			return nil
+			return false, poll.Stop(err)
 		}
 		last = reason
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not within %s (last: %s)", what, time.Since(start).Round(time.Second), last)
-		case <-time.After(r.o.PollInterval):
-		}
+		return done, nil
+	})
+	if perr, ok := errors.AsType[*poll.Error](err); ok {
+		return fmt.Errorf("%s: not within %s (last: %s)", what, perr.Elapsed.Round(time.Second), last)
 	}
+	return err
 }
 
 // waitReady waits until the node's Kubernetes Node is Ready with the
