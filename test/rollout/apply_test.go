@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +21,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
+	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/plan"
 	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/faketalos"
@@ -292,6 +295,22 @@ func TestRolloutEndToEnd(t *testing.T) {
 	for _, n := range tc.Names {
 		if v := tc.Nodes[n].TalosVersion(); v != "v1.11.6" {
 			t.Fatalf("%s runs %s", n, v)
+		}
+	}
+	// Before each control-plane upgrade, a checked snapshot of the real
+	// etcd in the cluster directory's snapshot place (where `dodai etcd
+	// snapshot` keeps them).
+	snaps, err := etcd.Snapshots(cluster.At(tc.Dir).EtcdSnapshots())
+	if err != nil || len(snaps) < 3 {
+		t.Fatalf("etcd snapshots in %s: %v %v", cluster.At(tc.Dir).EtcdSnapshots(), snaps, err)
+	}
+	for _, f := range snaps {
+		fi, err := os.Stat(f)
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("snapshot %s: %v %v", f, fi, err)
+		}
+		if _, err := etcd.Check(f); err != nil {
+			t.Fatalf("snapshot %s: %v", f, err)
 		}
 	}
 	spans := tc.downtimes("Upgrade", since)
