@@ -164,6 +164,12 @@ directory's lock. The dodai chart runs it as a DaemonSet.`,
 			if err != nil {
 				return err
 			}
+			// For dodai health: which server runs and where it answers.
+			done, err := state.RecordNetbootRun(src.Layout().NetbootRun(), srv.BaseURL())
+			if err != nil {
+				return err
+			}
+			defer done()
 			return srv.Run(cmd.Context())
 		},
 	}
