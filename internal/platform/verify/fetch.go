@@ -39,10 +39,9 @@ type Fetcher struct {
 	// Timeout bounds each download (default 2 minutes).
 	Timeout time.Duration
 
-	mu       sync.Mutex
-	indexes  map[string]*repo.IndexFile
-	getters  getter.Providers
-	registry *registry.Client
+	mu      sync.Mutex
+	indexes map[string]*repo.IndexFile
+	getters getter.Providers
 }
 
 // Archive is a fetched chart: its .tgz bytes and where it came from.
@@ -189,7 +188,7 @@ func (f *Fetcher) fromIndex(ctx context.Context, repoURL, name, version string) 
 	}
 	ref := cv.URLs[0]
 	var data []byte
-	from := ref
+	var from string
 	if isLocal(repoURL) && !strings.Contains(ref, "://") {
 		from = filepath.Join(repoURL, filepath.FromSlash(ref))
 		data, err = os.ReadFile(from)
