@@ -95,7 +95,11 @@ func TestDodaiChartRenders(t *testing.T) {
 	if len(ch.CRDObjects()) != 2 {
 		t.Errorf("CRDs in crds/: %d, want 2", len(ch.CRDObjects()))
 	}
-	objs := renderDodai(t, ch, "dodai-system", map[string]any{"netboot": map[string]any{"interface": "eno2", "mode": "dhcp"}})
+	// The netboot part is off by default (no --in-cluster mode yet).
+	if got := kindsOf(renderDodai(t, ch, "dodai-system", nil)); slices.Contains(got, "DaemonSet/dodai-netboot") {
+		t.Errorf("netboot is on by default: %v", got)
+	}
+	objs := renderDodai(t, ch, "dodai-system", map[string]any{"netboot": map[string]any{"enabled": true, "interface": "eno2", "mode": "dhcp"}})
 	want := []string{
 		"ClusterRole/dodai-system-dodai-controller", "ClusterRoleBinding/dodai-system-dodai-controller",
 		"DaemonSet/dodai-netboot", "Deployment/dodai-controller",
@@ -150,7 +154,7 @@ func TestDodaiChartServerDryRun(t *testing.T) {
 	if _, err := env.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	objs := renderDodai(t, ch, ns, map[string]any{"netboot": map[string]any{"interface": "eno2", "mode": "dhcp", "onlyKnown": true}, "controller": map[string]any{"replicas": 2}})
+	objs := renderDodai(t, ch, ns, map[string]any{"netboot": map[string]any{"enabled": true, "interface": "eno2", "mode": "dhcp", "onlyKnown": true}, "controller": map[string]any{"replicas": 2}})
 	for _, o := range objs {
 		apply(ctx, t, env, o, true)
 	}

@@ -11,9 +11,7 @@
 # ~2.3 GB RAM and uses both cores). Used by test/kubetest. See docs/test-cluster.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-root=$PWD
-export DODAI_TOOLS_DIR="${DODAI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dodai/tools}"
-mkdir -p "$DODAI_TOOLS_DIR"
+. hack/deps/lib/toolcache.bash
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false -mod=readonly"
 
 # Bump when the set of outputs or the build flags change.
@@ -27,31 +25,9 @@ KUBE_LDFLAGS=$(echo $KUBE_LDFLAGS)
 
 key=$( { echo "layout=$layout"; go version; for m in kube etcd flux-source flux-helm; do
   cat "test/tools/$m/go.mod" "test/tools/$m/go.sum"; done; } | sha256sum | cut -c1-16)
-dest="$DODAI_TOOLS_DIR/kube-$key"
-link="$DODAI_TOOLS_DIR/kube"
+toolcache_begin kube "$key"
+mkdir -p "$tmp/flux"
 
-point_link() {
-  ln -sfn "kube-$key" "$link.tmp.$$"
-  mv -T "$link.tmp.$$" "$link"
-}
-
-# Serialize concurrent runs (several worktrees may share one tools dir).
-exec 9>"$DODAI_TOOLS_DIR/.kube.lock"
-flock 9
-
-if [ -f "$dest/.complete" ]; then
-  point_link
-  echo "kube tools: cached in $dest"
-  exit 0
-fi
-
-tmp="$dest.tmp.$$"
-rm -rf "$tmp"
-trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin" "$tmp/flux"
-
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 total_start=$(now)
 build() { # build <module dir> <output name> <package> [ldflags]
   local mod=$1 out=$2 pkg=$3 ldflags=${4:-} start
@@ -85,8 +61,5 @@ copy_config flux-helm github.com/fluxcd/helm-controller helm-controller
 chmod -R u+w "$tmp/flux"
 
 { echo "key=$key"; go version; echo "kubernetes=$KUBE_VERSION"; echo "built=$(date -u +%FT%TZ)"; } > "$tmp/.complete"
-rm -rf "$dest"
-mv "$tmp" "$dest"
-trap - EXIT
-point_link
+toolcache_finish
 printf 'kube tools: done in %s s -> %s\n' "$(since "$total_start")" "$dest"

@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"strings"
 	"sync"
 	"time"
 
@@ -43,15 +41,9 @@ func (p *bootPower) flags(cmd *cobra.Command) {
 // its config) answers. It prints one row per node to stderr (stdout keeps
 // bootstrap's own result) and returns the failures, each naming its node.
 func (p *bootPower) run(ctx context.Context, g *Globals, src *cluster.Source, r *machineconfig.Renderer, names []string, port int) error {
-	sel, err := power.Select(src, names, os.LookupEnv)
+	sel, err := selectPower(g, src, names, "--power: not powering (no bmc)")
 	if err != nil {
 		return err
-	}
-	for _, w := range sel.Warnings {
-		fmt.Fprintln(g.Err, w.String())
-	}
-	if len(sel.Skipped) > 0 {
-		fmt.Fprintf(g.Err, "--power: not powering (no bmc): %s\n", strings.Join(sel.Skipped, ", "))
 	}
 	tc, err := r.Talosconfig()
 	if err != nil {

@@ -66,15 +66,9 @@ answer fails only its own row. Exit status 1 when any node failed.`,
 			if err != nil {
 				return err
 			}
-			sel, err := power.Select(src, nodes, os.LookupEnv)
+			sel, err := selectPower(g, src, nodes, "skipped (no bmc)")
 			if err != nil {
 				return err
-			}
-			for _, w := range sel.Warnings {
-				fmt.Fprintln(g.Err, w.String())
-			}
-			if len(sel.Skipped) > 0 {
-				fmt.Fprintf(g.Err, "skipped (no bmc): %s\n", strings.Join(sel.Skipped, ", "))
 			}
 			results := power.Run(cmd.Context(), sel.Targets, power.Request{Action: action, PXEOnce: pxeOnce, Timeout: timeout, Parallel: parallel})
 			results = append(results, sel.Failed...)
@@ -95,6 +89,23 @@ answer fails only its own row. Exit status 1 when any node failed.`,
 	return cmd
 }
 
+// selectPower picks the nodes for a power action (power.Select, with the
+// environment's credentials) and prints the credential warnings and the
+// nodes skipped for want of a bmc, after skipped.
+func selectPower(g *Globals, src *cluster.Source, nodes []string, skipped string) (*power.Selection, error) {
+	sel, err := power.Select(src, nodes, os.LookupEnv)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range sel.Warnings {
+		fmt.Fprintln(g.Err, w.String())
+	}
+	if len(sel.Skipped) > 0 {
+		fmt.Fprintf(g.Err, "%s: %s\n", skipped, strings.Join(sel.Skipped, ", "))
+	}
+	return sel, nil
+}
+
 func printPower(g *Globals, action power.Action, rs []power.Result) error {
 	return g.Print(rs, func(w io.Writer) error {
 		var rows [][]string
@@ -107,11 +118,7 @@ func printPower(g *Globals, action power.Action, rs []power.Result) error {
 			if action == power.Status {
 				rows = append(rows, []string{r.Node, r.BMC, r.Protocol, string(r.Before), secs, res})
 			} else {
-				done := r.Done
-				if done == "" {
-					done = "-"
-				}
-				rows = append(rows, []string{r.Node, r.BMC, r.Protocol, string(r.Before), done, string(r.After), secs, res})
+				rows = append(rows, []string{r.Node, r.BMC, r.Protocol, string(r.Before), orDash(r.Done), string(r.After), secs, res})
 			}
 		}
 		if action == power.Status {

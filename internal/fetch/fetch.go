@@ -88,7 +88,7 @@ func File(ctx context.Context, url, dest string, o Options) (resumedFrom int64, 
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable && have > 0:
 		// The part may already be whole: check its size against the server's.
 		if size, err := remoteSize(ctx, o.Client, url); err == nil && size == have {
-			return have, finish(part, dest, name, have, have, o)
+			return have, finish(part, dest, name, have, have, 0, o)
 		}
 		if err := os.Remove(part); err != nil {
 			return 0, err
@@ -140,17 +140,18 @@ func File(ctx context.Context, url, dest string, o Options) (resumedFrom int64, 
 	if total >= 0 && done != total {
 		return resumed, fmt.Errorf("downloading %s: got %d of %d bytes (run again to resume)", url, done, total)
 	}
-	o.Every = time.Since(start) // for the rate in the final report
-	return resumed, finish(part, dest, name, done, resumed, o)
+	return resumed, finish(part, dest, name, done, resumed, time.Since(start), o)
 }
 
-func finish(part, dest, name string, done, resumed int64, o Options) error {
+// finish renames the complete part into place and reports the final
+// progress (rate over took, the time this run downloaded).
+func finish(part, dest, name string, done, resumed int64, took time.Duration, o Options) error {
 	if err := os.Rename(part, dest); err != nil {
 		return err
 	}
 	if o.Progress != nil {
 		rate := 0.0
-		if s := o.Every.Seconds(); s > 0 {
+		if s := took.Seconds(); s > 0 {
 			rate = float64(done-resumed) / s
 		}
 		o.Progress(Progress{Name: name, Done: done, Total: done, Resumed: resumed, Rate: rate, Final: true})

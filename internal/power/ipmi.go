@@ -56,7 +56,7 @@ func ipmiConnectError(t Target, err error) error {
 		return fmt.Errorf("IPMI authentication with %s failed: wrong username or password", t.Endpoint())
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
 		strings.Contains(s, "timeout"), strings.Contains(s, "deadline"):
-		return fmt.Errorf("BMC %s does not answer IPMI (RMCP+ over UDP): no reply in %d tries of %s", t.Endpoint(), ipmiRetries+1, ipmiTimeout)
+		return fmt.Errorf("BMC %s does not answer IPMI (RMCP+ over UDP): no valid reply in %d tries of %s", t.Endpoint(), ipmiRetries+1, ipmiTimeout)
 	case strings.Contains(s, "connection refused"):
 		return fmt.Errorf("BMC %s does not answer IPMI (RMCP+ over UDP): nothing listens on that port (ICMP port unreachable)", t.Endpoint())
 	}

@@ -259,10 +259,11 @@ func runOne(ctx context.Context, t Target, req Request) (r Result) {
 	}
 	// Confirm: the BMC must report the state the action leads to. A BMC busy
 	// with the action may drop the session: after a failed read, reconnect.
+	read := false // a read after the action succeeded
 	for {
 		s, err := b.PowerState(ctx)
 		if err == nil {
-			r.After = s
+			r.After, read = s, true
 			if s == want {
 				return r
 			}
@@ -276,7 +277,9 @@ func runOne(ctx context.Context, t Target, req Request) (r Result) {
 		}
 		select {
 		case <-ctx.Done():
-			if err != nil {
+			// A read cut by the deadline itself says nothing about the
+			// BMC: the last state it did report is the answer then.
+			if err != nil && (!read || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)) {
 				r.Err = fmt.Errorf("%s, but reading the power state afterwards failed: %w", r.Done, err)
 			} else {
 				r.Err = fmt.Errorf("%s, but the BMC still reports %s after %s", r.Done, r.After, req.Timeout)

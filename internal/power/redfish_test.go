@@ -32,6 +32,8 @@ type redfishServer struct {
 	token    string
 	requests []string // "METHOD path body"
 	hang     bool     // never answer
+	// broken, when set, may answer a request itself (a faulty BMC).
+	broken func(w http.ResponseWriter, r *http.Request) bool
 }
 
 var redfishEnums = map[string][]string{
@@ -72,6 +74,9 @@ func (s *redfishServer) json(w http.ResponseWriter, code int, v any) {
 func (s *redfishServer) serve(w http.ResponseWriter, r *http.Request) {
 	if s.hang {
 		<-r.Context().Done()
+		return
+	}
+	if s.broken != nil && s.broken(w, r) {
 		return
 	}
 	var body map[string]any
@@ -296,6 +301,81 @@ func TestRedfishFaults(t *testing.T) {
 	}
 	if Failed(rs) != 3 {
 		t.Errorf("failed = %d", Failed(rs))
+	}
+}
+
+// A BMC answering garbage gets a clear error naming the BMC and what was
+// being done, never a panic or a hang.
+func TestRedfishBadResponses(t *testing.T) {
+	// after: answer that many matching requests normally first.
+	onAfter := func(after int, method, path string, answer func(w http.ResponseWriter)) func(http.ResponseWriter, *http.Request) bool {
+		return func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Method != method || strings.TrimSuffix(r.URL.Path, "/") != path {
+				return false
+			}
+			if after > 0 {
+				after--
+				return false
+			}
+			answer(w)
+			return true
+		}
+	}
+	on := func(method, path string, answer func(w http.ResponseWriter)) func(http.ResponseWriter, *http.Request) bool {
+		return onAfter(0, method, path, answer)
+	}
+	truncated := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"@odata.id": "/redfish/v1/Systems/1", "PowerState": "O`))
+	}
+	fail500 := func(w http.ResponseWriter) { http.Error(w, "internal error", http.StatusInternalServerError) }
+	html := func(w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "text/html")
+		w.Write([]byte("<html><body>Login</body></html>"))
+	}
+	for _, c := range []struct {
+		name   string
+		broken func(http.ResponseWriter, *http.Request) bool
+		want   []string
+	}{
+		{"service root is HTML", on("GET", "/redfish/v1", html), []string{"redfish 127.0.0.1:", "logging in"}},
+		{"systems is HTML", on("GET", "/redfish/v1/Systems", html), []string{"listing systems"}},
+		{"no system", on("GET", "/redfish/v1/Systems", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"@odata.id": "/redfish/v1/Systems", "Members": []}`))
+		}), []string{"manages 0 computer systems", "a BMC per machine"}},
+		{"system is truncated JSON while listing", on("GET", "/redfish/v1/Systems/1", truncated), []string{"listing systems", "/redfish/v1/Systems/1", "unexpected EOF"}},
+		{"system answers 500 while listing", on("GET", "/redfish/v1/Systems/1", fail500), []string{"listing systems", "/redfish/v1/Systems/1", "500"}},
+		{"system is truncated JSON later", onAfter(1, "GET", "/redfish/v1/Systems/1", truncated), []string{"reading power state", "reading /redfish/v1/Systems/1"}},
+		{"system answers 500 later", onAfter(1, "GET", "/redfish/v1/Systems/1", fail500), []string{"reading power state", "reading /redfish/v1/Systems/1", "500"}},
+		{"unknown power state never reaches on", on("GET", "/redfish/v1/Systems/1", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": "Confused", "Actions": {"#ComputerSystem.Reset": {"target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"}}}`))
+		}), []string{"powered on, but the BMC still reports unknown"}},
+		// The deadline cuts a slow read: the last state the BMC did
+		// report is the answer, not the cut read.
+		{"slow unknown power state", on("GET", "/redfish/v1/Systems/1", func(w http.ResponseWriter) {
+			time.Sleep(300 * time.Millisecond)
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"@odata.id": "/redfish/v1/Systems/1", "Id": "1", "PowerState": "Confused", "Actions": {"#ComputerSystem.Reset": {"target": "/redfish/v1/Systems/1/Actions/ComputerSystem.Reset"}}}`))
+		}), []string{"powered on, but the BMC still reports unknown"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := newRedfishServer(t)
+			s.broken = c.broken
+			rs := Run(context.Background(), []Target{s.target()}, Request{Action: PowerOn, Timeout: 2 * time.Second, Dial: s.dial, Poll: 50 * time.Millisecond})
+			if rs[0].Err == nil {
+				t.Fatalf("no error: %+v", rs[0])
+			}
+			for _, w := range c.want {
+				if !strings.Contains(rs[0].Error, w) {
+					t.Errorf("error %q lacks %q", rs[0].Error, w)
+				}
+			}
+			if rs[0].Duration > 4*time.Second {
+				t.Errorf("took %s with a 2s bound", rs[0].Duration)
+			}
+		})
 	}
 }
 

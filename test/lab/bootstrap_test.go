@@ -4,63 +4,13 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/lab"
 )
-
-// labWithNetboot brings a lab up and starts `dodai netboot` inside it; both
-// are undone at cleanup (lab down, netboot's process group by PID).
-func labWithNetboot(t *testing.T, ctx context.Context, upArgs ...string) (string, *lab.State, string) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "lab")
-	out, err := dodai(t, ctx, "", append([]string{"lab", "up", "-C", dir}, upArgs...)...)
-	st, lerr := lab.Load(dir)
-	if lerr == nil {
-		t.Cleanup(func() {
-			if _, err := lab.Load(dir); err != nil {
-				return
-			}
-			if out, err := dodai(t, context.Background(), "", "lab", "down", "-C", dir); err != nil {
-				t.Errorf("lab down: %v\n%s", err, out)
-			}
-		})
-	}
-	if err != nil {
-		t.Fatalf("lab up: %v\n%s", err, out)
-	}
-	nlog := filepath.Join(t.TempDir(), "netboot.log")
-	lf, _ := os.Create(nlog)
-	self, _ := os.Executable()
-	nb := exec.Command("ip", "netns", "exec", st.Netns, self, "netboot", "-C", dir, "--log-format", "json")
-	nb.Env = append(os.Environ(), envMain+"=1")
-	nb.Stdout, nb.Stderr = lf, lf
-	nb.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := nb.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { nb.Wait(); lf.Close(); close(done) }()
-	// Registered after lab down's cleanup, so it runs before it.
-	t.Cleanup(func() {
-		syscall.Kill(-nb.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			syscall.Kill(-nb.Process.Pid, syscall.SIGKILL)
-			<-done
-		}
-	})
-	waitFor(t, "netboot to serve", 30*time.Second, func() bool { return strings.Contains(read(nlog), "netboot server running") }, func() string { return read(nlog) })
-	return dir, st, nlog
-}
 
 // TestLabBootstrapPower: `dodai bootstrap --power --power-batch 1` powers
 // both machines through their BMCs, one after the other (the second only
@@ -73,7 +23,7 @@ func TestLabBootstrapPower(t *testing.T) {
 	need(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	dir, st, nlog := labWithNetboot(t, ctx, "--controlplanes", "1", "--workers", "1", "--firmware", "bios", "--probe", "--memory", "384", "--disk", "1", "--accel", "tcg")
+	dir, st, nlog, _ := labWithNetboot(t, ctx, "--controlplanes", "1", "--workers", "1", "--firmware", "bios", "--probe", "--memory", "384", "--disk", "1", "--accel", "tcg")
 
 	start := time.Now()
 	out, err := dodai(t, ctx, st.Netns, "bootstrap", "--power", "--power-batch", "1", "--power-wait", "6m", "--timeout", "9m", "-C", dir, "--log-format", "json")

@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -101,12 +102,14 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-func TestLabPXEOnce(t *testing.T) {
-	need(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
-	defer cancel()
+// labWithNetboot brings a lab up and starts `dodai netboot` inside it; both
+// are undone at cleanup (lab down, netboot's process group by PID). It
+// returns the lab directory, its state, netboot's log and a function that
+// stops netboot (also safe to call before the cleanup).
+func labWithNetboot(t *testing.T, ctx context.Context, upArgs ...string) (string, *lab.State, string, func()) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "lab")
-	out, err := dodai(t, ctx, "", "lab", "up", "-C", dir, "--controlplanes", "1", "--workers", "1", "--firmware", "mixed", "--probe", "--memory", "384", "--disk", "1", "--accel", "tcg")
+	out, err := dodai(t, ctx, "", append([]string{"lab", "up", "-C", dir}, upArgs...)...)
 	st, lerr := lab.Load(dir)
 	if lerr == nil {
 		t.Cleanup(func() {
@@ -121,15 +124,6 @@ func TestLabPXEOnce(t *testing.T) {
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
-	if len(st.Machines) != 2 || st.Machines[0].Firmware != lab.FirmwareUEFI || st.Machines[1].Firmware != lab.FirmwareBIOS {
-		t.Fatalf("machines %+v", st.Machines)
-	}
-	// The lab's own cluster file is valid, credentials included.
-	if out, err := dodai(t, ctx, "", "validate", "-C", dir); err != nil {
-		t.Fatalf("validate: %v\n%s", err, out)
-	}
-
-	// The boot server inside the namespace.
 	nlog := filepath.Join(t.TempDir(), "netboot.log")
 	lf, _ := os.Create(nlog)
 	self, _ := os.Executable()
@@ -140,18 +134,35 @@ func TestLabPXEOnce(t *testing.T) {
 	if err := nb.Start(); err != nil {
 		t.Fatal(err)
 	}
-	nbDone := make(chan struct{})
-	go func() { nb.Wait(); lf.Close(); close(nbDone) }()
-	t.Cleanup(func() {
+	done := make(chan struct{})
+	go func() { nb.Wait(); lf.Close(); close(done) }()
+	stop := sync.OnceFunc(func() {
 		syscall.Kill(-nb.Process.Pid, syscall.SIGTERM)
 		select {
-		case <-nbDone:
+		case <-done:
 		case <-time.After(10 * time.Second):
 			syscall.Kill(-nb.Process.Pid, syscall.SIGKILL)
-			<-nbDone
+			<-done
 		}
 	})
+	// Registered after lab down's cleanup, so it runs before it.
+	t.Cleanup(stop)
 	waitFor(t, "netboot to serve", 30*time.Second, func() bool { return strings.Contains(read(nlog), "netboot server running") }, func() string { return read(nlog) })
+	return dir, st, nlog, stop
+}
+
+func TestLabPXEOnce(t *testing.T) {
+	need(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
+	defer cancel()
+	dir, st, nlog, stopNetboot := labWithNetboot(t, ctx, "--controlplanes", "1", "--workers", "1", "--firmware", "mixed", "--probe", "--memory", "384", "--disk", "1", "--accel", "tcg")
+	if len(st.Machines) != 2 || st.Machines[0].Firmware != lab.FirmwareUEFI || st.Machines[1].Firmware != lab.FirmwareBIOS {
+		t.Fatalf("machines %+v", st.Machines)
+	}
+	// The lab's own cluster file is valid, credentials included.
+	if out, err := dodai(t, ctx, "", "validate", "-C", dir); err != nil {
+		t.Fatalf("validate: %v\n%s", err, out)
+	}
 
 	dump := func() string {
 		var b strings.Builder
@@ -165,7 +176,7 @@ func TestLabPXEOnce(t *testing.T) {
 
 	// Power on with --pxe-once through the BMCs, as JSON.
 	start := time.Now()
-	out, err = dodai(t, ctx, st.Netns, "power", "on", "--pxe-once", "-C", dir, "-o", "json")
+	out, err := dodai(t, ctx, st.Netns, "power", "on", "--pxe-once", "-C", dir, "-o", "json")
 	if err != nil {
 		t.Fatalf("power on: %v\n%s", err, out)
 	}
@@ -236,8 +247,7 @@ func TestLabPXEOnce(t *testing.T) {
 
 	// lab down: BMCs stopped, namespace and files gone.
 	sims := []lab.Proc{st.Machines[0].Sim, st.Machines[1].Sim}
-	syscall.Kill(-nb.Process.Pid, syscall.SIGTERM)
-	<-nbDone
+	stopNetboot()
 	if out, err := dodai(t, ctx, "", "lab", "down", "-C", dir); err != nil {
 		t.Fatalf("lab down: %v\n%s", err, out)
 	}

@@ -2,9 +2,9 @@
 // (dodai.dev/v1alpha1) instead of state/machines.json: one object per MAC
 // seen, named after the MAC, with the node of the cluster file it is in its
 // spec and what the boot servers observed (arch, address, stage, last seen,
-// which boot server) in its status. `dodai netboot --in-cluster` saves its
-// registry here, `dodai pivot` moves a cluster directory's registry here,
-// and `dodai status netboot` reads it back.
+// which boot server) in its status. `dodai pivot` moves a cluster
+// directory's registry here, the in-cluster netboot's store
+// (netbootstore) writes it, and `dodai status netboot` reads it back.
 package machines
 
 import (

@@ -7,6 +7,9 @@
 // the controller applied a node's config. Registry changes are written
 // behind the DHCP exchange, latest state per MAC, so a handshake waits only
 // for its lease write.
+//
+// Not wired yet: dodai netboot has no --in-cluster mode, so no command
+// opens a Store today (charts/dodai ships its netboot DaemonSet disabled).
 package netbootstore
 
 import (
@@ -104,7 +107,9 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 // remote passes another replica's (or the controller's) change on.
 func (s *Store) remote(obj any) {
 	m, ok := obj.(*v1alpha1.Machine)
-	if !ok || m.Status.BootServer == s.o.Server {
+	// A Machine without lastSeen is a create whose status is not written
+	// yet (this replica's own included): nothing was seen to pass on.
+	if !ok || m.Status.BootServer == s.o.Server || m.Status.LastSeen == nil {
 		return
 	}
 	s.mu.Lock()
@@ -191,13 +196,10 @@ func (s *Store) Writes() int64 {
 // Run writes queued registry records until ctx ends, then flushes what is
 // left (bounded to 10 s).
 func (s *Store) Run(ctx context.Context) {
-	for {
+	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			s.flush(fctx)
-			cancel()
-			return
+			continue
 		case <-s.kick:
 		}
 		s.flush(ctx)
@@ -207,6 +209,9 @@ func (s *Store) Run(ctx context.Context) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s.flush(fctx)
 }
 
 const flushWorkers = 8
@@ -228,8 +233,12 @@ func (s *Store) flush(ctx context.Context) {
 			for m := range work {
 				n, err := s.machines.Put(ctx, m, false)
 				s.machineWrites.Add(int64(n))
-				if err != nil && ctx.Err() == nil {
-					s.o.Log.Warn("saving machine", "mac", m.MAC, "err", err)
+				if err != nil {
+					// Also when ctx ended mid-write: Run's last flush
+					// (with its own bound) writes it then.
+					if ctx.Err() == nil {
+						s.o.Log.Warn("saving machine", "mac", m.MAC, "err", err)
+					}
 					s.requeue(m)
 				}
 			}

@@ -296,22 +296,29 @@ func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructur
 		if u.GetKind() != "CustomResourceDefinition" {
 			continue
 		}
-		ctx := cctx
-		for {
-			c, err := ap.Dyn.Resource(crdGVR).Get(ctx, u.GetName(), metav1.GetOptions{})
-			if err == nil && crdEstablished(c) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return rs, fmt.Errorf("waiting for CRD %s to be established: %w", u.GetName(), ctx.Err())
-			case <-time.After(100 * time.Millisecond):
-			}
+		if err := ap.WaitEstablished(cctx, u.GetName()); err != nil {
+			return rs, err
 		}
 	}
 	ap.mapper.Reset()
 	more, err := ap.Apply(ctx, others, false)
 	return append(rs, more...), err
+}
+
+// WaitEstablished waits until the CRD of that name is Established (its
+// kinds are served), or ctx ends.
+func (a *Applier) WaitEstablished(ctx context.Context, name string) error {
+	for {
+		c, err := a.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+		if err == nil && crdEstablished(c) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for CRD %s to be established: %w", name, ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func crdEstablished(u *unstructured.Unstructured) bool {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"path"
@@ -83,7 +84,7 @@ func (f *Fetcher) Fetch(ctx context.Context, s graph.Source) (*Archive, error) {
 	case f.Charts != "":
 		return f.fromIndex(ctx, f.Charts, name, s.Version)
 	case s.Kind == graph.SourceOCI:
-		return f.fromOCI(s.URL, name, s.Version)
+		return f.fromOCI(ctx, s.URL, name, s.Version)
 	default:
 		return f.fromIndex(ctx, s.URL, name, s.Version)
 	}
@@ -100,7 +101,7 @@ func (f *Fetcher) FetchDependency(ctx context.Context, d *chart.Dependency) (*Ar
 		return f.fromIndex(ctx, f.Charts, d.Name, d.Version)
 	}
 	if strings.HasPrefix(d.Repository, "oci://") {
-		return f.fromOCI(d.Repository, d.Name, d.Version)
+		return f.fromOCI(ctx, d.Repository, d.Name, d.Version)
 	}
 	return f.fromIndex(ctx, d.Repository, d.Name, d.Version)
 }
@@ -230,7 +231,10 @@ func (f *Fetcher) get(ctx context.Context, u string) ([]byte, error) {
 
 // fromOCI pulls oci://host/path/name:version. Registries on the loopback
 // address are spoken to over plain HTTP (local mirrors and tests).
-func (f *Fetcher) fromOCI(prefix, name, version string) (*Archive, error) {
+func (f *Fetcher) fromOCI(ctx context.Context, prefix, name, version string) (*Archive, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	ref := strings.TrimSuffix(strings.TrimPrefix(prefix, "oci://"), "/") + "/" + name + ":" + version
 	c, err := f.ociClient(ref)
 	if err != nil {
@@ -248,7 +252,12 @@ func (f *Fetcher) ociClient(ref string) (*registry.Client, error) {
 	if i := strings.IndexByte(host, '/'); i >= 0 {
 		host = host[:i]
 	}
-	opts := []registry.ClientOption{registry.ClientOptWriter(&bytes.Buffer{})}
+	// Helm's registry client has no timeout of its own (and Pull takes no
+	// context): an HTTP client with one bounds every request of a pull,
+	// retries included, so a registry that accepts and never answers is
+	// an error after f.Timeout instead of a hang.
+	hc := &http.Client{Transport: registry.NewTransport(false), Timeout: f.Timeout}
+	opts := []registry.ClientOption{registry.ClientOptWriter(&bytes.Buffer{}), registry.ClientOptHTTPClient(hc)}
 	if loopback(host) {
 		opts = append(opts, registry.ClientOptPlainHTTP())
 	}

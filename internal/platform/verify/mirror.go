@@ -51,6 +51,21 @@ func Mirror(ctx context.Context, g *graph.Graph, f *Fetcher, dir string) ([]Mirr
 	}
 	var out []Mirrored
 	seen := map[string]bool{}
+	// add writes an archive once (charts shared by releases, or a
+	// dependency that is also a release's chart, are written once).
+	add := func(a *Archive) error {
+		file := archiveName(a.Name, a.Version)
+		if seen[file] {
+			return nil
+		}
+		seen[file] = true
+		m, err := writeArchive(dir, file, a, idx)
+		if err != nil {
+			return err
+		}
+		out = append(out, m)
+		return nil
+	}
 	for _, r := range g.Releases {
 		a, err := f.Fetch(ctx, r.Source)
 		if err != nil {
@@ -69,16 +84,9 @@ func Mirror(ctx context.Context, g *graph.Graph, f *Fetcher, dir string) ([]Mirr
 				if err != nil {
 					return out, fmt.Errorf("%s/%s: dependency %s: %w", r.Namespace, r.Name, d.Name, err)
 				}
-				file := archiveName(da.Name, da.Version)
-				if seen[file] {
-					continue
-				}
-				seen[file] = true
-				m, err := writeArchive(dir, file, da, idx)
-				if err != nil {
+				if err := add(da); err != nil {
 					return out, err
 				}
-				out = append(out, m)
 			}
 			data, err := packageChart(ch)
 			if err != nil {
@@ -86,30 +94,13 @@ func Mirror(ctx context.Context, g *graph.Graph, f *Fetcher, dir string) ([]Mirr
 			}
 			a.Data = data
 		}
-		file := archiveName(a.Name, a.Version)
-		if seen[file] {
-			continue
-		}
-		seen[file] = true
-		m, err := writeArchive(dir, file, a, idx)
-		if err != nil {
+		if err := add(a); err != nil {
 			return out, err
 		}
-		out = append(out, m)
 	}
 	idx.SortEntries()
-	var b bytes.Buffer
-	tmp := filepath.Join(dir, ".index.yaml.tmp")
-	if err := idx.WriteFile(tmp, 0o644); err != nil {
-		return out, fmt.Errorf("writing the index: %w", err)
-	}
-	raw, err := os.ReadFile(tmp)
-	os.Remove(tmp)
-	if err != nil {
-		return out, err
-	}
-	b.Write(raw)
-	if err := fsutil.WriteFileAtomic(indexPath, b.Bytes(), 0o644); err != nil {
+	// Helm's WriteFile writes atomically (temporary file, then rename).
+	if err := idx.WriteFile(indexPath, 0o644); err != nil {
 		return out, fmt.Errorf("writing %s: %w", indexPath, err)
 	}
 	return out, nil

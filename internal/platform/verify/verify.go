@@ -22,7 +22,6 @@ import (
 
 	"helm.sh/helm/v3/pkg/chartutil"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/discovery"
@@ -379,7 +378,7 @@ func checkNamespaces(g *graph.Graph, rep *Report, dodaiObjs []*unstructured.Unst
 		}
 		made := map[string]bool{}
 		for _, ro := range vr.objs {
-			if ro.Obj.GetKind() == "Namespace" && ro.Obj.GetAPIVersion() == "v1" {
+			if isNamespace(ro.Obj) {
 				made[ro.Obj.GetName()] = true
 			}
 		}
@@ -517,7 +516,10 @@ func dryRun(ctx context.Context, g *graph.Graph, rep *Report, byName map[string]
 				if !isCRD(ro.Obj) {
 					continue
 				}
-				if err := waitEstablished(ctx, ap, ro.Obj.GetName()); err != nil {
+				cctx, cancel := context.WithTimeout(ctx, time.Minute)
+				err := ap.WaitEstablished(cctx, ro.Obj.GetName())
+				cancel()
+				if err != nil {
 					vr.add(CheckRejected, objRef(ro.Obj), err.Error(), false)
 				}
 			}
@@ -550,30 +552,6 @@ func apiMessage(err error) string {
 		return se.Status().Message
 	}
 	return err.Error()
-}
-
-var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-
-func waitEstablished(ctx context.Context, ap *install.Applier, name string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	for {
-		c, err := ap.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			conds, _, _ := unstructured.NestedSlice(c.Object, "status", "conditions")
-			for _, x := range conds {
-				m, _ := x.(map[string]any)
-				if m["type"] == "Established" && m["status"] == "True" {
-					return nil
-				}
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("CRD %s not established: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

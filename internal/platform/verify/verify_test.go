@@ -2,9 +2,11 @@ package verify
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,9 +208,10 @@ func TestVerifyOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep2.Releases[8].Findings = nil // "missing" is not in the mirror either, with another message
-	rep2.Releases[8].add(CheckFetch, "", "has no good 9.9.9 (it has 1.0.0)", false)
-	check(rep2)
+	check(rep2) // "missing" is not in the mirror either: the mirror has good 1.0.0 only
+	if f := findings(rep2.Releases[8]); !strings.Contains(f, dir+" has no good 9.9.9") {
+		t.Errorf("missing, read from the mirror: %s", f)
+	}
 	// Re-running keeps what is there.
 	before, _ := os.ReadFile(filepath.Join(dir, "index.yaml"))
 	ms, err = Mirror(ctx, ok, nil, dir)
@@ -242,5 +245,93 @@ func TestFetchErrors(t *testing.T) {
 	f = &Fetcher{Charts: bad}
 	if _, err := f.Fetch(ctx, graph.Source{Chart: "x", Version: "1"}); err == nil || !strings.Contains(err.Error(), "not a Helm repository") {
 		t.Errorf("bad index: %v", err)
+	}
+}
+
+// A repository that refuses connections, or accepts them and never
+// answers (HTTP index or OCI registry), is a clear error per release within
+// the Fetcher's timeout, not a hang; an archive that is not a chart is an
+// error naming the chart.
+func TestFetchUnreachable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Accepts and holds every connection without a byte of answer.
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	var mu sync.Mutex
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		hang.Close()
+		<-done
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	// A port nothing listens on.
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := closed.Addr().String()
+	closed.Close()
+
+	for _, c := range []struct {
+		name string
+		src  graph.Source
+		want string
+	}{
+		{"http refused", graph.Source{Kind: graph.SourceHelm, URL: "http://" + refused, Chart: "x", Version: "1.0.0"}, "reading the index of http://" + refused},
+		{"http silent", graph.Source{Kind: graph.SourceHelm, URL: "http://" + hang.Addr().String(), Chart: "x", Version: "1.0.0"}, "reading the index of http://" + hang.Addr().String()},
+		{"oci refused", graph.Source{Kind: graph.SourceOCI, URL: "oci://" + refused + "/charts", Chart: "x", Version: "1.0.0"}, "pulling oci://" + refused + "/charts/x:1.0.0"},
+		{"oci silent", graph.Source{Kind: graph.SourceOCI, URL: "oci://" + hang.Addr().String() + "/charts", Chart: "x", Version: "1.0.0"}, "pulling oci://" + hang.Addr().String() + "/charts/x:1.0.0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f := &Fetcher{Timeout: 500 * time.Millisecond}
+			start := time.Now()
+			_, err := f.Fetch(ctx, c.src)
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("want an error with %q, got %v", c.want, err)
+			}
+			if took > 20*time.Second {
+				t.Errorf("took %s with a 500ms timeout", took)
+			}
+			t.Logf("%s: %v (%s)", c.name, err, took.Round(time.Millisecond))
+		})
+	}
+
+	// An index entry whose archive is not a chart.
+	dir := t.TempDir()
+	idx := "apiVersion: v1\nentries:\n  x:\n  - name: x\n    version: 1.0.0\n    apiVersion: v2\n    urls: [x-1.0.0.tgz]\n"
+	if err := os.WriteFile(filepath.Join(dir, "index.yaml"), []byte(idx), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "x-1.0.0.tgz"), []byte("not a tarball"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := &Fetcher{Charts: dir}
+	a, err := f.Fetch(ctx, graph.Source{Kind: graph.SourceHelm, Chart: "x", Version: "1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Load(ctx, a); err == nil || !strings.Contains(err.Error(), "loading x 1.0.0") {
+		t.Errorf("bad archive: %v", err)
 	}
 }
