@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/incluster/controller"
@@ -28,11 +30,17 @@ from the ConfigMap and Secret that "dodai pivot" writes.`,
 			if err != nil {
 				return err
 			}
+			if kubeconfig == "" {
+				kubeconfig = os.Getenv("KUBECONFIG")
+			}
 			if o.REST, err = kube.RESTConfig(kubeconfig, 50, 100); err != nil {
 				return err
 			}
 			if o.Port, err = g.TalosPort(); err != nil {
 				return err
+			}
+			if o.Namespace == "" {
+				o.Namespace = os.Getenv("POD_NAMESPACE")
 			}
 			o.Namespace = kube.Namespace(o.Namespace)
 			o.Source, o.Log = src, g.Log

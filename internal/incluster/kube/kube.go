@@ -35,16 +35,15 @@ func Scheme() *runtime.Scheme {
 }
 
 // RESTConfig loads kubeconfig, or the in-cluster service account config
-// when kubeconfig is empty and $KUBECONFIG is unset. qps < 0 turns client
-// side rate limiting off (DHCP bursts must not queue behind it).
+// when kubeconfig is empty (the CLI resolves --kubeconfig and $KUBECONFIG).
+// qps < 0 turns client side rate limiting off (DHCP bursts must not queue
+// behind it).
 func RESTConfig(kubeconfig string, qps float32, burst int) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
 	switch {
 	case kubeconfig != "":
 		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	case os.Getenv("KUBECONFIG") != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	default:
 		cfg, err = rest.InClusterConfig()
 		if err != nil {
@@ -68,13 +67,11 @@ func Client(cfg *rest.Config) (client.Client, error) {
 	return c, nil
 }
 
-// Namespace is ns when set, else the pod's namespace ($POD_NAMESPACE or
-// the service account's), else DefaultNamespace.
+// Namespace is ns when set (the CLI passes --namespace, else
+// $POD_NAMESPACE), else the service account's namespace, else
+// DefaultNamespace.
 func Namespace(ns string) string {
 	if ns != "" {
-		return ns
-	}
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
 		return ns
 	}
 	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
@@ -84,10 +81,11 @@ func Namespace(ns string) string {
 }
 
 // Identity names this process in objects it writes (which boot server
-// bound a lease or saw a machine): $POD_NAME, else the host name.
-func Identity() string {
-	if n := os.Getenv("POD_NAME"); n != "" {
-		return n
+// bound a lease or saw a machine): podName (the CLI passes $POD_NAME) when
+// set, else the host name.
+func Identity(podName string) string {
+	if podName != "" {
+		return podName
 	}
 	h, err := os.Hostname()
 	if err != nil {
