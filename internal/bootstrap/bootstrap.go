@@ -237,6 +237,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 			if r.clusterOK {
 				err = r.waitReady(ctx, n)
 			}
+			if err == nil && r.clusterOK && n.Role == cluster.RoleControlPlane {
+				err = r.waitEtcdMember(ctx, n)
+			}
 		}
 		results[i].Action = action
 		results[i].Address = r.addr(n.Name)

@@ -84,3 +84,25 @@ func ConfirmDisk(l cluster.Layout, node string, d talos.Disk) error {
 	}
 	return s.updateNode(node, func(n *state.Node) { n.Disk = recordOf(d) })
 }
+
+// ForgetNode drops what bootstrap recorded about a node that left the
+// cluster (`dodai node remove`); with keepDisk (`dodai node reinstall`) the
+// machine's identity and confirmed install disk stay, so the reinstall is
+// held to the same disk.
+func ForgetNode(l cluster.Layout, node string, keepDisk bool) error {
+	s, err := loadStore(l)
+	if err != nil {
+		return err
+	}
+	return s.update(func(st *state.Bootstrap) {
+		n := st.Nodes[node]
+		if n == nil {
+			return
+		}
+		if !keepDisk {
+			delete(st.Nodes, node)
+			return
+		}
+		n.Applied, n.Configured = nil, nil
+	})
+}

@@ -31,6 +31,9 @@ func commands(g *Globals) []*cobra.Command {
 		newLabCmd(g),
 		newPivotCmd(g),
 		newControllerCmd(g),
+		newHealthCmd(g),
+		newEtcdCmd(g),
+		newNodeCmd(g),
 	}
 }
 

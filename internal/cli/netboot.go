@@ -123,6 +123,12 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			if err != nil {
 				return err
 			}
+			// For dodai health: which server runs and where it answers.
+			done, err := state.RecordNetbootRun(src.Layout().NetbootRun(), srv.BaseURL())
+			if err != nil {
+				return err
+			}
+			defer done()
 			return srv.Run(cmd.Context())
 		},
 	}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // Every command is in the one list, render steps run and status sections
@@ -16,7 +18,7 @@ func TestExplicitWiring(t *testing.T) {
 	for _, c := range commands(g) {
 		names = append(names, c.Name())
 	}
-	for _, want := range []string{"init", "validate", "schema", "config", "image", "render", "netboot", "discover", "bootstrap", "kubeconfig", "platform", "status", "power", "lab", "pivot", "controller"} {
+	for _, want := range []string{"init", "validate", "schema", "config", "image", "render", "netboot", "discover", "bootstrap", "kubeconfig", "platform", "status", "power", "lab", "pivot", "controller", "health", "etcd", "node"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("command %q missing from commands(): %v", want, names)
 		}
@@ -48,13 +50,20 @@ func TestExplicitWiring(t *testing.T) {
 // Every command that talks to Talos nodes takes --talos-port (and so
 // $DODAI_TALOS_PORT through Globals.TalosPort); the others don't offer it.
 func TestTalosPortFlag(t *testing.T) {
-	talksToNodes := []string{"discover", "bootstrap", "kubeconfig", "status", "controller"}
-	for _, c := range commands(&Globals{}) {
-		has := c.Flags().Lookup("talos-port") != nil
-		if want := slices.Contains(talksToNodes, c.Name()); has != want {
-			t.Errorf("%s: --talos-port present %v, want %v", c.Name(), has, want)
+	talksToNodes := []string{"discover", "bootstrap", "kubeconfig", "status", "controller",
+		"health", "etcd status", "etcd snapshot", "etcd restore", "node remove", "node reinstall"}
+	var check func(prefix string, cs []*cobra.Command)
+	check = func(prefix string, cs []*cobra.Command) {
+		for _, c := range cs {
+			name := strings.TrimSpace(prefix + " " + c.Name())
+			has := c.Flags().Lookup("talos-port") != nil
+			if want := slices.Contains(talksToNodes, name); has != want {
+				t.Errorf("%s: --talos-port present %v, want %v", name, has, want)
+			}
+			check(name, c.Commands())
 		}
 	}
+	check("", commands(&Globals{}))
 }
 
 // The Talos port: --talos-port, else $DODAI_TALOS_PORT (read here, by the

@@ -28,6 +28,9 @@ const (
 //	state/leases.json       dhcp-mode leases (+ .journal.N journals)
 //	state/netboot.lock      held by a running netboot or pivot (internal/incluster/handover)
 //	state/pivot.json        where a pivot moved the boot state (internal/incluster/handover)
+//	state/netboot.json      the running netboot server, for dodai health (internal/state.NetbootRun)
+//	state/etcd/             rotated etcd snapshots (internal/etcd)
+//	state/etcd-restore.json progress of dodai etcd restore (internal/etcd)
 type Layout struct {
 	// Dir is the cluster directory as given (relative paths stay relative,
 	// so messages show what the user typed).
@@ -94,6 +97,16 @@ func (l Layout) NetbootLock() string { return l.Path(StateDir, "netboot.lock") }
 
 // PivotRecord is state/pivot.json: where `dodai pivot` moved the boot state.
 func (l Layout) PivotRecord() string { return l.Path(StateDir, "pivot.json") }
+
+// NetbootRun is state/netboot.json: the running netboot server (PID and
+// URL), written by netboot and read by health.
+func (l Layout) NetbootRun() string { return l.Path(StateDir, "netboot.json") }
+
+// EtcdSnapshots is state/etcd: the rotated etcd snapshots.
+func (l Layout) EtcdSnapshots() string { return l.Path(StateDir, "etcd") }
+
+// EtcdRestore is state/etcd-restore.json: the progress of a restore.
+func (l Layout) EtcdRestore() string { return l.Path(StateDir, "etcd-restore.json") }
 
 // Layout returns the layout of the directory the cluster file is in.
 func (s *Source) Layout() Layout { return Layout{Dir: s.Dir} }

@@ -120,6 +120,7 @@ type Call struct {
 	Phase  string // maintenance or running
 	Mode   string // apply mode
 	DryRun bool
+	Detail string // call-specific details (e.g. Reset's options)
 	Code   codes.Code
 	Time   time.Time
 }
@@ -132,6 +133,7 @@ type Group struct {
 	nodes        []*Node
 	ca           *x509.PEMEncodedCertificateAndKey
 	bootstrapped *Node
+	etcd         etcdModel // etcd.go
 }
 
 // NewGroup returns an empty group.
@@ -565,7 +567,7 @@ func (s *runningService) Version(context.Context, *emptypb.Empty) (*machineapi.V
 	}}}, nil
 }
 
-func (s *runningService) Bootstrap(context.Context, *machineapi.BootstrapRequest) (*machineapi.BootstrapResponse, error) {
+func (s *runningService) Bootstrap(_ context.Context, in *machineapi.BootstrapRequest) (*machineapi.BootstrapResponse, error) {
 	n := s.n
 	fail := func(err error) (*machineapi.BootstrapResponse, error) {
 		n.record(Call{Method: "Bootstrap", Phase: "running", Code: status.Code(err)})
@@ -591,22 +593,11 @@ func (s *runningService) Bootstrap(context.Context, *machineapi.BootstrapRequest
 	if noSync {
 		return fail(status.Error(codes.FailedPrecondition, "time is not in sync yet"))
 	}
-	g := n.opts.Group
-	g.mu.Lock()
-	already := g.bootstrapped != nil
-	if !already {
-		g.bootstrapped = n
+	if err := n.opts.Group.etcdBootstrap(n, in); err != nil {
+		return fail(err)
 	}
-	g.mu.Unlock()
-	if already {
-		return fail(status.Error(codes.AlreadyExists, "etcd data directory is not empty"))
-	}
-	n.record(Call{Method: "Bootstrap", Phase: "running"})
+	n.record(Call{Method: "Bootstrap", Phase: "running", Detail: bootstrapDetail(in)})
 	return &machineapi.BootstrapResponse{Messages: []*machineapi.Bootstrap{{}}}, nil
-}
-
-func (s *runningService) etcdRunning() bool {
-	return s.isCP && s.n.opts.Group.Bootstrapped() != nil
 }
 
 func (s *runningService) ServiceList(context.Context, *emptypb.Empty) (*machineapi.ServiceListResponse, error) {
@@ -617,44 +608,9 @@ func (s *runningService) ServiceList(context.Context, *emptypb.Empty) (*machinea
 		{Id: "kubelet", State: "Running", Health: &machineapi.ServiceHealth{Healthy: true, LastChange: now}},
 	}
 	if s.isCP {
-		etcd := &machineapi.ServiceInfo{Id: "etcd", State: "Preparing", Health: &machineapi.ServiceHealth{Unknown: true, LastChange: now}}
-		if s.etcdRunning() {
-			etcd.State = "Running"
-			etcd.Health = &machineapi.ServiceHealth{Healthy: true, LastChange: now}
-		}
-		svcs = append(svcs, etcd)
+		svcs = append(svcs, s.n.opts.Group.etcdService(s.n, now))
 	}
 	return &machineapi.ServiceListResponse{Messages: []*machineapi.ServiceList{{Services: svcs}}}, nil
-}
-
-func (s *runningService) EtcdMemberList(context.Context, *machineapi.EtcdMemberListRequest) (*machineapi.EtcdMemberListResponse, error) {
-	s.n.record(Call{Method: "EtcdMemberList", Phase: "running"})
-	if !s.isCP {
-		return nil, status.Error(codes.Unimplemented, "etcd is not running on worker nodes")
-	}
-	if !s.etcdRunning() {
-		return nil, status.Error(codes.Unavailable, "etcd is not running")
-	}
-	g := s.n.opts.Group
-	g.mu.Lock()
-	nodes := slices.Clone(g.nodes)
-	g.mu.Unlock()
-	var members []*machineapi.EtcdMember
-	for i, m := range nodes {
-		m.mu.Lock()
-		cfg, phase, addr := m.cfg, m.phase, m.addr
-		m.mu.Unlock()
-		if phase != "running" || cfg == nil || cfg.Machine().Type() == machine.TypeWorker {
-			continue
-		}
-		members = append(members, &machineapi.EtcdMember{
-			Id:         uint64(i + 1),
-			Hostname:   hostnameOf(cfg),
-			PeerUrls:   []string{"https://" + net.JoinHostPort(addr, "2380")},
-			ClientUrls: []string{"https://" + net.JoinHostPort(addr, "2379")},
-		})
-	}
-	return &machineapi.EtcdMemberListResponse{Messages: []*machineapi.EtcdMembers{{Members: members}}}, nil
 }
 
 func (s *runningService) Kubeconfig(_ *emptypb.Empty, srv grpc.ServerStreamingServer[common.Data]) error {

@@ -90,7 +90,9 @@ type Env struct {
 	procs    map[string]*process // by component name
 	logs     map[string]string   // component name -> log path
 	flux     *fluxState
-	storage  int // source-controller storage port, kept across StartFlux calls
+	storage  int    // source-controller storage port, kept across StartFlux calls
+	restart  bool   // RestoreEtcd: etcd and kube-apiserver come back on their ports
+	etcdData string // etcd's data directory
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -248,14 +250,23 @@ func (e *Env) launch(ctx context.Context, comp string, env []string, args func()
 }
 
 func (e *Env) startEtcd(ctx context.Context) error {
-	data := filepath.Join(e.Dir, "etcd")
+	return e.startEtcdOn(ctx, filepath.Join(e.Dir, "etcd"), false)
+}
+
+// startEtcdOn starts etcd on the data directory data: a fresh one on new
+// ports, or (keep, after RestoreEtcd) the existing one on the client port
+// the apiserver already uses.
+func (e *Env) startEtcdOn(ctx context.Context, data string, keep bool) error {
+	e.etcdData = data
 	return e.launch(ctx, compEtcd, os.Environ(), func() ([]string, func(context.Context) error, error) {
-		ports, err := freePorts(2)
+		ports, err := e.etcdPorts(keep)
 		if err != nil {
 			return nil, nil, err
 		}
-		if err := os.RemoveAll(data); err != nil {
-			return nil, nil, fmt.Errorf("clearing etcd data directory: %w", err)
+		if !keep {
+			if err := os.RemoveAll(data); err != nil {
+				return nil, nil, fmt.Errorf("clearing etcd data directory: %w", err)
+			}
 		}
 		client := "http://127.0.0.1:" + strconv.Itoa(ports[0])
 		peer := "http://127.0.0.1:" + strconv.Itoa(ports[1])
@@ -297,7 +308,7 @@ func (e *Env) startAPIServer(ctx context.Context) error {
 	}}}
 	defer hc.CloseIdleConnections()
 	return e.launch(ctx, compAPIServer, os.Environ(), func() ([]string, func(context.Context) error, error) {
-		ports, err := freePorts(1)
+		ports, err := e.apiServerPorts()
 		if err != nil {
 			return nil, nil, err
 		}

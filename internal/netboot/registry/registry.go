@@ -373,3 +373,20 @@ func (r *Registry) Save() error {
 	}
 	return nil
 }
+
+// Forget drops a machine (a node removed from the cluster); it reports
+// whether the machine was known. Save writes the change.
+func (r *Registry) Forget(mac macaddr.MAC) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.machines[mac]
+	if m == nil {
+		return false
+	}
+	if m.Node == "" {
+		r.unknown--
+	}
+	delete(r.machines, mac)
+	r.dirty = true
+	return true
+}
