@@ -30,7 +30,17 @@ func main() {
 	urls := flag.String("urls", "", "http, storm: comma-separated URLs each client fetches in order")
 	tftpAddr := flag.String("tftp", "", "storm: TFTP server IP:PORT")
 	tftpFile := flag.String("tftp-file", "snponly.efi", "storm: file each machine fetches by TFTP")
+	acks := flag.String("acks", "", "dhcp: append a line per ACK to this file: MAC, address, server identifier (tests)")
 	flag.Parse()
+	if *acks != "" {
+		f, err := os.OpenFile(*acks, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "netboot-load:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		ackLog = f
+	}
 	var res any
 	var err error
 	switch *mode {
