@@ -72,6 +72,12 @@ type MachineStatus struct {
 	// after the install.
 	// +optional
 	BootStarted *metav1.Time `json:"bootStarted,omitempty"`
+	// Reinstall is when an operator last asked for it to netboot Talos
+	// again (POST /reinstall on a boot server); boot server replicas order
+	// their records by it, so one replica's reinstall is not undone by
+	// another's older "installed".
+	// +optional
+	Reinstall *metav1.Time `json:"reinstall,omitempty"`
 	// LastSeen is when a boot server last heard from it.
 	// +optional
 	LastSeen *metav1.Time `json:"lastSeen,omitempty"`

@@ -236,6 +236,10 @@ func (in *MachineStatus) DeepCopyInto(out *MachineStatus) {
 		in, out := &in.BootStarted, &out.BootStarted
 		*out = (*in).DeepCopy()
 	}
+	if in.Reinstall != nil {
+		in, out := &in.Reinstall, &out.Reinstall
+		*out = (*in).DeepCopy()
+	}
 	if in.LastSeen != nil {
 		in, out := &in.LastSeen, &out.LastSeen
 		*out = (*in).DeepCopy()

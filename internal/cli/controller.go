@@ -1,17 +1,14 @@
 package cli
 
 import (
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/dodai-dev/dodai/internal/incluster/controller"
-	"github.com/dodai-dev/dodai/internal/incluster/kube"
 )
 
 func newControllerCmd(g *Globals) *cobra.Command {
 	var o controller.Options
-	var kubeconfig string
+	var k inClusterFlags
 	cmd := &cobra.Command{
 		Use:   "controller",
 		Short: "Join machines to the cluster from inside it (runs in the dodai chart's Deployment)",
@@ -30,26 +27,19 @@ from the ConfigMap and Secret that "dodai pivot" writes.`,
 			if err != nil {
 				return err
 			}
-			if kubeconfig == "" {
-				kubeconfig = os.Getenv("KUBECONFIG")
-			}
-			if o.REST, err = kube.RESTConfig(kubeconfig, 50, 100); err != nil {
+			if o.REST, err = k.rest(50, 100); err != nil {
 				return err
 			}
 			if o.Port, err = g.TalosPort(); err != nil {
 				return err
 			}
-			if o.Namespace == "" {
-				o.Namespace = os.Getenv("POD_NAMESPACE")
-			}
-			o.Namespace = kube.Namespace(o.Namespace)
+			o.Namespace = k.ns()
 			o.Source, o.Log = src, g.Log
 			return controller.Run(cmd.Context(), o)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig (default $KUBECONFIG, else the pod's service account)")
-	f.StringVar(&o.Namespace, "namespace", "", "namespace of the Machines (default $POD_NAMESPACE, else "+kube.DefaultNamespace+")")
+	k.register(f, false)
 	f.BoolVar(&o.LeaderElect, "leader-elect", false, "elect one active replica (for more than one)")
 	f.StringVar(&o.MetricsAddr, "metrics-addr", "", "Prometheus metrics listen address (default off)")
 	f.StringVar(&o.ProbeAddr, "health-addr", "", "/healthz and /readyz listen address (default off)")

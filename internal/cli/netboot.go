@@ -12,6 +12,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
+	"github.com/dodai-dev/dodai/internal/incluster/netbootstore"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
@@ -54,8 +55,9 @@ func netbootDash(s string) string {
 
 func newNetbootCmd(g *Globals) *cobra.Command {
 	var o netboot.Options
-	var serveConfigs, force bool
+	var serveConfigs, force, inCluster bool
 	var durability string
+	var k inClusterFlags
 	cmd := &cobra.Command{
 		Use:   "netboot",
 		Short: "Run the DHCP/proxyDHCP + TFTP + HTTP/iPXE server that boots machines into the cluster's Talos image",
@@ -79,11 +81,36 @@ anyway (trusted boot networks only; the risk is printed at startup).
 
 A machine that installed Talos (it fetched its config, or dodai bootstrap
 applied it) boots from disk on its next netboot (POST /reinstall?mac=… from
-the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
+the netboot host undoes that). Flags override spec.boot of cluster.yaml.
+
+--in-cluster keeps the machine registry and the dhcp-mode leases in the
+cluster (Machines and DHCPLeases, after dodai pivot) instead of the state
+directory, which is then neither read nor written: several replicas on one
+boot network answer together, the apiserver decides which one binds an
+address. It refuses to start while a local dodai netboot holds this cluster
+directory's lock. The dodai chart runs it as a DaemonSet.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := refusePivoted(g.ClusterDir, force); err != nil {
-				return err
+			if inCluster {
+				for _, name := range []string{"force", "lease-durability"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s does not apply with --in-cluster (it concerns the local state directory)", name)
+					}
+				}
+				if holder, held, err := handover.Held(g.ClusterDir); err != nil {
+					return err
+				} else if held {
+					return fmt.Errorf("refusing to run in-cluster: %s is running for this cluster directory; two boot servers on one network can reinstall machines, stop it first", holder)
+				}
+			} else {
+				for _, name := range []string{"kubeconfig", "namespace", "server-name"} {
+					if cmd.Flags().Changed(name) {
+						return fmt.Errorf("--%s needs --in-cluster", name)
+					}
+				}
+				if err := refusePivoted(g.ClusterDir, force); err != nil {
+					return err
+				}
 			}
 			src, err := g.Load()
 			if err != nil {
@@ -111,14 +138,28 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 			if cmd.Flags().Changed("serve-configs") {
 				o.ServeConfigs = &serveConfigs
 			}
-			o.ConfigApplied = bootstrapApplied(g.ClusterDir)
-			if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
-				return fmt.Errorf("--lease-durability: %w", err)
+			if inCluster {
+				// DHCP bursts must not queue behind client-side rate limits.
+				cfg, err := k.rest(-1, 0)
+				if err != nil {
+					return err
+				}
+				store, err := netbootstore.Open(cmd.Context(), netbootstore.Options{REST: cfg, Namespace: k.ns(),
+					Server: k.serverName(), Cluster: src.Cluster, Log: g.Log})
+				if err != nil {
+					return err
+				}
+				o.Shared, o.ConfigApplied = store, store.ConfigApplied
+			} else {
+				o.ConfigApplied = bootstrapApplied(g.ClusterDir)
+				if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
+					return fmt.Errorf("--lease-durability: %w", err)
+				}
+				// The lock is taken by New once the input is checked (a bad
+				// flag is reported as such while another server runs) and
+				// before the lease journal is opened; Run releases it.
+				o.Lock = func() (func(), error) { return handover.Lock(g.ClusterDir, "dodai netboot") }
 			}
-			// The lock is taken by New once the input is checked (a bad
-			// flag is reported as such while another server runs) and
-			// before the lease journal is opened; Run releases it.
-			o.Lock = func() (func(), error) { return handover.Lock(g.ClusterDir, "dodai netboot") }
 			srv, err := netboot.New(o)
 			if err != nil {
 				return err
@@ -143,6 +184,8 @@ the netboot host undoes that). Flags override spec.boot of cluster.yaml.`,
 	f.BoolVar(&serveConfigs, "serve-configs", false, "serve machine configs over HTTP (talos.config=); default: on in dhcp mode, off in proxy mode, where anyone on the boot network could claim a node's address")
 	f.StringVar(&durability, "lease-durability", "write", "dhcp mode: when a lease counts as recorded before its ACK: write (in the journal; survives any crash of dodai) or sync (fdatasync'd, group commit; also survives a power loss)")
 	f.BoolVar(&force, "force", false, "run even though the cluster was pivoted (dodai pivot) and its boot server runs in the cluster")
+	f.BoolVar(&inCluster, "in-cluster", false, "keep the machine registry and dhcp-mode leases in the cluster (Machines, DHCPLeases) instead of the state directory; several replicas answer together")
+	k.register(f, true)
 	f.StringVar(&o.EFIBinary, "efi-binary", "", "x86-64 UEFI iPXE: snponly.efi (default, firmware's NIC driver) or ipxe.efi (iPXE's drivers)")
 	_ = cmd.RegisterFlagCompletionFunc("mode", cobra.FixedCompletions([]string{"proxy", "dhcp"}, cobra.ShellCompDirectiveNoFileComp))
 	_ = cmd.RegisterFlagCompletionFunc("efi-binary", cobra.FixedCompletions([]string{"snponly.efi", "ipxe.efi"}, cobra.ShellCompDirectiveNoFileComp))
@@ -164,3 +207,5 @@ func bootstrapApplied(clusterDir string) func(node string) (time.Time, bool) {
 		return time.Time{}, false
 	}
 }
+
+var _ netboot.Shared = (*netbootstore.Store)(nil)

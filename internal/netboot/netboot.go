@@ -4,6 +4,11 @@
 // (internal/tftp), HTTP (internal/netboot/httpboot) and the machine
 // registry (internal/netboot/registry), exposes Prometheus metrics and
 // draws the live view, until its context ends.
+//
+// The registry and the dhcp-mode leases live in the cluster directory's
+// state files, or, for `dodai netboot --in-cluster`, in a Shared store
+// (the cluster's apiserver, shared by several replicas): the decisions and
+// protocols are the same either way.
 package netboot
 
 import (
@@ -86,12 +91,35 @@ type Options struct {
 	// DHCPPort, PXEPort, TFTPPort override 67, 4011, 69 (tests and
 	// benchmarks only).
 	DHCPPort, PXEPort, TFTPPort int
+	// Shared, when set, holds the machine registry and the dhcp-mode
+	// leases instead of the cluster directory's state files (which are
+	// then neither read nor written): the in-cluster boot server.
+	Shared Shared
 	// Lock, when set, takes the cluster directory's lock; New calls it
 	// after checking its input and before it opens the machine registry
 	// and the lease journal (opening the journal folds and removes the
 	// journal files, which must never happen under a running server). Run
 	// releases it when it returns.
 	Lock func() (release func(), err error)
+}
+
+// Shared is the state an in-cluster boot server shares with the other
+// replicas (internal/incluster/netbootstore implements it over the
+// apiserver).
+type Shared interface {
+	// Machines returns every machine record, to seed the registry.
+	Machines(ctx context.Context) ([]state.Machine, error)
+	// MachineChanged queues a registry change for writing.
+	MachineChanged(state.Machine)
+	// OnRemote sets the receiver of the records other replicas (or the
+	// controller) wrote; call before Run.
+	OnRemote(func(state.Machine))
+	// Leases returns the dhcp-mode allocator over the shared leases.
+	Leases(ctx context.Context, start, end netip.Addr, reservations map[macaddr.MAC]netip.Addr) (dhcp.LeaseStore, error)
+	// Run writes queued changes until ctx ends, then flushes them.
+	Run(ctx context.Context)
+	// Writes counts the writes sent to the store.
+	Writes() int64
 }
 
 // Server is a configured netboot server.
@@ -102,7 +130,7 @@ type Server struct {
 	baseURL      string
 	serveConfigs bool
 	dhcpCfg      *dhcp.Config
-	leases       *dhcp.Leases // dhcp mode
+	leases       *dhcp.Leases // dhcp mode, file-backed
 	reg          *registry.Registry
 	http         *httpboot.Server
 	metrics      *prometheus.Registry
@@ -219,12 +247,33 @@ func New(o Options) (_ *Server, err error) {
 			}
 		}()
 	}
-	s.reg, err = registry.New(registry.Options{
-		Path: cluster.At(o.ClusterDir).MachinesState(), Known: known, ConfigApplied: o.ConfigApplied,
-		OnChange: s.machineChanged,
-	})
+	ropts := registry.Options{Path: cluster.At(o.ClusterDir).MachinesState(), Known: known, ConfigApplied: o.ConfigApplied,
+		OnChange: s.machineChanged}
+	if o.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if ropts.Seed, err = o.Shared.Machines(ctx); err != nil {
+			return nil, fmt.Errorf("reading the shared machine registry: %w", err)
+		}
+		ropts.Path = ""
+		ropts.OnChange = func(m state.Machine) {
+			s.machineChanged(m)
+			o.Shared.MachineChanged(m)
+		}
+	}
+	s.reg, err = registry.New(ropts)
 	if err != nil {
 		return nil, err
+	}
+	if o.Shared != nil {
+		o.Shared.OnRemote(func(m state.Machine) {
+			if merged, changed := s.reg.Merge(m); changed {
+				s.view.changed(merged)
+			}
+		})
+		s.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dodai_netboot_store_writes_total",
+			Help: "Writes this boot server sent to the shared store (apiserver): leases and machine records."},
+			func() float64 { return float64(o.Shared.Writes()) }))
 	}
 	s.metrics.MustRegister(&stageCollector{reg: s.reg, desc: prometheus.NewDesc("dodai_netboot_machines", "Machines seen, by boot stage.", []string{"stage"}, nil)})
 
@@ -280,16 +329,25 @@ func (s *Server) setupDHCPMode() error {
 			res[m] = p.Addr()
 		}
 	}
-	leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: cluster.At(s.o.ClusterDir).Leases(), Durability: s.o.LeaseDurability,
-		Start: start, End: end, Reservations: res})
-	if err != nil {
-		return err
+	if s.o.Shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if s.dhcpCfg.Leases, err = s.o.Shared.Leases(ctx, start, end, res); err != nil {
+			return fmt.Errorf("the shared dhcp-mode leases: %w", err)
+		}
+	} else {
+		leases, err := dhcp.NewLeases(dhcp.LeaseOptions{Path: cluster.At(s.o.ClusterDir).Leases(), Durability: s.o.LeaseDurability,
+			Start: start, End: end, Reservations: res})
+		if err != nil {
+			return err
+		}
+		s.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dodai_netboot_lease_journal_syncs_total",
+			Help: "fdatasyncs of the dhcp-mode lease journal (with --lease-durability sync, one per group of ACKs)."},
+			func() float64 { return float64(leases.Syncs()) }))
+		s.leases = leases
+		s.dhcpCfg.Leases = leases
 	}
-	s.metrics.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "dodai_netboot_lease_journal_syncs_total",
-		Help: "fdatasyncs of the dhcp-mode lease journal (with --lease-durability sync, one per group of ACKs)."},
-		func() float64 { return float64(leases.Syncs()) }))
-	s.leases = leases
-	s.dhcpCfg.Leases, s.dhcpCfg.Subnet, s.dhcpCfg.LeaseTime = leases, subnet, lt
+	s.dhcpCfg.Subnet, s.dhcpCfg.LeaseTime = subnet, lt
 	if b.Router != "" {
 		s.dhcpCfg.Router, _ = netip.ParseAddr(b.Router)
 	}
@@ -430,7 +488,7 @@ func (s *Server) Run(ctx context.Context) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
 	s.log.Info("netboot server running", "interface", s.o.Interface, "mode", s.o.Mode, "server", s.serverIP,
-		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown, "serveConfigs", s.serveConfigs)
+		"http", s.baseURL, "tftp", tconn != nil, "assets", s.o.AssetsDir, "ipxe", s.o.IPXEDir, "onlyKnown", s.o.OnlyKnown, "serveConfigs", s.serveConfigs, "sharedState", s.o.Shared != nil)
 	s.logConfigServing()
 	if tconn == nil {
 		s.log.Warn("TFTP is off (--no-tftp): firmware PXE clients cannot load iPXE from dodai (iPXE ROMs and UEFI HTTP boot still work)")
@@ -438,6 +496,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 	var wg sync.WaitGroup
 	errc := make(chan error, 4)
+	// The shared store's writer outlives the servers: it flushes what they
+	// queued once they stopped.
+	storeCtx, stopStore := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopStore()
+	storeDone := make(chan struct{})
+	if sh := s.o.Shared; sh != nil {
+		go func() { defer close(storeDone); sh.Run(storeCtx) }()
+	} else {
+		close(storeDone)
+	}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -509,6 +577,8 @@ func (s *Server) Run(ctx context.Context) error {
 		tconn.Close()
 	}
 	wg.Wait()
+	stopStore()
+	<-storeDone
 	if err := s.reg.Save(); err != nil && runErr == nil {
 		runErr = err
 	}
@@ -627,24 +697,24 @@ func resolveBootFile(dir, name string) (path, problem string) {
 	if _, err := os.Lstat(p); err != nil {
 		return "", "missing"
 	}
-	real, err := filepath.EvalSymlinks(p)
+	resolved, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		target, _ := os.Readlink(p)
 		return "", fmt.Sprintf("%s is a symlink to %s, which does not exist (reinstall the package that owns it, e.g. apt-get install --reinstall ipxe, or pass --ipxe-dir with a directory that has %s)", p, target, name)
 	}
-	st, err := os.Stat(real)
+	st, err := os.Stat(resolved)
 	switch {
 	case err != nil:
 		return "", fmt.Sprintf("%s: %v", p, err)
 	case !st.Mode().IsRegular():
-		return "", fmt.Sprintf("%s is not a regular file (%s)", p, real)
+		return "", fmt.Sprintf("%s is not a regular file (%s)", p, resolved)
 	}
-	f, err := os.Open(real)
+	f, err := os.Open(resolved)
 	if err != nil {
 		return "", fmt.Sprintf("%s cannot be read (%v): dodai netboot needs read access to it", p, err)
 	}
 	f.Close()
-	return real, ""
+	return resolved, ""
 }
 
 func firstFile(paths ...string) string {

@@ -31,6 +31,10 @@ type Machine struct {
 	// DHCP of that boot); netboot compares it with when dodai bootstrap
 	// applied the node's config to tell a reboot after the install.
 	BootStarted time.Time `json:"bootStarted,omitzero"`
+	// Reinstall is when an operator last asked for the machine to netboot
+	// Talos again (POST /reinstall); boot servers sharing one registry
+	// order their records by it.
+	Reinstall time.Time `json:"reinstall,omitzero"`
 }
 
 // Machines is the netboot registry file content.

@@ -291,6 +291,9 @@ func probeMain(mode string, args []string) int {
 	if mode == "req4011" {
 		return req4011(args)
 	}
+	if mode == "fwd" {
+		return fwdMain(args)
+	}
 	if mode != "listen" || len(args) != 2 {
 		fmt.Fprintln(os.Stderr, "probe: want listen IFACE SECONDS")
 		return 2

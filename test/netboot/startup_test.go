@@ -45,6 +45,12 @@ func TestStartupErrors(t *testing.T) {
 		{"same cluster twice", []string{"--interface", "withaddr", "--assets", assets}, "dodai netboot pid"},
 		{"port 67 taken", []string{"-C", other, "--interface", "withaddr", "--assets", assets}, "opening DHCP socket on withaddr port 67"},
 		{"no secrets", []string{"-C", noSecrets, "--interface", "withaddr", "--assets", assets}, "run `dodai init` first"},
+		// --in-cluster: never beside a local netboot of the same directory;
+		// its flags only with it; the local state's flags never with it.
+		{"in-cluster beside a local netboot", []string{"--in-cluster", "--interface", "withaddr", "--assets", assets}, "refusing to run in-cluster: dodai netboot pid"},
+		{"kubeconfig without in-cluster", []string{"-C", other, "--kubeconfig", "/nonexistent", "--interface", "withaddr", "--assets", assets}, "--kubeconfig needs --in-cluster"},
+		{"lease durability in-cluster", []string{"-C", other, "--in-cluster", "--lease-durability", "sync"}, "--lease-durability does not apply with --in-cluster"},
+		{"in-cluster without a cluster", []string{"-C", other, "--in-cluster", "--kubeconfig", "/nonexistent", "--interface", "withaddr", "--assets", assets}, "loading Kubernetes client config"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"syscall"
@@ -44,6 +45,9 @@ type dhcpResult struct {
 	P99Ms       float64 `json:"p99_ms"`
 	MaxMs       float64 `json:"max_ms"`
 }
+
+// ackLog, when set (-acks), gets a line per ACK.
+var ackLog *os.File
 
 // handshake is one client's DISCOVER → OFFER → REQUEST → ACK.
 type handshake struct {
@@ -235,6 +239,10 @@ func dhcpLoad(iface string, n, c, seed int, pxe bool, timeouts []time.Duration, 
 					delete(inflight, xid)
 					if msg == msgAck {
 						res.OK++
+						if ackLog != nil {
+							// Written at once (unbuffered): a test reads it while the load runs.
+							fmt.Fprintf(ackLog, "%x %d.%d.%d.%d %d.%d.%d.%d\n", h.mac, yi[0], yi[1], yi[2], yi[3], sid[0], sid[1], sid[2], sid[3])
+						}
 						lat = append(lat, now.Sub(h.start))
 						if onAck != nil {
 							onAck(h.idx, h.start)

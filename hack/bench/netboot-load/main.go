@@ -30,7 +30,17 @@ func main() {
 	urls := flag.String("urls", "", "http, storm: comma-separated URLs each client fetches in order")
 	tftpAddr := flag.String("tftp", "", "storm: TFTP server IP:PORT")
 	tftpFile := flag.String("tftp-file", "snponly.efi", "storm: file each machine fetches by TFTP")
+	acks := flag.String("acks", "", "dhcp: append a line per ACK to this file: MAC, address, server identifier (tests)")
 	flag.Parse()
+	if *acks != "" {
+		f, err := os.OpenFile(*acks, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "netboot-load:", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		ackLog = f
+	}
 	var res any
 	var err error
 	switch *mode {
@@ -47,7 +57,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "netboot-load:", err)
 		os.Exit(1)
 	}
-	json.NewEncoder(os.Stdout).Encode(res)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "netboot-load:", err)
+		os.Exit(1)
+	}
 }
 
 type httpResult struct {
@@ -61,10 +74,7 @@ type httpResult struct {
 }
 
 func httpLoad(urlList string, c int) (*httpResult, error) {
-	var urls []string
-	for _, u := range splitComma(urlList) {
-		urls = append(urls, u)
-	}
+	urls := splitComma(urlList)
 	if len(urls) == 0 {
 		return nil, errors.New("no -urls")
 	}

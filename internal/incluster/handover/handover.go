@@ -100,3 +100,33 @@ func RefuseLocal(r *Record) error {
 		"(disable the dodai component or unlabel its nodes), then run with --force",
 		r.Time.Local().Format(time.DateTime), r.Server, r.Namespace)
 }
+
+// Held reports whether a process holds the cluster directory's netboot
+// lock right now (a local `dodai netboot` or `dodai pivot`), and who, as
+// the lock file names it. It takes nothing and creates nothing: an
+// in-cluster boot server started with this cluster directory checks it
+// (the directory may be a read-only mount there).
+func Held(clusterDir string) (holder string, held bool, err error) {
+	path := cluster.At(clusterDir).NetbootLock()
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("opening %s: %w", path, err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			b, _ := os.ReadFile(path)
+			h := strings.TrimSpace(string(b))
+			if h == "" {
+				h = "another process"
+			}
+			return h, true, nil
+		}
+		return "", false, fmt.Errorf("checking the lock %s: %w", path, err)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return "", false, nil
+}

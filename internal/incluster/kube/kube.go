@@ -1,7 +1,9 @@
 // Package kube holds what dodai's in-cluster parts share to reach the
 // apiserver: the scheme with dodai.dev/v1alpha1 and the core types, the REST
 // config (a kubeconfig, or the pod's service account), and the namespace
-// they keep their objects in.
+// they keep their objects in. Which kubeconfig, namespace and name to use
+// is the command's decision (flags, environment): nothing here reads the
+// environment.
 package kube
 
 import (
@@ -34,21 +36,17 @@ func Scheme() *runtime.Scheme {
 	return s
 }
 
-// RESTConfig loads kubeconfig, or the in-cluster service account config
-// when kubeconfig is empty (the CLI resolves --kubeconfig and $KUBECONFIG).
-// qps < 0 turns client side rate limiting off (DHCP bursts must not queue
-// behind it).
-func RESTConfig(kubeconfig string, qps float32, burst int) (*rest.Config, error) {
+// RESTConfig loads the kubeconfig file at path, or the pod's service
+// account config when path is empty (the caller decides which: this
+// package reads no environment). qps < 0 turns client side rate limiting
+// off (DHCP bursts must not queue behind it).
+func RESTConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	var cfg *rest.Config
 	var err error
-	switch {
-	case kubeconfig != "":
-		cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
-	default:
-		cfg, err = rest.InClusterConfig()
-		if err != nil {
-			err = fmt.Errorf("%w (outside a pod, pass --kubeconfig)", err)
-		}
+	if path != "" {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+	} else if cfg, err = rest.InClusterConfig(); err != nil {
+		err = fmt.Errorf("%w (not in a pod, and no kubeconfig was given)", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("loading Kubernetes client config: %w", err)
@@ -67,29 +65,17 @@ func Client(cfg *rest.Config) (client.Client, error) {
 	return c, nil
 }
 
-// Namespace is ns when set (the CLI passes --namespace, else
-// $POD_NAMESPACE), else the service account's namespace, else
-// DefaultNamespace.
+// serviceAccountNamespace is where a pod finds its own namespace.
+const serviceAccountNamespace = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+// Namespace is ns when set, else the pod's namespace from its service
+// account, else DefaultNamespace.
 func Namespace(ns string) string {
 	if ns != "" {
 		return ns
 	}
-	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+	if b, err := os.ReadFile(serviceAccountNamespace); err == nil && len(strings.TrimSpace(string(b))) > 0 {
 		return strings.TrimSpace(string(b))
 	}
 	return DefaultNamespace
-}
-
-// Identity names this process in objects it writes (which boot server
-// bound a lease or saw a machine): podName (the CLI passes $POD_NAME) when
-// set, else the host name.
-func Identity(podName string) string {
-	if podName != "" {
-		return podName
-	}
-	h, err := os.Hostname()
-	if err != nil {
-		return "dodai"
-	}
-	return h
 }

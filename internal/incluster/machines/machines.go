@@ -45,6 +45,9 @@ func FromObject(m *v1alpha1.Machine) state.Machine {
 	if m.Status.BootStarted != nil {
 		out.BootStarted = m.Status.BootStarted.UTC()
 	}
+	if m.Status.Reinstall != nil {
+		out.Reinstall = m.Status.Reinstall.UTC()
+	}
 	return out
 }
 
@@ -122,9 +125,14 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 			}
 		}
 		st := m.Status.DeepCopy()
-		st.Arch, st.IP, st.Stage = rec.Arch, rec.IP, rec.Stage
-		if st.Arch != "amd64" && st.Arch != "arm64" {
-			st.Arch = ""
+		st.Stage = rec.Stage
+		// A record without an address or arch (a replica that only
+		// offered) never clears what another boot server saw.
+		if rec.IP != "" {
+			st.IP = rec.IP
+		}
+		if rec.Arch == "amd64" || rec.Arch == "arm64" {
+			st.Arch = rec.Arch
 		}
 		if !rec.LastSeen.IsZero() {
 			t := metav1.NewTime(rec.LastSeen.Truncate(time.Second))
@@ -133,6 +141,10 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 		if !rec.BootStarted.IsZero() {
 			t := metav1.NewTime(rec.BootStarted.Truncate(time.Second))
 			st.BootStarted = &t
+		}
+		if !rec.Reinstall.IsZero() {
+			t := metav1.NewTime(rec.Reinstall.Truncate(time.Second))
+			st.Reinstall = &t
 		}
 		if s.Server != "" {
 			st.BootServer = s.Server
@@ -161,7 +173,7 @@ func equalStatus(a, b *v1alpha1.MachineStatus) bool {
 		return x.Equal(y)
 	}
 	return a.Arch == b.Arch && a.IP == b.IP && a.Stage == b.Stage && a.BootServer == b.BootServer &&
-		same(a.LastSeen, b.LastSeen) && same(a.BootStarted, b.BootStarted)
+		same(a.LastSeen, b.LastSeen) && same(a.BootStarted, b.BootStarted) && same(a.Reinstall, b.Reinstall)
 }
 
 func (s *Store) spec(rec state.Machine) v1alpha1.MachineSpec {

@@ -33,6 +33,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/machines"
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
 	"github.com/dodai-dev/dodai/internal/macaddr"
+	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -158,7 +159,7 @@ func (s *Store) ConfigApplied(node string) (time.Time, bool) {
 }
 
 // Leases returns the dhcp-mode allocator over the shared DHCPLeases.
-func (s *Store) Leases(ctx context.Context, start, end netip.Addr, reservations map[macaddr.MAC]netip.Addr) (*leases.Leases, error) {
+func (s *Store) Leases(ctx context.Context, start, end netip.Addr, reservations map[macaddr.MAC]netip.Addr) (dhcp.LeaseStore, error) {
 	l, err := leases.New(ctx, leases.Options{Client: s.client, Cache: s.cache, Namespace: s.o.Namespace,
 		Start: start, End: end, Reservations: reservations, Server: s.o.Server, Log: s.o.Log})
 	if err != nil {

@@ -102,6 +102,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxUnknown overrides MaxUnknown (tests).
 	MaxUnknown int
+	// Seed records are loaded as if read from Path (an in-cluster boot
+	// server starts from the registry the other replicas wrote).
+	Seed []state.Machine
 }
 
 // New loads the registry file (if present).
@@ -117,26 +120,42 @@ func New(o Options) (*Registry, error) {
 	if r.now == nil {
 		r.now = time.Now
 	}
+	var f state.Machines
 	if o.Path != "" {
-		var f state.Machines
 		if err := state.ReadJSON(o.Path, &f); err != nil {
 			return nil, fmt.Errorf("loading machine registry: %w", err)
 		}
-		for _, m := range f.Machines {
-			mac, err := macaddr.Parse(m.MAC)
-			if err != nil {
-				continue // not written by us; the next save drops it
-			}
-			m.MAC = mac.String()
-			m.Node = r.known[mac]
-			if m.Node == "" {
-				r.evictUnknownLocked()
-				r.unknown++
-			}
-			r.machines[mac] = &machine{Machine: m}
+	}
+	for _, m := range append(f.Machines, o.Seed...) {
+		mac, err := macaddr.Parse(m.MAC)
+		if err != nil {
+			continue // not written by us; the next save drops it
 		}
+		r.loadLocked(mac, m)
 	}
 	return r, nil
+}
+
+// loadLocked adds a record read from the file or the shared store: the
+// node name comes from the cluster file, never from the record, and the
+// boot address is left unset (only a DHCP exchange with this server binds
+// it).
+func (r *Registry) loadLocked(mac macaddr.MAC, m state.Machine) *machine {
+	if old := r.machines[mac]; old != nil {
+		delete(r.machines, mac)
+		if old.Node == "" {
+			r.unknown--
+		}
+	}
+	m.MAC = mac.String()
+	m.Node = r.known[mac]
+	if m.Node == "" {
+		r.evictUnknownLocked()
+		r.unknown++
+	}
+	e := &machine{Machine: m}
+	r.machines[mac] = e
+	return e
 }
 
 // Node returns the node name of a known MAC.
@@ -292,7 +311,7 @@ func (r *Registry) SetInstalled(mac macaddr.MAC, installed bool) state.Machine {
 	} else {
 		m.Stage = string(StageDHCP)
 		// A config applied before now belongs to the previous install.
-		m.BootStarted = now
+		m.BootStarted, m.Reinstall = now, now
 	}
 	r.dirty = true
 	out := m.Machine
