@@ -357,6 +357,9 @@ func TestRolloutEndToEnd(t *testing.T) {
 			t.Fatalf("%s runs %v", n, exts)
 		}
 	}
+	if spans := tc.downtimes("Upgrade", since); len(spans) != 5 {
+		t.Fatalf("extension change: %d upgrades, want one per node: %+v", len(spans), spans)
+	}
 
 	// 4. Kubernetes: control-plane components node by node, then kubelets.
 	s.Kubernetes = "v1.34.1"
