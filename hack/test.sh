@@ -4,7 +4,8 @@
 #    when they are all present),
 # 2. runs hack/deps/*.sh, which build test tools (kube-apiserver, etcd, Flux
 #    controllers, ...) from Go modules into $DODAI_TOOLS_DIR, cached by version,
-# 3. vets and runs the whole Go test suite.
+# 3. vets, lints (hack/lint.sh: golangci-lint with .golangci.yml) and runs the
+#    whole Go test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DODAI_TOOLS_DIR="${DODAI_TOOLS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dodai/tools}"
@@ -33,5 +34,7 @@ done
 
 echo "==> go vet ./..."
 go vet ./...
+echo "==> hack/lint.sh"
+./hack/lint.sh
 echo "==> go test ./..."
 go test -count=1 -timeout 40m ./... 2>&1 | tee "${DODAI_TEST_LOG:-/dev/null}"

@@ -55,13 +55,13 @@ func Propose(c *cluster.Cluster, st *state.Bootstrap, discovered, picked []*talo
 	p := Proposal{Protected: map[string]bool{}}
 	cps := 0
 	for _, n := range c.Spec.Nodes {
-		real := st != nil && st.Nodes[n.Name] != nil
+		isMachine := st != nil && st.Nodes[n.Name] != nil
 		for _, m := range discovered {
 			if owner := discover.NodeFor(m, c); owner != nil && owner.Name == n.Name {
-				real = true
+				isMachine = true
 			}
 		}
-		if !real {
+		if !isMachine {
 			continue
 		}
 		p.Protected[n.Name] = true

@@ -69,7 +69,7 @@ func TestInitExampleEndToEnd(t *testing.T) {
 		t.Fatalf("validate: %d %s", code, out)
 	}
 
-	out, errOut, code = run(t, "-C", dir, "config")
+	_, errOut, code = run(t, "-C", dir, "config")
 	if code != 0 {
 		t.Fatalf("config: %d %s", code, errOut)
 	}

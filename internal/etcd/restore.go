@@ -204,20 +204,20 @@ func (c *Client) etcdServiceStates(ctx context.Context) (map[string]string, erro
 }
 
 func (c *Client) etcdServiceState(ctx context.Context, n Node) (string, error) {
-	var state string
+	var svc string
 	err := c.call(ctx, n, func(ctx context.Context, cc *client.Client) error {
 		svcs, err := cc.ServiceInfo(ctx, "etcd")
 		if err != nil {
 			return err
 		}
 		if len(svcs) == 0 || svcs[0].Service == nil {
-			state = "absent"
+			svc = "absent"
 			return nil
 		}
-		state = svcs[0].Service.GetState()
+		svc = svcs[0].Service.GetState()
 		return nil
 	})
-	return state, err
+	return svc, err
 }
 
 // waitEtcdState polls a node's etcd service until it is in the given state.

@@ -76,7 +76,7 @@ func File(ctx context.Context, url, dest string, o Options) (resumedFrom int64, 
 	}
 	defer resp.Body.Close()
 	flags := os.O_CREATE | os.O_WRONLY
-	total := int64(-1)
+	var total int64 // the whole file's size, or -1 when the server does not say
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && have > 0:
 		flags |= os.O_APPEND

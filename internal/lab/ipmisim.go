@@ -124,8 +124,8 @@ func StartSim(dir, netns string) (Proc, error) {
 	}
 	// A bad config or a taken port ends ipmi_sim within milliseconds.
 	select {
-	case <-done:
-		return Proc{}, fmt.Errorf("ipmi_sim exited at once: %s", tailFile(filepath.Join(dir, simLog)))
+	case err := <-done:
+		return Proc{}, fmt.Errorf("ipmi_sim exited at once (%v): %s", err, tailFile(filepath.Join(dir, simLog)))
 	case <-time.After(300 * time.Millisecond):
 	}
 	p := Proc{PID: cmd.Process.Pid, StartTime: st}

@@ -182,7 +182,9 @@ func Up(o Options) (*State, error) {
 		return nil, err
 	}
 	fail := func(err error) (*State, error) {
-		st.save(dir)
+		if serr := st.save(dir); serr != nil {
+			err = errors.Join(err, serr)
+		}
 		return st, fmt.Errorf("%w (dodai lab down -C %s removes what was made)", err, o.Dir)
 	}
 	fmt.Fprintf(o.Log, "namespace %s\n", st.Netns)
@@ -368,7 +370,9 @@ func Down(dir string, log io.Writer) error {
 		}
 	}
 	if len(errs) > 0 {
-		st.save(dir)
+		if err := st.save(dir); err != nil {
+			errs = append(errs, err)
+		}
 		return errors.Join(errs...)
 	}
 	for name, sum := range st.Files {

@@ -123,11 +123,11 @@ func stopPID(pid int, grace time.Duration) error {
 	if err != nil {
 		return nil // already gone
 	}
-	syscall.Kill(pid, syscall.SIGTERM)
+	_ = syscall.Kill(pid, syscall.SIGTERM) // ESRCH if it just exited: waitGone sees that
 	if waitGone(pid, st, grace) {
 		return nil
 	}
-	syscall.Kill(pid, syscall.SIGKILL)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
 	if waitGone(pid, st, 5*time.Second) {
 		return nil
 	}

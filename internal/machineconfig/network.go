@@ -68,11 +68,11 @@ func (r *Renderer) legacyNetworkSettings(c *v1alpha1.Config, node *cluster.Node)
 	sel := r.linkSelector(node)
 	for _, dev := range m.MachineNetwork.NetworkInterfaces {
 		if dev.DeviceSelector != nil && *dev.DeviceSelector == sel {
-			network := "0.0.0.0/0"
+			dest := "0.0.0.0/0"
 			if gw, err := netip.ParseAddr(node.Gateway); err == nil && gw.Is6() {
-				network = "::/0"
+				dest = "::/0"
 			}
-			dev.DeviceRoutes = append(dev.DeviceRoutes, &v1alpha1.Route{RouteNetwork: network, RouteGateway: node.Gateway})
+			dev.DeviceRoutes = append(dev.DeviceRoutes, &v1alpha1.Route{RouteNetwork: dest, RouteGateway: node.Gateway})
 		}
 	}
 }

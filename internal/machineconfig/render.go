@@ -314,10 +314,10 @@ func (r *Renderer) applyPatches(cfg config.Provider, node *cluster.Node) (config
 		patches []cluster.Patch
 	}
 	ps := r.spec.Patches
-	role := ps.Worker
+	rolePatches := ps.Worker
 	rolePath := "spec.patches.worker"
 	if node.Role == cluster.RoleControlPlane {
-		role, rolePath = ps.ControlPlane, "spec.patches.controlplane"
+		rolePatches, rolePath = ps.ControlPlane, "spec.patches.controlplane"
 	}
 	idx := 0
 	for i := range r.spec.Nodes {
@@ -325,7 +325,7 @@ func (r *Renderer) applyPatches(cfg config.Provider, node *cluster.Node) (config
 			idx = i
 		}
 	}
-	levels := []level{{"spec.patches.all", ps.All}, {rolePath, role}, {fmt.Sprintf("spec.nodes[%d].patches", idx), node.Patches}}
+	levels := []level{{"spec.patches.all", ps.All}, {rolePath, rolePatches}, {fmt.Sprintf("spec.nodes[%d].patches", idx), node.Patches}}
 	for _, l := range levels {
 		for i, p := range l.patches {
 			where := fmt.Sprintf("%s:%d:%d: %s[%d]", r.src.File, p.Line, p.Column, l.path, i)

@@ -697,24 +697,24 @@ func resolveBootFile(dir, name string) (path, problem string) {
 	if _, err := os.Lstat(p); err != nil {
 		return "", "missing"
 	}
-	real, err := filepath.EvalSymlinks(p)
+	resolved, err := filepath.EvalSymlinks(p)
 	if err != nil {
 		target, _ := os.Readlink(p)
 		return "", fmt.Sprintf("%s is a symlink to %s, which does not exist (reinstall the package that owns it, e.g. apt-get install --reinstall ipxe, or pass --ipxe-dir with a directory that has %s)", p, target, name)
 	}
-	st, err := os.Stat(real)
+	st, err := os.Stat(resolved)
 	switch {
 	case err != nil:
 		return "", fmt.Sprintf("%s: %v", p, err)
 	case !st.Mode().IsRegular():
-		return "", fmt.Sprintf("%s is not a regular file (%s)", p, real)
+		return "", fmt.Sprintf("%s is not a regular file (%s)", p, resolved)
 	}
-	f, err := os.Open(real)
+	f, err := os.Open(resolved)
 	if err != nil {
 		return "", fmt.Sprintf("%s cannot be read (%v): dodai netboot needs read access to it", p, err)
 	}
 	f.Close()
-	return real, ""
+	return resolved, ""
 }
 
 func firstFile(paths ...string) string {

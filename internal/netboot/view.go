@@ -70,7 +70,7 @@ func (v *view) redraw(list func() []state.Machine) {
 			fmt.Fprintf(&b, "%s  … and %d more changes\n", time.Now().Format("15:04:05"), v.dropped)
 		}
 		v.pending, v.dropped = v.pending[:0], 0
-		io.WriteString(v.w, b.String())
+		_, _ = io.WriteString(v.w, b.String()) // the live view is best effort
 		return
 	}
 	fmt.Fprint(v.w, "\x1b[H\x1b[2J")

@@ -15,18 +15,18 @@ import (
 // nothing else: not other files beside them, not their directories.
 func TestFiles(t *testing.T) {
 	t.Parallel()
-	real := t.TempDir()
-	want := writeRandom(t, real, "boot/ipxe.efi", 50_000)
-	undi := writeRandom(t, real, "undionly.kpxe", 3000)
-	writeRandom(t, real, "secret", 10)
+	dir := t.TempDir()
+	want := writeRandom(t, dir, "boot/ipxe.efi", 50_000)
+	undi := writeRandom(t, dir, "undionly.kpxe", 3000)
+	writeRandom(t, dir, "secret", 10)
 	links := t.TempDir()
-	if err := os.Symlink(filepath.Join(real, "boot", "ipxe.efi"), filepath.Join(links, "ipxe.efi")); err != nil {
+	if err := os.Symlink(filepath.Join(dir, "boot", "ipxe.efi"), filepath.Join(links, "ipxe.efi")); err != nil {
 		t.Fatal(err)
 	}
 	ts := startServer(t, &Server{Timeout: 200 * time.Millisecond, Files: map[string]string{
 		"ipxe.efi":      filepath.Join(links, "ipxe.efi"),
-		"undionly.kpxe": filepath.Join(real, "undionly.kpxe"),
-		"arm64/snp.efi": filepath.Join(real, "boot"), // a directory: refused when asked
+		"undionly.kpxe": filepath.Join(dir, "undionly.kpxe"),
+		"arm64/snp.efi": filepath.Join(dir, "boot"), // a directory: refused when asked
 	}})
 	for name, body := range map[string][]byte{"ipxe.efi": want, "/ipxe.efi": want, "./undionly.kpxe": undi} {
 		c := &client{server: ts.addr, opts: options("blksize", "1468", "windowsize", "8")}

@@ -154,11 +154,11 @@ func nodeGroup(prop bootstrap.Proposal, mp bootstrap.MachineProposal, a *cluster
 	}
 	var linkOpts []huh.Option[string]
 	for _, l := range m.Links {
-		state := "down"
+		linkState := "down"
 		if l.Up {
-			state = "up"
+			linkState = "up"
 		}
-		linkOpts = append(linkOpts, huh.NewOption(fmt.Sprintf("%s  %s  %s  %s", l.MAC, l.Name, state, strings.Join(l.Addresses, ",")), l.MAC))
+		linkOpts = append(linkOpts, huh.NewOption(fmt.Sprintf("%s  %s  %s  %s", l.MAC, l.Name, linkState, strings.Join(l.Addresses, ",")), l.MAC))
 	}
 	return huh.NewGroup(
 		huh.NewNote().Title(fmt.Sprintf("Machine %s (%s)", m.MAC, m.Address)).Description(fmt.Sprintf("%s · %s · %.0f GiB · Talos %s", orDash(m.Hostname), m.CPUSummary(), float64(m.MemoryMiB)/1024, m.TalosVersion)),

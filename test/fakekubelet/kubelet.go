@@ -113,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Kubelet, error) {
 	syncCtx, syncCancel := context.WithTimeout(ctx, 30*time.Second)
 	defer syncCancel()
 	if !cache.WaitForCacheSync(syncCtx.Done(), inf.HasSynced) {
-		k.Stop(ctx, false)
+		_ = k.Stop(ctx, false)
 		return nil, fmt.Errorf("fakekubelet %s: pod informer did not sync", cfg.NodeName)
 	}
 	return k, nil

@@ -55,7 +55,7 @@ func (n *Node) TalosVersion() string {
 
 // Image returns the schematic ID ("" for a vanilla image) and the official
 // extensions of the image the node runs now.
-func (n *Node) Image() (schematicID string, extensions []string) {
+func (n *Node) Image() (schematicID string, officialExtensions []string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.day2.schematic, slices.Clone(n.day2.extensions)

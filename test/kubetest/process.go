@@ -138,9 +138,9 @@ func tailFile(path string, n int) string {
 		return fmt.Sprintf("(cannot read log: %v)", err)
 	}
 	defer f.Close()
-	const max = 64 << 10
-	if st, err := f.Stat(); err == nil && st.Size() > max {
-		if _, err := f.Seek(st.Size()-max, io.SeekStart); err != nil {
+	const maxTail = 64 << 10
+	if st, err := f.Stat(); err == nil && st.Size() > maxTail {
+		if _, err := f.Seek(st.Size()-maxTail, io.SeekStart); err != nil {
 			return fmt.Sprintf("(cannot read log: %v)", err)
 		}
 	}

@@ -57,7 +57,10 @@ func main() {
 		fmt.Fprintln(os.Stderr, "netboot-load:", err)
 		os.Exit(1)
 	}
-	json.NewEncoder(os.Stdout).Encode(res)
+	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		fmt.Fprintln(os.Stderr, "netboot-load:", err)
+		os.Exit(1)
+	}
 }
 
 type httpResult struct {
@@ -71,10 +74,7 @@ type httpResult struct {
 }
 
 func httpLoad(urlList string, c int) (*httpResult, error) {
-	var urls []string
-	for _, u := range splitComma(urlList) {
-		urls = append(urls, u)
-	}
+	urls := splitComma(urlList)
 	if len(urls) == 0 {
 		return nil, errors.New("no -urls")
 	}

@@ -41,6 +41,10 @@ import (
 )
 
 // Reasons of the Joined and NodeReady conditions.
+// conflictRetry is how soon a Machine whose status write lost a race to
+// another writer is reconciled again.
+const conflictRetry = 100 * time.Millisecond
+
 const (
 	ReasonUnknownMachine   = "UnknownMachine"
 	ReasonNoAddress        = "NoAddress"
@@ -133,7 +137,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	if !statusEqual(before, &m.Status) {
 		if err := r.Client.Status().Update(ctx, m); err != nil {
 			if apierrors.IsConflict(err) {
-				return reconcile.Result{Requeue: true}, nil
+				return reconcile.Result{RequeueAfter: conflictRetry}, nil
 			}
 			return reconcile.Result{}, fmt.Errorf("updating status of Machine %s: %w", m.Name, err)
 		}

@@ -293,7 +293,7 @@ func (s *Server) machineConfig(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/yaml")
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-	w.Write(b)
+	_, _ = w.Write(b) // a client that went away has nothing to be told
 }
 
 // setInstalled is POST /installed?mac= (boot from disk from now on) and

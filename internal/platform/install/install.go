@@ -148,12 +148,12 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	if o.SkipFlux {
 		nss = append(nss, fluxNS)
 	}
-	var rest []*unstructured.Unstructured
+	var others []*unstructured.Unstructured
 	for _, u := range objs {
 		if u.GetKind() == "Namespace" {
 			nss = append(nss, u)
 		} else {
-			rest = append(rest, u)
+			others = append(others, u)
 		}
 	}
 	rs, err := ap.Apply(ctx, nss, false)
@@ -189,7 +189,7 @@ func Install(ctx context.Context, g *graph.Graph, o Options) (*Result, error) {
 	}
 
 	// 4. Sources and HelmReleases, inventory, prune.
-	rs, err = ap.Apply(ctx, rest, false)
+	rs, err = ap.Apply(ctx, others, false)
 	record(rs)
 	if err != nil {
 		return res, err
@@ -278,12 +278,12 @@ func writeInventory(ctx context.Context, ap *Applier, refs []Ref, record func([]
 // ApplyFlux applies CRDs and Namespaces first, waits for the CRDs to be
 // Established, then applies the rest.
 func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructured) ([]ApplyResult, error) {
-	var first, rest []*unstructured.Unstructured
+	var first, others []*unstructured.Unstructured
 	for _, u := range objs {
 		if u.GetKind() == "CustomResourceDefinition" || u.GetKind() == "Namespace" {
 			first = append(first, u)
 		} else {
-			rest = append(rest, u)
+			others = append(others, u)
 		}
 	}
 	rs, err := ap.Apply(ctx, first, false)
@@ -301,7 +301,7 @@ func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructur
 		}
 	}
 	ap.mapper.Reset()
-	more, err := ap.Apply(ctx, rest, false)
+	more, err := ap.Apply(ctx, others, false)
 	return append(rs, more...), err
 }
 

@@ -54,9 +54,7 @@ func Objects(g *graph.Graph) ([]*unstructured.Unstructured, error) {
 	for _, ns := range Namespaces(g) {
 		typed = append(typed, ns)
 	}
-	for _, s := range Sources(g) {
-		typed = append(typed, s)
-	}
+	typed = append(typed, Sources(g)...)
 	hrs, err := HelmReleases(g)
 	if err != nil {
 		return nil, err

@@ -189,7 +189,7 @@ func (f *Fetcher) fromIndex(ctx context.Context, repoURL, name, version string) 
 	}
 	ref := cv.URLs[0]
 	var data []byte
-	from := ref
+	var from string
 	if isLocal(repoURL) && !strings.Contains(ref, "://") {
 		from = filepath.Join(repoURL, filepath.FromSlash(ref))
 		data, err = os.ReadFile(from)
