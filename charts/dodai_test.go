@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"os/exec"
 	"slices"
 	"sort"
 	"strings"
@@ -95,9 +96,9 @@ func TestDodaiChartRenders(t *testing.T) {
 	if len(ch.CRDObjects()) != 2 {
 		t.Errorf("CRDs in crds/: %d, want 2", len(ch.CRDObjects()))
 	}
-	// The netboot part is off by default (no --in-cluster mode yet).
-	if got := kindsOf(renderDodai(t, ch, "dodai-system", nil)); slices.Contains(got, "DaemonSet/dodai-netboot") {
-		t.Errorf("netboot is on by default: %v", got)
+	// The netboot part is on by default (it runs only on labelled nodes).
+	if got := kindsOf(renderDodai(t, ch, "dodai-system", nil)); !slices.Contains(got, "DaemonSet/dodai-netboot") {
+		t.Errorf("netboot is off by default: %v", got)
 	}
 	objs := renderDodai(t, ch, "dodai-system", map[string]any{"netboot": map[string]any{"enabled": true, "interface": "eno2", "mode": "dhcp"}})
 	want := []string{
@@ -161,6 +162,27 @@ func TestDodaiChartServerDryRun(t *testing.T) {
 	// Dry run wrote nothing.
 	if ds, err := env.Client.AppsV1().DaemonSets(ns).List(ctx, metav1.ListOptions{}); err != nil || len(ds.Items) != 0 {
 		t.Errorf("dry run created DaemonSets: %v %v", ds, err)
+	}
+
+	// The default values' pods run commands today's binary accepts (--help
+	// after the arguments: cobra rejects an unknown flag before it prints
+	// the help, and nothing runs).
+	bin := testutil.DodaiBinary(t)
+	for _, o := range renderDodai(t, ch, ns, nil) {
+		containers, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			args, _, _ := unstructured.NestedStringSlice(c.(map[string]any), "args")
+			if len(args) == 0 {
+				t.Errorf("%s %s: a container without args", o.GetKind(), o.GetName())
+				continue
+			}
+			cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+			out, err := exec.CommandContext(cctx, bin, append(args, "--help")...).CombinedOutput()
+			ccancel()
+			if err != nil {
+				t.Errorf("%s %s: dodai %s: %v\n%s", o.GetKind(), o.GetName(), strings.Join(args, " "), err, out)
+			}
+		}
 	}
 }
 

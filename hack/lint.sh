@@ -9,4 +9,6 @@ bash hack/deps/lint.sh >&2
 if [ $# -eq 0 ]; then
   set -- ./...
 fi
-exec "$DODAI_TOOLS_DIR/golangci-lint/golangci-lint" run "$@"
+# --allow-serial-runners: a second run (another worktree) waits for the
+# first instead of failing.
+exec "$DODAI_TOOLS_DIR/golangci-lint/golangci-lint" run --allow-serial-runners "$@"

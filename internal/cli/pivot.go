@@ -27,10 +27,9 @@ writes cluster.yaml as the ConfigMap ` + pivot.ConfigMapName + ` and secrets.yam
 leases into DHCPLeases (never rolling back newer objects), and records the
 pivot in state/pivot.json. From then on a local "dodai netboot" refuses to
 start for this cluster unless --force, and "dodai status netboot" reads the
-cluster. Then enable the dodai platform component, which runs "dodai
-controller". Its in-cluster boot server is not there yet ("dodai netboot" has
-no --in-cluster mode; the chart's netboot part is off): until it is, the
-boot server stays the local one, run with --force. Re-running is safe.`,
+cluster. Then enable the dodai platform component and label the boot nodes
+dodai.dev/netboot=true: it runs "dodai netboot --in-cluster" on those nodes
+and "dodai controller". Stop the local netboot before. Re-running is safe.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			src, err := g.Load()
@@ -53,8 +52,8 @@ boot server stays the local one, run with --force. Re-running is safe.`,
 				fmt.Fprintf(w, "Moved %d machine(s) and %d lease(s) into namespace %s (ConfigMap %s, Secret %s).\n",
 					res.Machines, res.Leases, res.Namespace, res.ConfigMap, res.Secret)
 				fmt.Fprintln(w, "A local `dodai netboot` now refuses to start for this cluster (--force overrides).")
-				fmt.Fprintln(w, "Next: enable the dodai component (spec.platform.components.dodai): it runs dodai controller.")
-				fmt.Fprintln(w, "The in-cluster boot server does not exist yet: keep the local one (dodai netboot --force).")
+				fmt.Fprintln(w, "Next: enable the dodai component (spec.platform.components.dodai) and label the boot nodes dodai.dev/netboot=true:")
+				fmt.Fprintln(w, "it runs dodai netboot --in-cluster there and dodai controller.")
 				return nil
 			})
 		},

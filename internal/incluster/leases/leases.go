@@ -11,7 +11,9 @@
 // current, so offers rarely collide, and scanning for a free address starts
 // at a point derived from the MAC, so replicas offer a client the same
 // address and different clients different ones. One apiserver write per
-// handshake (the bind); offers are local.
+// handshake (the bind), which the DHCP server does not wait for before
+// reading the next request (Bind returns a pending dhcp.Durable); offers
+// are local.
 package leases
 
 import (
@@ -302,10 +304,13 @@ func (l *Leases) pickLocked(mac macaddr.MAC, requested netip.Addr, now time.Time
 // (possibly bound a moment ago by another replica).
 var ErrInUse = errors.New("in use by another client")
 
-// Bind commits ip to mac for d (DHCPREQUEST) in the apiserver before it
-// returns. It fails when ip is reserved for someone else, outside the pool
-// (and not mac's reservation), or bound to another client — also when
-// another replica bound it first.
+// Bind commits ip to mac for d (DHCPREQUEST) in the apiserver. It fails at
+// once when ip is reserved for someone else, outside the pool (and not
+// mac's reservation), or bound to another client as far as this replica
+// knows; otherwise the write goes out in the background and the returned
+// Durable finishes when the apiserver took it, or with an error wrapping
+// ErrInUse when another replica bound it first (then no ACK is sent). The
+// DHCP server's reader does not wait for the apiserver meanwhile.
 func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Durable, error) {
 	l.mu.Lock()
 	now := l.o.Now()
@@ -321,7 +326,20 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Du
 		l.mu.Unlock()
 		return nil, fmt.Errorf("%s is %w", ip, ErrInUse)
 	}
+	// Hold the address for mac until the write is done: no other client
+	// is offered or bound it here meanwhile.
+	l.offers.Hold(mac, ip, now)
 	l.mu.Unlock()
+	durable, done := dhcp.NewDurable()
+	go func() { done(l.bindWrite(mac, ip, now, d)) }()
+	return durable, nil
+}
+
+// bindWrite is Bind's apiserver write. Its error wraps ErrInUse when
+// another replica bound the address first (the client gets no ACK; its
+// retry is NAKed, this replica now knowing the binding), else
+// dhcp.ErrPersist.
+func (l *Leases) bindWrite(mac macaddr.MAC, ip netip.Addr, now time.Time, d time.Duration) error {
 	err := l.write(ip, func(cur *v1alpha1.DHCPLeaseSpec, exists bool) error {
 		if exists && cur.MAC != mac.String() && now.Before(cur.Expires.Time) {
 			return fmt.Errorf("%s is %w", ip, ErrInUse)
@@ -330,17 +348,20 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Du
 		return nil
 	})
 	if errors.Is(err, ErrInUse) {
-		return nil, err
+		l.mu.Lock()
+		l.offers.Drop(mac)
+		l.mu.Unlock()
+		return err
 	}
 	if err != nil {
-		// The apiserver did not take it: not the client's fault (no NAK).
-		return nil, fmt.Errorf("%w: %v", dhcp.ErrPersist, err)
+		// The apiserver did not take it: not the client's fault.
+		return fmt.Errorf("%w: %v", dhcp.ErrPersist, err)
 	}
 	l.mu.Lock()
 	l.offers.Drop(mac)
 	l.mu.Unlock()
-	// The apiserver has it (etcd committed it): durable already.
-	return nil, nil
+	// The apiserver has it (etcd committed it).
+	return nil
 }
 
 // errUnchanged makes write skip the apiserver.

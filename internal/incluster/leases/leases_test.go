@@ -75,8 +75,8 @@ func TestTwoWritersOneAddress(t *testing.T) {
 		start := make(chan struct{})
 		var errA, errB error
 		wg.Add(2)
-		go func() { defer wg.Done(); <-start; _, errA = a.Bind(macA, ip, time.Hour) }()
-		go func() { defer wg.Done(); <-start; _, errB = b.Bind(macB, ip, time.Hour) }()
+		go func() { defer wg.Done(); <-start; errA = bind(a, macA, ip, time.Hour) }()
+		go func() { defer wg.Done(); <-start; errB = bind(b, macB, ip, time.Hour) }()
 		close(start)
 		wg.Wait()
 		if (errA == nil) == (errB == nil) {
@@ -126,7 +126,7 @@ func TestReplicasHandOutDistinctAddresses(t *testing.T) {
 				if !ok {
 					continue
 				}
-				if _, err := r.Bind(mac(i), ip, time.Hour); err == nil {
+				if err := bind(r, mac(i), ip, time.Hour); err == nil {
 					got[i] = ip
 					return
 				} else if !errors.Is(err, ErrInUse) {
@@ -194,16 +194,16 @@ func TestDecisions(t *testing.T) {
 	if ip, _ := a.Offer(resMAC, netip.Addr{}); ip != res {
 		t.Errorf("reserved MAC offered %s", ip)
 	}
-	if _, err := a.Bind(resMAC, res, time.Hour); err != nil {
+	if err := bind(a, resMAC, res, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Bind(mac(99), res, time.Hour); err == nil {
+	if err := bind(a, mac(99), res, time.Hour); err == nil {
 		t.Error("another MAC bound a reservation")
 	}
-	if _, err := a.Bind(resMAC, netip.MustParseAddr("10.99.0.150"), time.Hour); err == nil {
+	if err := bind(a, resMAC, netip.MustParseAddr("10.99.0.150"), time.Hour); err == nil {
 		t.Error("a reserved MAC bound another address")
 	}
-	if _, err := a.Bind(mac(1), netip.MustParseAddr("10.99.1.1"), time.Hour); err == nil {
+	if err := bind(a, mac(1), netip.MustParseAddr("10.99.1.1"), time.Hour); err == nil {
 		t.Error("bound an address outside the range")
 	}
 	want := netip.MustParseAddr("10.99.0.150")
@@ -213,10 +213,10 @@ func TestDecisions(t *testing.T) {
 	if ip, _ := a.Offer(mac(2), want); ip == want {
 		t.Error("an address offered to one client was offered to another")
 	}
-	if _, err := a.Bind(mac(1), want, time.Hour); err != nil {
+	if err := bind(a, mac(1), want, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Bind(mac(2), want, time.Hour); !errors.Is(err, ErrInUse) {
+	if err := bind(a, mac(2), want, time.Hour); !errors.Is(err, ErrInUse) {
 		t.Errorf("bind of another client's address: %v", err)
 	}
 	if err := a.Decline(mac(2), want); !errors.Is(err, dhcp.ErrNotOwner) {
@@ -233,10 +233,10 @@ func TestDecisions(t *testing.T) {
 	}
 	// Moving to another address frees the first one for others.
 	other := netip.MustParseAddr("10.99.0.160")
-	if _, err := a.Bind(mac(1), other, time.Hour); err != nil {
+	if err := bind(a, mac(1), other, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Bind(mac(3), want, time.Hour); err != nil {
+	if err := bind(a, mac(3), want, time.Hour); err != nil {
 		t.Errorf("address left by its client is still blocked: %v", err)
 	}
 	if err := a.Decline(mac(3), want); err != nil {
@@ -250,7 +250,7 @@ func TestDecisions(t *testing.T) {
 	if le, ok := b.Lookup(mac(1)); !ok || le.IP != other {
 		t.Errorf("restarted replica: lease of mac 1 %v %v", le, ok)
 	}
-	if _, err := b.Bind(mac(5), other, time.Hour); !errors.Is(err, ErrInUse) {
+	if err := bind(b, mac(5), other, time.Hour); !errors.Is(err, ErrInUse) {
 		t.Errorf("restarted replica bound a held address: %v", err)
 	}
 	all := b.All()
@@ -265,4 +265,14 @@ func TestDecisions(t *testing.T) {
 	if le, ok := b.Lookup(mac(1)); !ok || le.IP != other {
 		t.Errorf("import replaced a newer lease: %v %v", le, ok)
 	}
+}
+
+// bind is Bind followed by waiting for its apiserver write, as the DHCP
+// server does before it sends the ACK.
+func bind(l *Leases, mac macaddr.MAC, ip netip.Addr, d time.Duration) error {
+	durable, err := l.Bind(mac, ip, d)
+	if err != nil {
+		return err
+	}
+	return durable.Wait()
 }

@@ -6,10 +6,8 @@
 // (boot once holds whichever replica a machine reaches next), and knows when
 // the controller applied a node's config. Registry changes are written
 // behind the DHCP exchange, latest state per MAC, so a handshake waits only
-// for its lease write.
-//
-// Not wired yet: dodai netboot has no --in-cluster mode, so no command
-// opens a Store today (charts/dodai ships its netboot DaemonSet disabled).
+// for its lease write. A Store is the netboot.Shared of `dodai netboot
+// --in-cluster`.
 package netbootstore
 
 import (

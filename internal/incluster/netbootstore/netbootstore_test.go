@@ -148,7 +148,11 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 		t.Fatal("no address offered")
 	}
 	before := b.Writes()
-	if _, err := l.Bind(mac, ip, time.Hour); err != nil {
+	d, err := l.Bind(mac, ip, time.Hour)
+	if err == nil {
+		err = d.Wait() // the apiserver write
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	var le v1alpha1.DHCPLease

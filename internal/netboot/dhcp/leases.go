@@ -120,6 +120,15 @@ type Durable struct {
 
 func newDurable() *Durable { return &Durable{done: make(chan struct{})} }
 
+// NewDurable returns a pending Durable and the function that completes it
+// (nil: recorded; an error: lost, no ACK is sent), for a LeaseStore outside
+// this package whose writes finish after Bind returned (the in-cluster
+// allocator's apiserver write), so the DHCP reader goes on meanwhile.
+func NewDurable() (*Durable, func(error)) {
+	d := newDurable()
+	return d, d.finish
+}
+
 // finish marks the change persisted (err nil) or lost.
 func (d *Durable) finish(err error) {
 	d.err = err

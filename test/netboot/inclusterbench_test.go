@@ -1,0 +1,211 @@
+package netboot_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/dodai-dev/dodai/internal/incluster/incltest"
+)
+
+// TestInClusterDHCPBenchmark measures DHCP handshakes per second of two
+// `dodai netboot --in-cluster` replicas (apiserver-backed leases) against
+// one `dodai netboot` with the file journal, interleaved (the order
+// alternates every repetition), with hack/bench/netboot-load at the same
+// MAC count and concurrency, and the apiserver writes per handshake (from
+// dodai_netboot_store_writes_total of both replicas). Not part of the
+// suite: DODAI_INCLUSTER_BENCH=REPETITIONS runs it (docs/benchmarks.md has
+// the command); DODAI_INCLUSTER_BENCH_MACS (default 1000) and
+// DODAI_INCLUSTER_BENCH_C (default 32) set the load.
+func TestInClusterDHCPBenchmark(t *testing.T) {
+	reps, _ := strconv.Atoi(os.Getenv("DODAI_INCLUSTER_BENCH"))
+	if reps <= 0 {
+		t.Skip("benchmark: set DODAI_INCLUSTER_BENCH=REPETITIONS")
+	}
+	need(t, "ip", "curl")
+	n, c := envInt("DODAI_INCLUSTER_BENCH_MACS", 1000), envInt("DODAI_INCLUSTER_BENCH_C", 32)
+	kc := incltest.Start(t)
+	work := t.TempDir()
+	load := filepath.Join(work, "netboot-load")
+	if out, err := runOut("go", "build", "-o", load, "github.com/dodai-dev/dodai/hack/bench/netboot-load"); err != nil {
+		t.Fatalf("building the load generator: %v\n%s", err, out)
+	}
+	dir := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:aa:00:01", ""})
+	write(t, filepath.Join(dir, "cluster.yaml"), `apiVersion: dodai.dev/v1alpha1
+kind: Cluster
+metadata:
+  name: nbbench
+spec:
+  endpoint: https://10.99.0.10:6443
+  boot:
+    mode: dhcp
+    subnet: 10.99.0.0/20
+    range: {start: 10.99.0.100, end: 10.99.15.200}
+    router: 10.99.0.1
+    leaseTime: 1h
+  nodes:
+    - {name: cp1, role: controlplane, macs: ["52:54:00:aa:00:01"], address: 10.99.0.11/20, installDisk: {path: /dev/vda}}
+`)
+	assets := fakeAssets(t, 1<<20)
+	sock := filepath.Join(work, "api.sock")
+	apiHost := strings.TrimPrefix(kc.REST.Host, "https://")
+	forwardUnix(t, sock, apiHost)
+
+	lan := newNS(t)
+	lan.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
+	lan.run(t, "ip", "link", "set", "br0", "up")
+	attach := func(ns *netns, lanSide string) {
+		veth(t, lan, lanSide, ns, "eth0")
+		lan.run(t, "ip", "link", "set", lanSide, "master", "br0")
+	}
+	srv := []*netns{newNS(t), newNS(t)}
+	for i, ns := range srv {
+		attach(ns, fmt.Sprintf("p%d", i))
+		ns.run(t, "ip", "addr", "add", fmt.Sprintf("10.99.0.%d/20", i+1), "dev", "eth0")
+		fl := filepath.Join(work, fmt.Sprintf("fwd-%d.log", i))
+		f := ns.start(t, fl, []string{envProbe + "=fwd"}, selfExe(t), apiHost, sock)
+		waitLog(t, fl, "ready", f, 10*time.Second)
+	}
+	cl := newNS(t)
+	attach(cl, "pc")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	type sample struct {
+		kind           string
+		perSec, writes float64
+		ok             int
+	}
+	var samples []sample
+	inCluster := func(rep int) sample {
+		// A fresh namespace per repetition: every MAC is new to the store.
+		ns := fmt.Sprintf("bench-%d", rep)
+		if err := kc.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+		var ps []*proc
+		for i, s := range srv {
+			ps = append(ps, startDodai(t, s, filepath.Join(work, fmt.Sprintf("ic-%d-%d.log", rep, i)), "--in-cluster", "--kubeconfig", kc.Env.Kubeconfig,
+				"--namespace", ns, "--server-name", fmt.Sprintf("r%d", i), "-C", dir, "--interface", "eth0", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe"))
+		}
+		r, _ := runLoad(t, cl, load, filepath.Join(work, fmt.Sprintf("acks-ic-%d", rep)), n, c, nil)
+		// The Machine writes go out behind the handshakes: count once
+		// the counters stood still for two seconds.
+		total := func() float64 {
+			var w float64
+			for i, s := range srv {
+				w += scrape(t, s, fmt.Sprintf("http://10.99.0.%d:8080/metrics", i+1), "dodai_netboot_store_writes_total")
+			}
+			return w
+		}
+		writes, still := total(), 0
+		for deadline := time.Now().Add(2 * time.Minute); still < 2 && time.Now().Before(deadline); {
+			time.Sleep(time.Second)
+			if w := total(); w == writes {
+				still++
+			} else {
+				writes, still = w, 0
+			}
+		}
+		for _, p := range ps {
+			stop(t, p)
+		}
+		return sample{"in-cluster (2 replicas)", r.PerSecond, writes / float64(max(r.OK, 1)), r.OK}
+	}
+	file := func(rep int) sample {
+		d := filepath.Join(work, fmt.Sprintf("file-%d", rep))
+		if out, err := runOut("cp", "-a", dir, d); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		p := startDodai(t, srv[0], filepath.Join(work, fmt.Sprintf("file-%d.log", rep)), "-C", d, "--interface", "eth0", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
+		r, _ := runLoad(t, cl, load, filepath.Join(work, fmt.Sprintf("acks-file-%d", rep)), n, c, nil)
+		stop(t, p)
+		return sample{"file journal (1 server)", r.PerSecond, 0, r.OK}
+	}
+	for rep := 0; rep < reps; rep++ {
+		runs := []func(int) sample{inCluster, file}
+		if rep%2 == 1 {
+			runs[0], runs[1] = runs[1], runs[0]
+		}
+		for _, run := range runs {
+			s := run(rep)
+			samples = append(samples, s)
+			t.Logf("rep %d %s: %.0f handshakes/s, %d/%d ACKed, %.2f apiserver writes per handshake", rep, s.kind, s.perSec, s.ok, n, s.writes)
+		}
+	}
+	for _, kind := range []string{"in-cluster (2 replicas)", "file journal (1 server)"} {
+		var rates, writes []float64
+		for _, s := range samples {
+			if s.kind == kind {
+				rates, writes = append(rates, s.perSec), append(writes, s.writes)
+			}
+		}
+		t.Logf("RESULT %s: median %.0f handshakes/s, best %.0f, writes/handshake median %.2f (%d MACs, c=%d, %d repetitions)",
+			kind, median(rates), maxOf(rates), median(writes), n, c, len(rates))
+	}
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func runOut(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
+// scrape reads one counter from a server's /metrics (curl inside its
+// namespace).
+func scrape(t *testing.T, ns *netns, url, metric string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := ns.cmd(ctx, "curl", "-sS", url).Output()
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	sc := bufio.NewScanner(strings.NewReader(string(out)))
+	for sc.Scan() {
+		if f := strings.Fields(sc.Text()); len(f) == 2 && f[0] == metric {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			return v
+		}
+	}
+	t.Fatalf("%s has no %s", url, metric)
+	return 0
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func maxOf(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	return slices.Max(v)
+}
