@@ -128,12 +128,12 @@ func checkIntervals(t *testing.T, times []time.Time, want []time.Duration, slack
 	return nil
 }
 
-// retryLate runs try up to 3 times while it reports a retransmission that
+// retryLate runs try up to 5 times while it reports a retransmission that
 // came too late (see checkIntervals).
 func retryLate(t *testing.T, try func() error) {
 	t.Helper()
 	var err error
-	for i := range 3 {
+	for i := range 5 {
 		if err = try(); err == nil {
 			return
 		}
