@@ -179,7 +179,10 @@ func TestRealClientRepeatsRequest(t *testing.T) {
 	t.Parallel()
 	dir, out := t.TempDir(), t.TempDir()
 	want := writeRandom(t, dir, "undionly.kpxe", 512*40+100)
-	ts := startServer(t, &Server{Root: dir, Timeout: 3 * time.Second})
+	// 2.5 s, half-way between the client's 1 s resends: with 3 s the
+	// server's second DATA 1 went out in phase with a repeated RRQ, and
+	// once, under load, the client took only the third copy (block 1 x3).
+	ts := startServer(t, &Server{Root: dir, Timeout: 2500 * time.Millisecond})
 	r := startRelay(t, ts.addr, 1)
 	local := filepath.Join(out, "f")
 	ctx := testCtx(t, 60*time.Second)
