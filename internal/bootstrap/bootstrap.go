@@ -717,9 +717,21 @@ func Readyz(ctx context.Context, kc []byte) error {
 }
 
 func (r *runner) waitReadyz(ctx context.Context, kc []byte) error {
-	err := poll.Until(ctx, r.pollOptions(func(p poll.Progress) {
-		r.log.Info("waiting for the Kubernetes API", "error", shortErr(p.Last), "elapsed", p.Elapsed.Round(time.Second))
-	}), func(ctx context.Context) (bool, error) {
+	if err := WaitReadyz(ctx, kc, r.pollOptions(nil), r.log); err != nil {
+		return err
+	}
+	r.log.Info("Kubernetes API is ready")
+	return nil
+}
+
+// WaitReadyz waits (poll.Until with o) until the Kubernetes API of kc
+// answers /readyz, logging the wait every o.Every; bootstrap and etcd
+// restore wait for the API this way.
+func WaitReadyz(ctx context.Context, kc []byte, o poll.Options, log *slog.Logger) error {
+	o.OnProgress = func(p poll.Progress) {
+		log.Info("waiting for the Kubernetes API", "error", shortErr(p.Last), "elapsed", p.Elapsed.Round(time.Second))
+	}
+	err := poll.Until(ctx, o, func(ctx context.Context) (bool, error) {
 		err := Readyz(ctx, kc)
 		return err == nil, err
 	})
@@ -727,11 +739,7 @@ func (r *runner) waitReadyz(ctx context.Context, kc []byte) error {
 	if errors.As(err, &perr) {
 		return fmt.Errorf("the Kubernetes API did not become ready %s: %w", within(ctx), perr.Last)
 	}
-	if err != nil {
-		return err
-	}
-	r.log.Info("Kubernetes API is ready")
-	return nil
+	return err
 }
 
 // waitReady waits until a configured node is healthy (phase.Healthy:

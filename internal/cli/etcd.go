@@ -14,6 +14,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/bootstrap"
 	"github.com/dodai-dev/dodai/internal/etcd"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
 func newEtcdCmd(g *Globals) *cobra.Command {
@@ -180,7 +181,7 @@ cluster directory, and only the newest --keep of those are kept.`,
 
 func newEtcdRestoreCmd(g *Globals) *cobra.Command {
 	var force bool
-	var timeout, poll time.Duration
+	var timeout, interval time.Duration
 	cmd := &cobra.Command{
 		Use:   "restore FILE",
 		Short: "Disaster recovery: rebuild etcd from a snapshot when quorum is lost",
@@ -212,7 +213,7 @@ Re-running after a failure resumes where it stopped.`,
 			defer c.Close()
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
-			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.layout.EtcdRestore(), Poll: poll, Log: g.Log})
+			res, err := c.Restore(ctx, etcd.RestoreOptions{Snapshot: args[0], Force: force, StateFile: d.layout.EtcdRestore(), Poll: interval, Log: g.Log})
 			if err != nil {
 				if errors.Is(err, etcd.ErrQuorumHealthy) {
 					return &ExitError{Code: 1, Err: err}
@@ -220,7 +221,7 @@ Re-running after a failure resumes where it stopped.`,
 				return fmt.Errorf("etcd restore: %w", err)
 			}
 			if kc, err := os.ReadFile(d.layout.Kubeconfig()); err == nil {
-				if err := waitKubeAPI(ctx, kc, poll); err != nil {
+				if err := bootstrap.WaitReadyz(ctx, kc, poll.Options{Interval: interval}, g.Log); err != nil {
 					return fmt.Errorf("etcd is restored, but %w", err)
 				}
 				g.Log.Info("the Kubernetes API answers")
@@ -233,23 +234,8 @@ Re-running after a failure resumes where it stopped.`,
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "restore although etcd still has a healthy quorum (loses what was written since the snapshot)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
-	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between checks while waiting")
+	cmd.Flags().DurationVar(&interval, "poll-interval", time.Second, "interval between checks while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
 	g.talosPortFlag(cmd)
 	return cmd
-}
-
-// waitKubeAPI polls the Kubernetes API's /readyz until it answers.
-func waitKubeAPI(ctx context.Context, kc []byte, poll time.Duration) error {
-	for {
-		err := bootstrap.Readyz(ctx, kc)
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("the Kubernetes API did not answer in time: %w", err)
-		case <-time.After(poll):
-		}
-	}
 }
