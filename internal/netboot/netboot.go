@@ -111,6 +111,10 @@ type Shared interface {
 	Machines(ctx context.Context) ([]state.Machine, error)
 	// MachineChanged queues a registry change for writing.
 	MachineChanged(state.Machine)
+	// MachineOffered queues a change seen only in this replica's DHCP
+	// offer (the client may take another replica's): it is written only
+	// if no other replica records the machine within a grace period.
+	MachineOffered(state.Machine)
 	// OnRemote sets the receiver of the records other replicas (or the
 	// controller) wrote; call before Run.
 	OnRemote(func(state.Machine))
@@ -414,6 +418,19 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 	ip := ev.IP
 	if s.o.Mode == dhcp.ModeDHCP && ev.Reply == dhcpv4.MessageTypeOffer {
 		ip = netip.Addr{} // not bound yet
+	}
+	if s.o.Shared != nil && ev.Reply == dhcpv4.MessageTypeOffer {
+		// Every replica offers; the client takes one offer, and only the
+		// replica it then asks (REQUEST with its server identifier)
+		// records the machine. An offer's change is held: it goes out
+		// with this replica's next observation of the machine, or, if no
+		// replica records the machine at all, after the store's grace
+		// period.
+		if m, changed := s.reg.Hold(ev.Client.MAC, registry.FromDHCP, ip, ev.Client.ArchName(), stage); changed {
+			s.machineChanged(m)
+			s.o.Shared.MachineOffered(m)
+		}
+		return
 	}
 	s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ip, ev.Client.ArchName(), stage)
 }

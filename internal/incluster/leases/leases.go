@@ -301,16 +301,18 @@ func (l *Leases) pickLocked(mac macaddr.MAC, requested netip.Addr, now time.Time
 }
 
 // ErrInUse is returned by Bind when the address belongs to another client
-// (possibly bound a moment ago by another replica).
-var ErrInUse = errors.New("in use by another client")
+// (possibly bound a moment ago by another replica); it is
+// dhcp.ErrAddressTaken, so a Durable failing with it gets the client a NAK.
+var ErrInUse = dhcp.ErrAddressTaken
 
 // Bind commits ip to mac for d (DHCPREQUEST) in the apiserver. It fails at
 // once when ip is reserved for someone else, outside the pool (and not
 // mac's reservation), or bound to another client as far as this replica
 // knows; otherwise the write goes out in the background and the returned
 // Durable finishes when the apiserver took it, or with an error wrapping
-// ErrInUse when another replica bound it first (then no ACK is sent). The
-// DHCP server's reader does not wait for the apiserver meanwhile.
+// ErrInUse when another replica bound it first (then the client is NAKed
+// instead of ACKed). The DHCP server's reader does not wait for the
+// apiserver meanwhile.
 func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Durable, error) {
 	l.mu.Lock()
 	now := l.o.Now()
@@ -336,9 +338,8 @@ func (l *Leases) Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*dhcp.Du
 }
 
 // bindWrite is Bind's apiserver write. Its error wraps ErrInUse when
-// another replica bound the address first (the client gets no ACK; its
-// retry is NAKed, this replica now knowing the binding), else
-// dhcp.ErrPersist.
+// another replica bound the address first (the client is NAKed and starts
+// over), else dhcp.ErrPersist (no reply: the client retries).
 func (l *Leases) bindWrite(mac macaddr.MAC, ip netip.Addr, now time.Time, d time.Duration) error {
 	err := l.write(ip, func(cur *v1alpha1.DHCPLeaseSpec, exists bool) error {
 		if exists && cur.MAC != mac.String() && now.Before(cur.Expires.Time) {

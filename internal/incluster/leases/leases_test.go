@@ -86,8 +86,9 @@ func TestTwoWritersOneAddress(t *testing.T) {
 		if errA != nil {
 			winner, loserErr = macB, errA
 		}
-		if !errors.Is(loserErr, ErrInUse) {
-			t.Errorf("%s: loser's error %v, want ErrInUse", ip, loserErr)
+		// The DHCP server NAKs on exactly this error (dhcp.Config.Unrecorded).
+		if !errors.Is(loserErr, ErrInUse) || !errors.Is(loserErr, dhcp.ErrAddressTaken) {
+			t.Errorf("%s: loser's error %v, want ErrInUse (dhcp.ErrAddressTaken)", ip, loserErr)
 		}
 		got := &v1alpha1.DHCPLease{}
 		if err := c.Get(t.Context(), client.ObjectKey{Namespace: ns, Name: ip.String()}, got); err != nil {

@@ -24,7 +24,10 @@ import (
 
 // Store reads and writes Machines of one namespace.
 type Store struct {
-	Client    client.Client
+	Client client.Client
+	// Reader, when set (a watch's cache), is read first instead of the
+	// apiserver; after a conflict Put reads the apiserver.
+	Reader    client.Reader
 	Namespace string
 	// Server names this boot server in status.bootServer.
 	Server string
@@ -85,7 +88,11 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 	writes := 0
 	for try := 0; try < 3; try++ {
 		m := &v1alpha1.Machine{}
-		err := s.Client.Get(ctx, key, m)
+		var r client.Reader = s.Client
+		if try == 0 && s.Reader != nil {
+			r = s.Reader
+		}
+		err := r.Get(ctx, key, m)
 		switch {
 		case apierrors.IsNotFound(err):
 			m = &v1alpha1.Machine{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: s.Namespace}, Spec: s.spec(rec)}

@@ -43,7 +43,16 @@ type Options struct {
 	Server  string
 	Cluster *cluster.Cluster
 	Log     *slog.Logger
+	// OfferGrace is how long a record seen only in this replica's offer
+	// waits for another replica to record the machine before this one
+	// writes it (default DefaultOfferGrace).
+	OfferGrace time.Duration
 }
+
+// DefaultOfferGrace is Options.OfferGrace's default: far longer than a
+// DHCP handshake plus the ACKing replica's write behind it, short enough
+// that a machine that took no offer still shows in the cluster soon.
+const DefaultOfferGrace = 30 * time.Second
 
 // Store is one replica's view and writer of the shared state.
 type Store struct {
@@ -53,12 +62,21 @@ type Store struct {
 	machines *machines.Store
 	leases   *leases.Leases
 
-	mu       sync.Mutex
-	pending  map[string]state.Machine // MAC → latest unwritten record
+	mu      sync.Mutex
+	pending map[string]state.Machine // MAC → latest unwritten record
+	// offered: records seen only in this replica's offers, by MAC, and
+	// since when; written after OfferGrace unless another replica
+	// recorded the machine (or this one did: then they are in pending).
+	offered  map[string]offeredRecord
 	kick     chan struct{}
 	onRemote func(state.Machine)
 
 	machineWrites atomic.Int64
+}
+
+type offeredRecord struct {
+	m     state.Machine
+	since time.Time
 }
 
 // Open connects, starts the watches (until ctx ends) and waits until they
@@ -66,6 +84,9 @@ type Store struct {
 func Open(ctx context.Context, o Options) (*Store, error) {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.OfferGrace <= 0 {
+		o.OfferGrace = DefaultOfferGrace
 	}
 	c, err := kube.Client(o.REST)
 	if err != nil {
@@ -75,8 +96,8 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", o.Namespace, err)
 	}
-	s := &Store{o: o, client: c, cache: ca, pending: map[string]state.Machine{}, kick: make(chan struct{}, 1),
-		machines: &machines.Store{Client: c, Namespace: o.Namespace, Server: o.Server, NodeMACs: pivot.NodeMACs(o.Cluster)}}
+	s := &Store{o: o, client: c, cache: ca, pending: map[string]state.Machine{}, offered: map[string]offeredRecord{}, kick: make(chan struct{}, 1),
+		machines: &machines.Store{Client: c, Reader: ca, Namespace: o.Namespace, Server: o.Server, NodeMACs: pivot.NodeMACs(o.Cluster)}}
 	inf, err := ca.GetInformer(ctx, &v1alpha1.Machine{})
 	if err != nil {
 		return nil, fmt.Errorf("watching Machines: %w", err)
@@ -111,11 +132,15 @@ func (s *Store) remote(obj any) {
 	if !ok || m.Status.BootServer == s.o.Server || m.Status.LastSeen == nil {
 		return
 	}
+	rec := machines.FromObject(m)
 	s.mu.Lock()
 	f := s.onRemote
+	// Another replica recorded the machine: what this one only offered
+	// need not be written.
+	delete(s.offered, rec.MAC)
 	s.mu.Unlock()
 	if f != nil {
-		f(machines.FromObject(m))
+		f(rec)
 	}
 }
 
@@ -175,11 +200,48 @@ func (s *Store) Leases(ctx context.Context, start, end netip.Addr, reservations 
 func (s *Store) MachineChanged(m state.Machine) {
 	s.mu.Lock()
 	s.pending[m.MAC] = m
+	delete(s.offered, m.MAC)
 	s.mu.Unlock()
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
+}
+
+// MachineOffered queues a record seen only in this replica's DHCP offer.
+// Every replica offers, but the client asks one of them for the address,
+// and that one records the machine (MachineChanged): this record is
+// written only if no replica recorded the machine within OfferGrace (a
+// client that took no offer still shows in the cluster), or at once when
+// this replica has a write of the machine queued anyway.
+func (s *Store) MachineOffered(m state.Machine) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, queued := s.pending[m.MAC]; queued {
+		s.pending[m.MAC] = m
+		return
+	}
+	since := time.Now()
+	if prev, ok := s.offered[m.MAC]; ok {
+		since = prev.since
+	}
+	s.offered[m.MAC] = offeredRecord{m: m, since: since}
+}
+
+// promoteOffered moves offered records older than the grace period to the
+// write queue; it reports whether it moved any.
+func (s *Store) promoteOffered(now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	moved := false
+	for mac, o := range s.offered {
+		if now.Sub(o.since) >= s.o.OfferGrace {
+			s.pending[mac] = o.m
+			delete(s.offered, mac)
+			moved = true
+		}
+	}
+	return moved
 }
 
 // Writes is the number of apiserver writes this replica sent (leases and
@@ -193,13 +255,20 @@ func (s *Store) Writes() int64 {
 }
 
 // Run writes queued registry records until ctx ends, then flushes what is
-// left (bounded to 10 s).
+// left (bounded to 10 s). Records only offered that are still waiting for
+// their grace period then are dropped.
 func (s *Store) Run(ctx context.Context) {
+	tick := time.NewTicker(min(time.Second, s.o.OfferGrace/4))
+	defer tick.Stop()
 	for ctx.Err() == nil {
 		select {
 		case <-ctx.Done():
 			continue
 		case <-s.kick:
+		case now := <-tick.C:
+			if !s.promoteOffered(now) {
+				continue
+			}
 		}
 		s.flush(ctx)
 		// Batch: changes arriving meanwhile go out together next round.

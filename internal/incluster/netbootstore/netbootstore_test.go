@@ -163,3 +163,75 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 		t.Errorf("b's writes %d did not count the lease (before %d)", b.Writes(), before)
 	}
 }
+
+// Both replicas offer every client, one ACKs it: only the one that ACKed
+// writes the client's Machine. A record a replica only offered is written
+// after the grace period when no replica recorded the machine, and goes
+// out at once with the replica's own next record of the machine.
+func TestOnlyTheACKingReplicaWrites(t *testing.T) {
+	kc := incltest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const grace = 2 * time.Second
+	open := func(name string) *netbootstore.Store {
+		s, err := netbootstore.Open(ctx, netbootstore.Options{REST: kc.REST, Namespace: incltest.Namespace, Server: name,
+			Cluster: &cluster.Cluster{}, OfferGrace: grace})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.OnRemote(func(state.Machine) {})
+		go s.Run(ctx)
+		return s
+	}
+	a, b := open("a"), open("b")
+	get := func(mac string) (*v1alpha1.Machine, bool) {
+		var m v1alpha1.Machine
+		err := kc.Client.Get(ctx, client.ObjectKey{Namespace: incltest.Namespace, Name: v1alpha1.MachineName(mac)}, &m)
+		return &m, err == nil && m.Status.LastSeen != nil
+	}
+	now := time.Now().UTC().Truncate(time.Second)
+
+	// x: both offer, b ACKs.
+	x := "52:54:00:00:01:01"
+	a.MachineOffered(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", LastSeen: now})
+	b.MachineOffered(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", LastSeen: now})
+	b.MachineChanged(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", IP: "10.99.0.100", LastSeen: now})
+	waitUntil(t, "b's Machine of x", func() bool { _, ok := get(x); return ok })
+	time.Sleep(2 * grace)
+	if m, _ := get(x); m.Status.BootServer != "b" || m.Status.IP != "10.99.0.100" {
+		t.Errorf("x: %+v, want b's record", m.Status)
+	}
+	if w := a.Writes(); w != 0 {
+		t.Errorf("a wrote %d times for a client it only offered", w)
+	}
+	if w := b.Writes(); w != 2 {
+		t.Errorf("b wrote %d times for one new client, want 2 (create, status)", w)
+	}
+
+	// y: only a offered, nobody ACKed: a writes it after the grace period.
+	y := "52:54:00:00:01:02"
+	offered := time.Now()
+	a.MachineOffered(state.Machine{MAC: y, Arch: "amd64", Stage: "dhcp", LastSeen: now})
+	waitUntil(t, "a's Machine of y", func() bool { _, ok := get(y); return ok })
+	if d := time.Since(offered); d < grace {
+		t.Errorf("y was written %v after its offer, before the grace period (%v)", d, grace)
+	}
+	if m, _ := get(y); m.Status.BootServer != "a" {
+		t.Errorf("y: %+v, want a's record", m.Status)
+	}
+
+	// z: a offered, then ACKed: one record, written at once.
+	z := "52:54:00:00:01:03"
+	before := a.Writes()
+	a.MachineOffered(state.Machine{MAC: z, Arch: "amd64", Stage: "dhcp", LastSeen: now})
+	a.MachineChanged(state.Machine{MAC: z, Arch: "amd64", Stage: "dhcp", IP: "10.99.0.101", LastSeen: now})
+	start := time.Now()
+	waitUntil(t, "a's Machine of z", func() bool { _, ok := get(z); return ok })
+	if d := time.Since(start); d >= grace {
+		t.Errorf("z took %v, the ACKed record waited for the offer's grace period", d)
+	}
+	time.Sleep(2 * grace)
+	if w := a.Writes() - before; w != 2 {
+		t.Errorf("a wrote %d times for z, want 2 (create, status)", w)
+	}
+}

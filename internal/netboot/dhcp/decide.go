@@ -443,6 +443,20 @@ func (cfg *Config) handleDHCP(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Eve
 	return nil, ev
 }
 
+// Unrecorded is the reply to send instead of an ACK whose lease was not
+// recorded (ev.Durable failed with err): a NAK when another client got the
+// address meanwhile (ErrAddressTaken: the client's notion of its address
+// is wrong, RFC 2131 §4.3.2; it starts over with a DISCOVER), none when
+// the store failed (not the client's fault: it retries the REQUEST).
+func (cfg *Config) Unrecorded(req *dhcpv4.DHCPv4, ev Event, err error) (*dhcpv4.DHCPv4, Event) {
+	ev.Durable = nil
+	if errors.Is(err, ErrAddressTaken) && ev.Type == dhcpv4.MessageTypeRequest {
+		return cfg.nak(req, ev, err.Error())
+	}
+	ev.Reply, ev.Boot, ev.Ignored = 0, Boot{}, err.Error()
+	return nil, ev
+}
+
 func (cfg *Config) nak(req *dhcpv4.DHCPv4, ev Event, why string) (*dhcpv4.DHCPv4, Event) {
 	sip := net.IP(cfg.ServerIP.AsSlice())
 	r := newReply(req,

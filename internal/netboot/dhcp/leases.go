@@ -95,6 +95,9 @@ type LeaseStore interface {
 	// the returned Durable is done without error: a restarted server must
 	// know every lease it acknowledged. An error means the lease is not
 	// yours (NAK); ErrPersist (wrapped) means it could not be recorded.
+	// The Durable fails with ErrAddressTaken (wrapped) when the address
+	// went to another client while the lease was being recorded (another
+	// replica of a shared store bound it first): the client is NAKed.
 	Bind(mac macaddr.MAC, ip netip.Addr, d time.Duration) (*Durable, error)
 	// Release ends mac's lease on ip (RELEASE).
 	Release(mac macaddr.MAC, ip netip.Addr) error
@@ -111,6 +114,11 @@ var _ LeaseStore = (*Leases)(nil)
 // error): nothing may be acknowledged then.
 var ErrPersist = errors.New("recording the lease failed")
 
+// ErrAddressTaken is how a store's pending Durable says that the address
+// went to another client before this client's lease was recorded: the
+// REQUEST is then NAKed instead of ACKed.
+var ErrAddressTaken = errors.New("in use by another client")
+
 // Durable tells when a lease change is persisted. A nil *Durable is
 // persisted already.
 type Durable struct {
@@ -121,9 +129,10 @@ type Durable struct {
 func newDurable() *Durable { return &Durable{done: make(chan struct{})} }
 
 // NewDurable returns a pending Durable and the function that completes it
-// (nil: recorded; an error: lost, no ACK is sent), for a LeaseStore outside
-// this package whose writes finish after Bind returned (the in-cluster
-// allocator's apiserver write), so the DHCP reader goes on meanwhile.
+// (nil: recorded; an error: lost, no ACK is sent, and for
+// ErrAddressTaken a NAK), for a LeaseStore outside this package whose
+// writes finish after Bind returned (the in-cluster allocator's apiserver
+// write), so the DHCP reader goes on meanwhile.
 func NewDurable() (*Durable, func(error)) {
 	d := newDurable()
 	return d, d.finish

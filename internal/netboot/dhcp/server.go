@@ -120,12 +120,17 @@ func (s *Server) handle(log *slog.Logger, conn *net.UDPConn, peer netip.AddrPort
 	}
 	send := func() {
 		if err := ev.Durable.Wait(); err != nil {
-			log.Error("dhcp: lease not recorded, no ACK sent", "mac", ev.Client.MAC, "ip", ev.IP, "err", err)
-			ev.Reply, ev.Ignored = 0, err.Error()
-			if s.OnEvent != nil {
-				s.OnEvent(ev)
+			reply, ev = s.Config.Unrecorded(req, ev, err)
+			if reply == nil {
+				log.Error("dhcp: lease not recorded, no ACK sent", "mac", ev.Client.MAC, "ip", ev.IP, "err", err)
+				if s.OnEvent != nil {
+					s.OnEvent(ev)
+				}
+				return
 			}
-			return
+			if log.Enabled(context.Background(), slog.LevelDebug) {
+				log.Debug("dhcp: address taken meanwhile, NAK instead of ACK", "mac", ev.Client.MAC, "ip", ev.IP, "err", err)
+			}
 		}
 		if s.OnEvent != nil {
 			s.OnEvent(ev)

@@ -51,6 +51,9 @@ func (r *Registry) Merge(rec state.Machine) (state.Machine, bool) {
 		return r.loadLocked(mac, rec).Machine, true
 	}
 	before := m.Machine
+	// Another replica recorded the machine: a change this replica holds
+	// from its offer is not the one to pass on.
+	m.held = false
 	// The shared store keeps whole seconds.
 	theirs, ours := rec.Reinstall.Truncate(time.Second), m.Reinstall.Truncate(time.Second)
 	switch {

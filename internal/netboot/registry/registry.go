@@ -83,6 +83,8 @@ type machine struct {
 	// machine's config. Never loaded from the file: a new DHCP exchange
 	// must bind it again.
 	bootIP netip.Addr
+	// held: a change made by Hold that OnChange has not been told of yet.
+	held bool
 }
 
 // Options configure New.
@@ -173,6 +175,24 @@ func (r *Registry) Known(mac macaddr.MAC) bool { _, ok := r.known[mac]; return o
 // it fetched its config, or dodai bootstrap applied it after this machine's
 // latest netboot began — marks it installed.
 func (r *Registry) Observe(mac macaddr.MAC, src Source, ip netip.Addr, arch string, stage Stage) state.Machine {
+	out, changed := r.observe(mac, src, ip, arch, stage, false)
+	if changed && r.onChange != nil {
+		r.onChange(out)
+	}
+	return out
+}
+
+// Hold is Observe for an observation that does not commit the machine to
+// this server (an in-cluster replica's DHCP offer, which the client may
+// decline for another replica's): the record changes the same way, but
+// OnChange is not called; it reports whether the record changed. The
+// held change reaches OnChange with the machine's next Observe (changed
+// or not) or SetInstalled.
+func (r *Registry) Hold(mac macaddr.MAC, src Source, ip netip.Addr, arch string, stage Stage) (state.Machine, bool) {
+	return r.observe(mac, src, ip, arch, stage, true)
+}
+
+func (r *Registry) observe(mac macaddr.MAC, src Source, ip netip.Addr, arch string, stage Stage, hold bool) (state.Machine, bool) {
 	r.mu.Lock()
 	m := r.machines[mac]
 	if m == nil {
@@ -217,11 +237,14 @@ func (r *Registry) Observe(mac macaddr.MAC, src Source, ip netip.Addr, arch stri
 	changed := before.Stage != m.Stage || before.IP != m.IP || before.Arch != m.Arch
 	r.dirty = r.dirty || changed || before.LastSeen.IsZero()
 	out := m.Machine
-	r.mu.Unlock()
-	if changed && r.onChange != nil {
-		r.onChange(out)
+	switch {
+	case hold:
+		m.held = m.held || changed
+	case m.held:
+		m.held, changed = false, true
 	}
-	return out
+	r.mu.Unlock()
+	return out, changed
 }
 
 // appliedSinceLocked reports whether dodai bootstrap applied m's node config
@@ -306,6 +329,7 @@ func (r *Registry) SetInstalled(mac macaddr.MAC, installed bool) state.Machine {
 		m = r.addLocked(mac)
 		m.LastSeen = now
 	}
+	m.held = false
 	if installed {
 		m.Stage = string(StageInstalled)
 	} else {
