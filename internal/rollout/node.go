@@ -138,7 +138,7 @@ func (r *runner) nodeStage(ctx context.Context, n *cluster.Node) error {
 			// The upgrade's reboot applies it: one reboot instead of two.
 			applyMode = machine.ApplyConfigurationRequest_STAGED
 		}
-		if f, boot, err = r.applyConfig(ctx, n, want, applyMode, boot); err != nil {
+		if f, boot, err = r.applyConfig(ctx, n, want, applyMode, f, boot); err != nil {
 			return err
 		}
 	}
@@ -158,7 +158,7 @@ func (r *runner) nodeStage(ctx context.Context, n *cluster.Node) error {
 			if err != nil {
 				return &StepError{Node: name, Step: StepConfig, Err: err}
 			}
-			if f, _, err = r.applyConfig(ctx, n, want, machine.ApplyConfigurationRequest_AUTO, boot); err != nil {
+			if f, _, err = r.applyConfig(ctx, n, want, machine.ApplyConfigurationRequest_AUTO, f, boot); err != nil {
 				return err
 			}
 		}
@@ -178,8 +178,9 @@ func (r *runner) nodeStage(ctx context.Context, n *cluster.Node) error {
 }
 
 // applyConfig applies cfg and, when Talos reboots for it, waits for the
-// node to come back. It returns the node's facts afterwards.
-func (r *runner) applyConfig(ctx context.Context, n *cluster.Node, cfg config.Provider, mode machine.ApplyConfigurationRequest_Mode, boot string) (*plan.Facts, string, error) {
+// node to come back. It returns the node's facts afterwards (before, the
+// facts read in boot, when Talos only staged it).
+func (r *runner) applyConfig(ctx context.Context, n *cluster.Node, cfg config.Provider, mode machine.ApplyConfigurationRequest_Mode, before *plan.Facts, boot string) (*plan.Facts, string, error) {
 	name := n.Name
 	var applied machine.ApplyConfigurationRequest_Mode
 	if err := r.step(name, StepConfig, func() (string, error) {
@@ -224,14 +225,16 @@ func (r *runner) applyConfig(ctx context.Context, n *cluster.Node, cfg config.Pr
 			return nil, "", err
 		}
 	}
+	if applied == machine.ApplyConfigurationRequest_STAGED {
+		// Nothing changed on the node until the next boot: the facts and
+		// the boot are the ones read before.
+		return before, boot, nil
+	}
 	f, newBoot, err := r.facts(ctx, n)
 	if err != nil {
 		return nil, "", &StepError{Node: name, Step: StepConfig, Err: err}
 	}
 	if ok, err := plan.Equal(f.Config, cfg); err != nil || !ok {
-		if err == nil && applied == machine.ApplyConfigurationRequest_STAGED {
-			return f, newBoot, nil
-		}
 		return nil, "", &StepError{Node: name, Step: StepConfig, Err: errors.New("the node does not run the applied config")}
 	}
 	return f, newBoot, nil
@@ -321,11 +324,11 @@ func (r *runner) waitBack(ctx context.Context, n *cluster.Node, boot string) (*p
 	last := "it still runs the same boot"
 	start := time.Now()
 	for {
-		f, b, err := r.facts(ctx, n)
+		f, err := r.factsAfter(ctx, n, boot)
 		switch {
 		case err != nil:
 			last = short(err)
-		case b != boot:
+		case f != nil:
 			return f, nil
 		}
 		select {
@@ -334,6 +337,24 @@ func (r *runner) waitBack(ctx context.Context, n *cluster.Node, boot string) (*p
 		case <-time.After(r.o.PollInterval):
 		}
 	}
+}
+
+// factsAfter reads the node's boot ID and, only when it is not boot (the
+// node rebooted), what it runs; nil facts while it runs the same boot.
+// Polls read the boot ID alone: the full facts are read once.
+func (r *runner) factsAfter(ctx context.Context, n *cluster.Node, boot string) (*plan.Facts, error) {
+	c, err := r.connect(ctx, n)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	b, err := bootID(cctx, c)
+	if err != nil || b == boot {
+		return nil, err
+	}
+	return plan.ReadFacts(cctx, c)
 }
 
 // drain cordons and drains the node, recording the cordon.
@@ -392,7 +413,7 @@ func (r *runner) kubernetesStage(ctx context.Context, n *cluster.Node, stage pla
 		}
 		return nil
 	}
-	if _, _, err := r.applyConfig(ctx, n, want, machine.ApplyConfigurationRequest_AUTO, boot); err != nil {
+	if _, _, err := r.applyConfig(ctx, n, want, machine.ApplyConfigurationRequest_AUTO, f, boot); err != nil {
 		return err
 	}
 	var wait error

@@ -241,7 +241,7 @@ func Run(ctx context.Context, o Options, p *plan.Plan) (*Result, error) {
 		return nil, err
 	}
 	res := &Result{Resumed: st.failure(), Order: map[string][]string{}}
-	pending := len(st.st.Nodes) > 0
+	pending := len(st.st.Nodes) > 0 || st.st.platformPending()
 	if !p.Changes() && !pending {
 		res.Elapsed = time.Since(start)
 		return res, nil
@@ -362,8 +362,11 @@ func (r *runner) run(ctx context.Context, p *plan.Plan, res *Result) error {
 		}
 	}
 
-	// 3. The platform.
-	if len(p.Platform) > 0 && r.o.Platform != nil {
+	// 3. The platform: its changes, or the wait the last run did not see
+	// through (the releases already match the file; they may not be Ready
+	// at their new generation).
+	resume := res.Resumed != nil && res.Resumed.Step == StepPlatform && len(r.o.Nodes) == 0
+	if (len(p.Platform) > 0 || resume) && r.o.Platform != nil {
 		r.prog.Start("platform", StepPlatform)
 		err := r.o.Platform(ctx)
 		r.prog.End("platform", StepPlatform, err)

@@ -139,8 +139,13 @@ func ReadState(path string) (*State, error) {
 }
 
 // Pending reports whether an earlier apply left work behind: a node it
-// cordoned or an operation (reboot, upgrade) it did not see finish.
+// cordoned, an operation (reboot, upgrade) it did not see finish, or a
+// platform it applied and did not see Ready (the HelmReleases already match
+// the file then, so the plan alone shows nothing left to do).
 func (s *State) Pending() bool {
+	if s.platformPending() {
+		return true
+	}
 	for _, n := range s.Nodes {
 		if n.Cordoned || n.Inflight != nil {
 			return true
@@ -164,4 +169,9 @@ func Adopt(p *plan.Plan, s *State) {
 		n.Error = fmt.Sprintf("the last apply's %s started %s; waiting for the node (now: %s)",
 			ns.Inflight.Step, ns.Inflight.At.Format(time.RFC3339), n.Error)
 	}
+}
+
+// platformPending: the last run stopped in the platform step.
+func (s *State) platformPending() bool {
+	return s.Failure != nil && s.Failure.Step == StepPlatform
 }

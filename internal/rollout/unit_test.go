@@ -140,3 +140,24 @@ func TestStateFile(t *testing.T) {
 		t.Fatalf("nodes left: %+v", s2.st.Nodes)
 	}
 }
+
+func TestPending(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		st   State
+		want bool
+	}{
+		{"empty", State{}, false},
+		{"nodes done", State{Nodes: map[string]*NodeState{"w1": {Done: map[string]time.Time{stageNode: time.Now()}}}}, false},
+		{"cordoned", State{Nodes: map[string]*NodeState{"w1": {Cordoned: true}}}, true},
+		{"in flight", State{Nodes: map[string]*NodeState{"w1": {Inflight: &Inflight{Step: StepUpgrade}}}}, true},
+		{"failed drain, nothing left", State{Failure: &Failure{Node: "w1", Step: StepDrain}}, false},
+		// The releases were applied and never seen Ready: the plan shows
+		// nothing, the wait is still owed.
+		{"failed platform wait", State{Failure: &Failure{Step: StepPlatform}}, true},
+	} {
+		if got := tt.st.Pending(); got != tt.want {
+			t.Errorf("%s: Pending() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

@@ -72,6 +72,8 @@ type spec struct {
 	Patches string
 	// Extra lists workers of the file that have no machine (yet).
 	Extra []string
+	// Platform is YAML under spec.platform (indented by four spaces).
+	Platform string
 }
 
 type clusterOpts struct {
@@ -79,6 +81,9 @@ type clusterOpts struct {
 	RebootDelay  time.Duration
 	Spec         spec
 	Faults       map[string]faketalos.Faults
+	// Kube is the test Kubernetes of this cluster (default: the package's
+	// shared one).
+	Kube *kubetest.Env
 }
 
 // testCluster is a cluster directory, its fake machines and the factory
@@ -112,7 +117,10 @@ func uniqueBase() (string, string) {
 // with the fake factory and starts the machines in maintenance mode.
 func newCluster(t testing.TB, o clusterOpts) *testCluster {
 	t.Helper()
-	env := startKube(t)
+	env := o.Kube
+	if env == nil {
+		env = startKube(t)
+	}
 	base, cfgBase := uniqueBase()
 	tc := &testCluster{t: t, Dir: t.TempDir(), Port: testutil.FreePort(t), Net: base + ".0/24", Group: faketalos.NewGroup(),
 		Factory: faketalos.NewFactory(), Nodes: map[string]*faketalos.Node{}, kube: env, cfgBase: cfgBase, cps: o.CPs}
@@ -197,6 +205,9 @@ spec:
 		for _, l := range strings.Split(strings.TrimSpace(s.Patches), "\n") {
 			b.WriteString("      " + l + "\n")
 		}
+	}
+	if s.Platform != "" {
+		b.WriteString("  platform:\n" + s.Platform)
 	}
 	b.WriteString("  nodes:\n")
 	for i, name := range tc.Names {
