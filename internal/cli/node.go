@@ -165,6 +165,7 @@ The node stays in cluster.yaml until you delete it there: the command says where
 func newNodeReinstallCmd(g *Globals) *cobra.Command {
 	var networks []string
 	var timeout, drainTimeout, poll time.Duration
+	var pw reinstallPower
 	cmd := &cobra.Command{
 		Use:   "reinstall NAME",
 		Short: "Reset a node to maintenance mode and install it again with the current config",
@@ -175,7 +176,15 @@ wiped; it reboots into maintenance mode), deletes its Kubernetes Node, waits
 installs it again exactly as "dodai bootstrap --node NAME" does: found by MAC,
 the install disk resolved and held to the disk confirmed before, the config of
 the current cluster.yaml applied; a control plane's new etcd member must be
-healthy before the command returns.`,
+healthy before the command returns.
+
+--power makes it hands-free through the node's BMC (spec.nodes[].bmc): the
+reset powers the machine off instead of rebooting it from its disk; once the
+BMC reports it off, it is powered on booting from the network once and
+followed through dodai netboot (which must be running on its boot network)
+until it fetched its kernel, so it comes back with the image the cluster file
+names today. Without a usable BMC (or its credentials) the command refuses
+before it changes anything.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			nets, err := discover.ParseNetworks(networks)
@@ -193,6 +202,11 @@ healthy before the command returns.`,
 			defer o.Etcd.Close()
 			o.DrainTimeout, o.Poll = drainTimeout, poll
 			macs := o.Target.Node.MACs
+			if pw.on {
+				if o.PowerOn, err = pw.powerOn(g, d, args[0], macs, poll); err != nil {
+					return err
+				}
+			}
 			o.Forget = func(context.Context) error {
 				if err := netbootForget(d.layout, macs, false); err != nil {
 					return err
@@ -235,6 +249,7 @@ healthy before the command returns.`,
 	cmd.Flags().DurationVar(&timeout, "timeout", 30*time.Minute, "give up after this long")
 	cmd.Flags().DurationVar(&poll, "poll-interval", time.Second, "interval between checks while waiting")
 	_ = cmd.Flags().MarkHidden("poll-interval")
+	pw.flags(cmd)
 	g.talosPortFlag(cmd)
 	return cmd
 }

@@ -25,6 +25,7 @@ import (
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
 	"google.golang.org/grpc/status"
 
+	"github.com/dodai-dev/dodai/internal/poll"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
 
@@ -500,16 +501,15 @@ func (c *Client) ForfeitLeadership(ctx context.Context, node string) (string, er
 
 // WaitHealthyMember polls until the node runs a healthy voting member and
 // etcd has quorum (a control plane that just joined).
-func (c *Client) WaitHealthyMember(ctx context.Context, node string, poll time.Duration, progress func(problem string)) (*Member, error) {
-	if poll <= 0 {
-		poll = time.Second
-	}
+func (c *Client) WaitHealthyMember(ctx context.Context, node string, interval time.Duration, progress func(problem string)) (*Member, error) {
 	var last string
-	for {
+	var healthy *Member
+	err := poll.Until(ctx, poll.Options{Interval: interval}, func(ctx context.Context) (bool, error) {
 		st, err := c.Status(ctx)
 		if err == nil {
 			if m := st.Member(node); m != nil && m.Healthy && !m.Learner && st.HasQuorum {
-				return m, nil
+				healthy = m
+				return true, nil
 			}
 			last = memberProblem(st, node)
 		} else {
@@ -518,12 +518,12 @@ func (c *Client) WaitHealthyMember(ctx context.Context, node string, poll time.D
 		if progress != nil {
 			progress(last)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("etcd member of %s not healthy in time: %s", node, last)
-		case <-time.After(poll):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd member of %s not healthy in time: %s", node, last)
 	}
+	return healthy, nil
 }
 
 func memberProblem(st *Status, node string) string {

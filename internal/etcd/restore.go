@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dodai-dev/dodai/internal/poll"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -223,42 +224,40 @@ func (c *Client) etcdServiceState(ctx context.Context, n Node) (string, error) {
 // waitEtcdState polls a node's etcd service until it is in the given state.
 func (c *Client) waitEtcdState(ctx context.Context, n Node, want string, o RestoreOptions, log *slog.Logger) error {
 	start := time.Now()
-	last := time.Now()
 	var seen string
-	for {
+	err := poll.Until(ctx, poll.Options{Interval: o.Poll, Every: o.Progress, OnProgress: func(p poll.Progress) {
+		log.Info("waiting for the node to come back with etcd waiting for a bootstrap", "node", n.Name, "now", seen, "elapsed", p.Elapsed.Round(time.Second))
+	}}, func(ctx context.Context) (bool, error) {
 		s, err := c.etcdServiceState(ctx, n)
 		if err == nil && s == want {
-			log.Info("node is back, etcd waits for a bootstrap", "node", n.Name, "took", time.Since(start).Round(time.Millisecond))
-			return nil
+			return true, nil
 		}
 		seen = s
 		if err != nil {
 			seen = ShortErr(err)
 		}
-		if time.Since(last) >= o.Progress {
-			last = time.Now()
-			log.Info("waiting for the node to come back with etcd waiting for a bootstrap", "node", n.Name, "now", seen, "elapsed", time.Since(start).Round(time.Second))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s did not come back with etcd waiting for a bootstrap in time (last: %s)", n.Name, seen)
-		case <-time.After(o.Poll):
-		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s did not come back with etcd waiting for a bootstrap in time (last: %s)", n.Name, seen)
 	}
+	log.Info("node is back, etcd waits for a bootstrap", "node", n.Name, "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 // recoverBootstrap uploads the snapshot and sends Bootstrap{recover_etcd},
 // retrying while the node is not ready for it.
 func (c *Client) recoverBootstrap(ctx context.Context, n Node, o RestoreOptions, rec *RestoreRecord, save func() error, log *slog.Logger) error {
-	start := time.Now()
-	last := time.Now()
-	for {
+	var last error
+	err := poll.Until(ctx, poll.Options{Interval: o.Poll, Every: o.Progress, OnProgress: func(p poll.Progress) {
+		log.Info("node not ready for the recovery yet, retrying", "node", n.Name, "reason", ShortErr(last), "elapsed", p.Elapsed.Round(time.Second))
+	}}, func(ctx context.Context) (bool, error) {
 		if rec.Sent != nil {
 			// An earlier attempt sent the bootstrap and got no answer: if
 			// etcd left its waiting state, the node took it.
 			if s, err := c.etcdServiceState(ctx, n); err == nil && s != "Preparing" {
 				log.Info("the recover bootstrap was taken: etcd starts from the snapshot", "node", n.Name, "etcd", s)
-				return nil
+				return true, nil
 			}
 		}
 		err := c.call(ctx, n, func(ctx context.Context, cc *client.Client) error {
@@ -276,7 +275,7 @@ func (c *Client) recoverBootstrap(ctx context.Context, n Node, o RestoreOptions,
 		if err == nil || status.Code(err) == codes.AlreadyExists {
 			// AlreadyExists: an earlier call got through (etcd has data).
 			log.Info("snapshot restored: etcd starts from it", "node", n.Name)
-			return nil
+			return true, nil
 		}
 		if !retryableRecover(err) {
 			if rec.Sent != nil {
@@ -284,18 +283,16 @@ func (c *Client) recoverBootstrap(ctx context.Context, n Node, o RestoreOptions,
 				rec.Sent = nil
 				_ = save()
 			}
-			return fmt.Errorf("recovering etcd on %s: %s", n.Name, ShortErr(err))
+			return false, poll.Stop(fmt.Errorf("recovering etcd on %s: %s", n.Name, ShortErr(err)))
 		}
-		if time.Since(last) >= o.Progress {
-			last = time.Now()
-			log.Info("node not ready for the recovery yet, retrying", "node", n.Name, "reason", ShortErr(err), "elapsed", time.Since(start).Round(time.Second))
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("recovering etcd on %s: not accepted in time: %s", n.Name, ShortErr(err))
-		case <-time.After(o.Poll):
-		}
+		last = err
+		return false, nil
+	})
+	var pe *poll.Error
+	if errors.As(err, &pe) {
+		return fmt.Errorf("recovering etcd on %s: not accepted in time: %s", n.Name, ShortErr(last))
 	}
+	return err
 }
 
 func retryableRecover(err error) bool {

@@ -68,7 +68,14 @@ type Options struct {
 	// there yet. Reinstall waits for it (within ResetTimeout) before it
 	// installs: a real machine takes minutes to reboot.
 	InMaintenance func(ctx context.Context) (string, error)
-	Log           *slog.Logger
+	// PowerOn, if set, makes Reinstall hands-free through the node's BMC:
+	// the reset powers the machine off instead of rebooting it from its
+	// disk, and PowerOn (called once the machine is forgotten in dodai's
+	// state) waits until the BMC reports it off, powers it on booting from
+	// the network once and follows it through dodai netboot. It returns
+	// what the step line shows.
+	PowerOn func(ctx context.Context) (string, error)
+	Log     *slog.Logger
 }
 
 // Step is one thing Remove did, in order.
@@ -299,14 +306,11 @@ func (o *Options) reset(ctx context.Context, reboot bool) error {
 // waitGone waits until the reset machine no longer answers the
 // authenticated API (its config is gone).
 func (o *Options) waitGone(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, o.ResetTimeout)
-	defer cancel()
-	for o.answers(ctx) == nil {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("node %s still answers the authenticated Talos API after the reset", o.Target.Node.Name)
-		case <-time.After(o.Poll):
-		}
+	err := poll.Until(ctx, poll.Options{Interval: o.Poll, Timeout: o.ResetTimeout}, func(ctx context.Context) (bool, error) {
+		return o.answers(ctx) != nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("node %s still answers the authenticated Talos API after the reset: %w", o.Target.Node.Name, err)
 	}
 	return nil
 }
@@ -399,10 +403,14 @@ func Reinstall(ctx context.Context, o Options, install func(ctx context.Context)
 		}
 		res.step(o.Log, "left etcd", "member "+member.IDHex)
 	}
-	if err := o.reset(ctx, true); err != nil {
+	if err := o.reset(ctx, o.PowerOn == nil); err != nil {
 		return res, err
 	}
-	res.step(o.Log, "Talos reset", "STATE and EPHEMERAL wiped, rebooting into maintenance mode")
+	if o.PowerOn == nil {
+		res.step(o.Log, "Talos reset", "STATE and EPHEMERAL wiped, rebooting into maintenance mode")
+	} else {
+		res.step(o.Log, "Talos reset", "STATE and EPHEMERAL wiped, powering off")
+	}
 	if err := o.waitGone(ctx); err != nil {
 		return res, err
 	}
@@ -413,6 +421,13 @@ func Reinstall(ctx context.Context, o Options, install func(ctx context.Context)
 		if err := o.Forget(ctx); err != nil {
 			return res, err
 		}
+	}
+	if o.PowerOn != nil {
+		detail, err := o.PowerOn(ctx)
+		if err != nil {
+			return res, fmt.Errorf("powering %s on to boot from the network: %w", n.Name, err)
+		}
+		res.step(o.Log, "powered on, network boot once", detail)
 	}
 	if o.InMaintenance != nil {
 		var addr string

@@ -249,10 +249,21 @@ func TestRetransmitGivesUp(t *testing.T) {
 			if len(times) > 7 {
 				t.Fatalf("DATA 1 sent %d times, want at most 1 + 6 retransmissions", len(times))
 			}
-			if len(times) < 7 || d > 1300*time.Millisecond {
+			if d > 1300*time.Millisecond {
 				return fmt.Errorf("%d copies of DATA 1 and the ERROR after %v; want 7 and 1 s", len(times), d)
 			}
-			return checkIntervals(t, times, ms(50, 100, 200, 200, 200, 200), 100*time.Millisecond)
+			want := ms(50, 100, 200, 200, 200, 200)
+			if len(times) < 7 {
+				// Each copy is timed from the one before: on a loaded
+				// machine the late wake-ups add up, and the copy after
+				// the last one would have gone out at the give-up time
+				// or later. Fewer copies are right then, not earlier.
+				if len(times) < 5 || times[len(times)-1].Sub(times[0])+200*time.Millisecond < time.Second-20*time.Millisecond {
+					return fmt.Errorf("%d copies of DATA 1 and the ERROR after %v; want 7 and 1 s", len(times), d)
+				}
+				want = want[:len(times)-1]
+			}
+			return checkIntervals(t, times, want, 100*time.Millisecond)
 		}
 	})
 }
