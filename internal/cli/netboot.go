@@ -13,16 +13,18 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/incluster/handover"
 	"github.com/dodai-dev/dodai/internal/incluster/netbootstore"
+	"github.com/dodai-dev/dodai/internal/incluster/replicas"
 	"github.com/dodai-dev/dodai/internal/netboot"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
 // statusNetboot is `dodai status`' section of the machines netboot has seen
-// (state/machines.json).
-// After `dodai pivot` they are the cluster's Machines.
+// (state/machines.json). After `dodai pivot` they are the cluster's
+// Machines, preceded by the in-cluster boot server replicas (their
+// heartbeats).
 func statusNetboot(ctx context.Context, g *Globals, opts StatusOptions) (bool, error) {
-	ms, pivoted, err := pivotedMachines(ctx, g, opts.Kubeconfig)
+	st, pivoted, err := pivotedNetboot(ctx, g, opts.Kubeconfig)
 	if err != nil {
 		return false, err
 	}
@@ -31,19 +33,57 @@ func statusNetboot(ctx context.Context, g *Globals, opts StatusOptions) (bool, e
 		if err != nil {
 			return false, err
 		}
-		ms = *read
+		st.Machines = read.Machines
 	}
-	return true, g.Print(ms, func(w io.Writer) error {
-		if len(ms.Machines) == 0 {
+	var v any = state.Machines{Machines: st.Machines}
+	if pivoted {
+		v = st
+	}
+	return true, g.Print(v, func(w io.Writer) error {
+		if pivoted {
+			if err := replicaTable(w, st); err != nil {
+				return err
+			}
+		}
+		if len(st.Machines) == 0 {
 			fmt.Fprintln(w, "No machines seen by dodai netboot yet.")
 			return nil
 		}
-		rows := make([][]string, 0, len(ms.Machines))
-		for _, m := range ms.Machines {
+		rows := make([][]string, 0, len(st.Machines))
+		for _, m := range st.Machines {
 			rows = append(rows, []string{m.MAC, netbootDash(m.Node), netbootDash(m.Arch), netbootDash(m.IP), m.Stage, m.LastSeen.Local().Format(time.DateTime)})
 		}
 		return Table(w, []string{"MAC", "NODE", "ARCH", "IP", "STAGE", "LAST SEEN"}, rows)
 	})
+}
+
+// netbootStatus is the netboot section after a pivot.
+type netbootStatus struct {
+	Namespace string             `json:"namespace"`
+	Replicas  []replicas.Replica `json:"replicas"`
+	Machines  []state.Machine    `json:"machines"`
+}
+
+// replicaTable lists the in-cluster boot servers by their heartbeats.
+func replicaTable(w io.Writer, st netbootStatus) error {
+	if len(st.Replicas) == 0 {
+		fmt.Fprintf(w, "No dodai netboot --in-cluster runs (no heartbeat in namespace %s): enable the dodai component and label the boot nodes dodai.dev/netboot=true.\n\n", st.Namespace)
+		return nil
+	}
+	fmt.Fprintf(w, "Boot servers in the cluster (namespace %s):\n", st.Namespace)
+	rows := make([][]string, 0, len(st.Replicas))
+	for _, r := range st.Replicas {
+		how := "running"
+		if !r.Running {
+			how = "not running (no heartbeat since " + r.Renewed.Local().Format(time.DateTime) + ")"
+		}
+		rows = append(rows, []string{r.Name, netbootDash(r.Address), netbootDash(r.Mode), netbootDash(r.URL), how})
+	}
+	if err := Table(w, []string{"SERVER", "ADDRESS", "MODE", "HTTP", "STATE"}, rows); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	return nil
 }
 
 func netbootDash(s string) string {
@@ -138,6 +178,7 @@ directory's lock. The dodai chart runs it as a DaemonSet.`,
 			if cmd.Flags().Changed("serve-configs") {
 				o.ServeConfigs = &serveConfigs
 			}
+			var shared *netbootstore.Store
 			if inCluster {
 				// DHCP bursts must not queue behind client-side rate limits.
 				cfg, err := k.rest(-1, 0)
@@ -149,7 +190,7 @@ directory's lock. The dodai chart runs it as a DaemonSet.`,
 				if err != nil {
 					return err
 				}
-				o.Shared, o.ConfigApplied = store, store.ConfigApplied
+				o.Shared, o.ConfigApplied, shared = store, store.ConfigApplied, store
 			} else {
 				o.ConfigApplied = bootstrapApplied(g.ClusterDir)
 				if o.LeaseDurability, err = dhcp.ParseDurability(durability); err != nil {
@@ -163,6 +204,10 @@ directory's lock. The dodai chart runs it as a DaemonSet.`,
 			srv, err := netboot.New(o)
 			if err != nil {
 				return err
+			}
+			if shared != nil {
+				// Its heartbeat: dodai status netboot lists the replicas.
+				shared.Announce(srv.ServerIP().String(), srv.BaseURL(), srv.Mode())
 			}
 			// For dodai health: which server runs and where it answers.
 			done, err := state.RecordNetbootRun(src.Layout().NetbootRun(), srv.BaseURL())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -11,7 +12,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/kube"
 	"github.com/dodai-dev/dodai/internal/incluster/machines"
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
-	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/incluster/replicas"
 )
 
 func newPivotCmd(g *Globals) *cobra.Command {
@@ -63,23 +64,31 @@ and "dodai controller". Stop the local netboot before. Re-running is safe.`,
 	return cmd
 }
 
-// pivotedMachines returns the machine registry from the cluster when the
-// cluster directory was pivoted (ok false when it was not).
-func pivotedMachines(ctx context.Context, g *Globals, kubeconfig string) (state.Machines, bool, error) {
+// pivotedNetboot returns the machine registry and the boot server
+// replicas (their heartbeats) from the cluster when the cluster directory
+// was pivoted (pivoted false: read the local state).
+func pivotedNetboot(ctx context.Context, g *Globals, kubeconfig string) (netbootStatus, bool, error) {
 	rec, err := handover.Pivoted(g.ClusterDir)
 	if err != nil || rec == nil {
-		return state.Machines{}, false, err
+		return netbootStatus{}, false, err
 	}
 	cfg, err := kube.RESTConfig(g.kubeconfig(kubeconfig), 50, 100)
 	if err != nil {
-		return state.Machines{}, true, err
+		return netbootStatus{}, true, err
 	}
 	c, err := kube.Client(cfg)
 	if err != nil {
-		return state.Machines{}, true, err
+		return netbootStatus{}, true, err
 	}
 	list, err := (&machines.Store{Client: c, Namespace: rec.Namespace}).List(ctx)
-	return state.Machines{Machines: list}, true, err
+	if err != nil {
+		return netbootStatus{}, true, err
+	}
+	reps, err := replicas.List(ctx, c, rec.Namespace, time.Now())
+	if err != nil {
+		return netbootStatus{}, true, err
+	}
+	return netbootStatus{Namespace: rec.Namespace, Replicas: reps, Machines: list}, true, nil
 }
 
 // refusePivoted refuses a local `dodai netboot` for a pivoted cluster

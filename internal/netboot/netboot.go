@@ -369,6 +369,9 @@ func (s *Server) BaseURL() string { return s.baseURL }
 // ServerIP is the server's address on the boot network.
 func (s *Server) ServerIP() netip.Addr { return s.serverIP }
 
+// Mode is the DHCP mode the server runs in (proxy or dhcp).
+func (s *Server) Mode() string { return s.o.Mode }
+
 // Registry exposes the machine registry.
 func (s *Server) Registry() *registry.Registry { return s.reg }
 

@@ -2,7 +2,11 @@ package netboot_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -10,6 +14,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/dodai-dev/dodai/internal/cli"
+	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 )
 
@@ -77,4 +83,62 @@ func settledWrites(t *testing.T, kc *incltest.Cluster, still time.Duration) map[
 		}
 	}
 	return w
+}
+
+// pivotedCopy copies the cluster directory dir and runs `dodai pivot` on
+// the copy into namespace ns of kc, so that `dodai status netboot -C`
+// the copy reads the cluster (the in-cluster servers of the test keep
+// using dir, which they never write).
+func pivotedCopy(t *testing.T, dir string, kc *incltest.Cluster, ns string) string {
+	t.Helper()
+	cp := filepath.Join(t.TempDir(), "pivoted")
+	if out, err := runOut("cp", "-a", dir, cp); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	if err := os.WriteFile(filepath.Join(cp, cluster.KubeconfigFile), kc.Env.KubeconfigBytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := dodaiCLI(t, "pivot", "-C", cp, "--namespace", ns); err != nil {
+		t.Fatalf("dodai pivot: %v\n%s", err, out)
+	}
+	return cp
+}
+
+// dodaiCLI runs one dodai command in this process.
+func dodaiCLI(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if code := cli.Run(ctx, args, strings.NewReader(""), &out, &errOut); code != 0 {
+		return out.String(), fmt.Errorf("exit %d: %s", code, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// statusReplicas runs `dodai status netboot` on a pivoted directory until
+// want holds for the replica lines it prints (server name → the line),
+// bounded to d; it returns the last output.
+func statusReplicas(t *testing.T, dir string, d time.Duration, what string, want func(map[string]string) bool) string {
+	t.Helper()
+	var out string
+	for deadline := time.Now().Add(d); ; time.Sleep(time.Second) {
+		var err error
+		if out, err = dodaiCLI(t, "status", "netboot", "-C", dir); err != nil {
+			t.Fatalf("dodai status netboot: %v\n%s", err, out)
+		}
+		lines := map[string]string{}
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) >= 5 && strings.HasPrefix(f[1], "10.99.") {
+				lines[f[0]] = l
+			}
+		}
+		if want(lines) {
+			return out
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("dodai status netboot: want %s, got:\n%s", what, out)
+			return out
+		}
+	}
 }

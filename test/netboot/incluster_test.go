@@ -116,6 +116,14 @@ spec:
 	lanClient := newNS(t)
 	port(lanClient, "pc", "eth0", "")
 
+	// dodai status netboot of the pivoted cluster lists both replicas.
+	pivoted := pivotedCopy(t, dir, kc, incltest.Namespace)
+	out := statusReplicas(t, pivoted, 30*time.Second, "a and b running", func(l map[string]string) bool {
+		return strings.Contains(l["a"], "10.99.0.1 ") && strings.HasSuffix(l["a"], "running") &&
+			strings.Contains(l["b"], "http://10.99.0.2:8080") && strings.HasSuffix(l["b"], "running")
+	})
+	t.Logf("dodai status netboot:\n%s", out)
+
 	const conc = 16
 	// Round 0: other MACs over both servers, both alive, to count the
 	// writes as the apiserver counts them: one DHCPLease per handshake,
@@ -250,7 +258,15 @@ spec:
 	if len(ms.Items) < n+n0 {
 		t.Errorf("%d Machines for %d MACs seen", len(ms.Items), n+n0)
 	}
+	// a died: its heartbeat stands, unrenewed; b runs.
+	out = statusReplicas(t, pivoted, time.Minute, "a not running, b running", func(l map[string]string) bool {
+		return strings.Contains(l["a"], "not running") && strings.HasSuffix(l["b"], "running")
+	})
+	replicasPart, _, _ := strings.Cut(out, "\n\n")
+	t.Logf("dodai status netboot after a was killed (the replicas):\n%s", replicasPart)
 	stop(t, servers[1].p)
+	// b stopped: it took its heartbeat with it.
+	statusReplicas(t, pivoted, 10*time.Second, "b gone", func(l map[string]string) bool { _, ok := l["b"]; return !ok })
 	if b, _ := os.ReadFile(servers[1].log); strings.Contains(string(b), `"saving machine"`) {
 		t.Errorf("server b failed to save machines:\n%s", tail(string(b), 3000))
 	}

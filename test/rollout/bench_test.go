@@ -7,9 +7,11 @@ import (
 	"io"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +73,8 @@ func TestRolloutBenchmark(t *testing.T) {
 	tc := newCluster(t, clusterOpts{CPs: 3, Workers: workers, RebootDelay: reboot, Spec: spec{Talos: versions[0]}})
 	start := time.Now()
 	tc.bootstrap(ctx)
-	t.Logf("bootstrap of %d nodes: %s", nodes, time.Since(start).Round(10*time.Millisecond))
+	t.Logf("bootstrap of %d nodes: %s; the test process now runs %d goroutines with %d open files (limit %s)", nodes,
+		time.Since(start).Round(10*time.Millisecond), runtime.NumGoroutine(), openFiles(), fileLimit())
 
 	type mode struct {
 		name  string
@@ -160,6 +163,8 @@ func TestRolloutBenchmark(t *testing.T) {
 				r.wall.Round(10*time.Millisecond), r.planned.Round(10*time.Millisecond), r.overlap, r.load)
 		}
 	}
+
+	t.Logf("after the runs: %d goroutines, %d open files", runtime.NumGoroutine(), openFiles())
 
 	// The summary: the median and the best run per mode.
 	var b strings.Builder
@@ -363,4 +368,21 @@ func readBootID(ctx context.Context, c *client.Client) (string, error) {
 	defer rd.Close()
 	b, err := io.ReadAll(rd)
 	return strings.TrimSpace(string(b)), err
+}
+
+// openFiles counts the process's open file descriptors (sockets included).
+func openFiles() int {
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return -1
+	}
+	return len(fds)
+}
+
+func fileLimit() string {
+	var l syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
+		return "?"
+	}
+	return strconv.FormatUint(l.Cur, 10)
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -25,10 +26,11 @@ import (
 // otherwise (the chart installs into it).
 const DefaultNamespace = "dodai-system"
 
-// Scheme knows dodai.dev/v1alpha1, the core API and CRDs.
+// Scheme knows dodai.dev/v1alpha1, the core API, Leases (the boot
+// servers' heartbeats) and CRDs.
 func Scheme() *runtime.Scheme {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, corev1.AddToScheme, apiextensionsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, corev1.AddToScheme, coordinationv1.AddToScheme, apiextensionsv1.AddToScheme} {
 		if err := add(s); err != nil {
 			panic(err) // static registrations cannot fail
 		}

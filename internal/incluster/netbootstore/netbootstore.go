@@ -30,6 +30,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/leases"
 	"github.com/dodai-dev/dodai/internal/incluster/machines"
 	"github.com/dodai-dev/dodai/internal/incluster/pivot"
+	"github.com/dodai-dev/dodai/internal/incluster/replicas"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
@@ -47,6 +48,8 @@ type Options struct {
 	// waits for another replica to record the machine before this one
 	// writes it (default DefaultOfferGrace).
 	OfferGrace time.Duration
+	// HeartbeatInterval overrides replicas.Interval (tests).
+	HeartbeatInterval time.Duration
 }
 
 // DefaultOfferGrace is Options.OfferGrace's default: far longer than a
@@ -72,6 +75,8 @@ type Store struct {
 	onRemote func(state.Machine)
 
 	machineWrites atomic.Int64
+	// self is this replica's heartbeat (Announce); nil: none.
+	self *replicas.Replica
 }
 
 type offeredRecord struct {
@@ -254,10 +259,26 @@ func (s *Store) Writes() int64 {
 	return n
 }
 
+// Announce sets what this replica's heartbeat says about it (its address
+// on the boot network, HTTP URL, mode); Run then keeps the heartbeat
+// (package replicas) until it returns. Call it before Run.
+func (s *Store) Announce(address, url, mode string) {
+	s.self = &replicas.Replica{Name: s.o.Server, Address: address, URL: url, Mode: mode}
+}
+
 // Run writes queued registry records until ctx ends, then flushes what is
 // left (bounded to 10 s). Records only offered that are still waiting for
-// their grace period then are dropped.
+// their grace period then are dropped. With Announce, it keeps this
+// replica's heartbeat meanwhile and deletes it at the end.
 func (s *Store) Run(ctx context.Context) {
+	if s.self != nil {
+		hbDone := make(chan struct{})
+		defer func() { <-hbDone }()
+		go func() {
+			defer close(hbDone)
+			replicas.Heartbeat(ctx, s.client, s.o.Namespace, *s.self, s.o.HeartbeatInterval, s.o.Log)
+		}()
+	}
 	tick := time.NewTicker(min(time.Second, s.o.OfferGrace/4))
 	defer tick.Stop()
 	for ctx.Err() == nil {
