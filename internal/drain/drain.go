@@ -152,8 +152,12 @@ func Drain(ctx context.Context, cs kubernetes.Interface, node string, opts Optio
 		IgnoreAllDaemonSets: true,
 		DeleteEmptyDirData:  true,
 		Timeout:             opts.Timeout,
-		Out:                 out,
-		ErrOut:              errOut,
+		// kubectl drain's default; the library's zero value retries a
+		// refused eviction at once, in a loop that only the client's
+		// rate limiter slows down.
+		EvictErrorRetryDelay: 5 * time.Second,
+		Out:                  out,
+		ErrOut:               errOut,
 		OnPodDeletionOrEvictionFinished: func(pod *corev1.Pod, _ bool, err error) {
 			if err != nil {
 				return

@@ -21,19 +21,20 @@ import (
 
 // TestInClusterDHCPBenchmark measures DHCP handshakes per second of two
 // `dodai netboot --in-cluster` replicas (apiserver-backed leases) against
-// one `dodai netboot` with the file journal, interleaved (the order
-// alternates every repetition), with hack/bench/netboot-load at the same
-// MAC count and concurrency, and the apiserver writes per handshake (from
-// dodai_netboot_store_writes_total of both replicas). Not part of the
-// suite: DODAI_INCLUSTER_BENCH=REPETITIONS runs it (docs/benchmarks.md has
-// the command); DODAI_INCLUSTER_BENCH_MACS (default 1000) and
-// DODAI_INCLUSTER_BENCH_C (default 32) set the load.
+// one `dodai netboot` with the file journal and against dnsmasq with its
+// lease file (the configuration of hack/bench/lib/netboot-lab.sh),
+// interleaved (the order reverses every repetition), with
+// hack/bench/netboot-load at the same MAC count and concurrency, and the
+// apiserver writes per handshake (from dodai_netboot_store_writes_total of
+// both replicas). Not part of the suite: DODAI_INCLUSTER_BENCH=REPETITIONS
+// runs it (docs/benchmarks.md has the command); DODAI_INCLUSTER_BENCH_MACS
+// (default 1000) and DODAI_INCLUSTER_BENCH_C (default 32) set the load.
 func TestInClusterDHCPBenchmark(t *testing.T) {
 	reps, _ := strconv.Atoi(os.Getenv("DODAI_INCLUSTER_BENCH"))
 	if reps <= 0 {
 		t.Skip("benchmark: set DODAI_INCLUSTER_BENCH=REPETITIONS")
 	}
-	need(t, "ip", "curl")
+	need(t, "ip", "curl", "dnsmasq")
 	n, c := envInt("DODAI_INCLUSTER_BENCH_MACS", 1000), envInt("DODAI_INCLUSTER_BENCH_C", 32)
 	kc := incltest.Start(t)
 	work := t.TempDir()
@@ -83,9 +84,9 @@ spec:
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
 	type sample struct {
-		kind           string
-		perSec, writes float64
-		ok             int
+		kind                 string
+		perSec, writes, load float64
+		ok                   int
 	}
 	var samples []sample
 	inCluster := func(rep int) sample {
@@ -121,7 +122,7 @@ spec:
 		for _, p := range ps {
 			stop(t, p)
 		}
-		return sample{"in-cluster (2 replicas)", r.PerSecond, writes / float64(max(r.OK, 1)), r.OK}
+		return sample{"in-cluster (2 replicas)", r.PerSecond, writes / float64(max(r.OK, 1)), 0, r.OK}
 	}
 	file := func(rep int) sample {
 		d := filepath.Join(work, fmt.Sprintf("file-%d", rep))
@@ -131,29 +132,72 @@ spec:
 		p := startDodai(t, srv[0], filepath.Join(work, fmt.Sprintf("file-%d.log", rep)), "-C", d, "--interface", "eth0", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
 		r, _ := runLoad(t, cl, load, filepath.Join(work, fmt.Sprintf("acks-file-%d", rep)), n, c, nil)
 		stop(t, p)
-		return sample{"file journal (1 server)", r.PerSecond, 0, r.OK}
+		return sample{"file journal (1 server)", r.PerSecond, 0, 0, r.OK}
 	}
+	// dnsmasq with its lease file (rewritten and fsynced per lease), as
+	// hack/bench/netboot.sh runs it, on the same bridge in place of dodai.
+	dnsmasq := func(rep int) sample {
+		conf := filepath.Join(work, fmt.Sprintf("dnsmasq-%d.conf", rep))
+		write(t, conf, fmt.Sprintf(`port=0
+interface=eth0
+bind-interfaces
+dhcp-authoritative
+dhcp-range=10.99.0.100,10.99.15.200,255.255.240.0,1h
+dhcp-lease-max=100000
+dhcp-leasefile=%s
+no-ping
+user=root
+log-facility=-
+`, filepath.Join(work, fmt.Sprintf("dnsmasq-%d.leases", rep))))
+		log := filepath.Join(work, fmt.Sprintf("dnsmasq-%d.log", rep))
+		p := srv[0].start(t, log, nil, "dnsmasq", "--keep-in-foreground", "--conf-file="+conf, "--pid-file="+filepath.Join(work, fmt.Sprintf("dnsmasq-%d.pid", rep)))
+		waitLog(t, log, "DHCP, IP range", p, 10*time.Second)
+		r, _ := runLoad(t, cl, load, filepath.Join(work, fmt.Sprintf("acks-dnsmasq-%d", rep)), n, c, nil)
+		stop(t, p)
+		return sample{"dnsmasq (lease file)", r.PerSecond, 0, 0, r.OK}
+	}
+	kinds := []string{"in-cluster (2 replicas)", "file journal (1 server)", "dnsmasq (lease file)"}
 	for rep := 0; rep < reps; rep++ {
-		runs := []func(int) sample{inCluster, file}
+		runs := []func(int) sample{inCluster, file, dnsmasq}
 		if rep%2 == 1 {
-			runs[0], runs[1] = runs[1], runs[0]
+			slices.Reverse(runs)
 		}
 		for _, run := range runs {
+			l := load1(t)
 			s := run(rep)
+			s.load = l
 			samples = append(samples, s)
-			t.Logf("rep %d %s: %.0f handshakes/s, %d/%d ACKed, %.2f apiserver writes per handshake", rep, s.kind, s.perSec, s.ok, n, s.writes)
+			t.Logf("rep %d %s: %.0f handshakes/s, %d/%d ACKed, %.2f apiserver writes per handshake, load %.1f", rep, s.kind, s.perSec, s.ok, n, s.writes, s.load)
 		}
 	}
-	for _, kind := range []string{"in-cluster (2 replicas)", "file journal (1 server)"} {
-		var rates, writes []float64
+	med := map[string]float64{}
+	best := map[string]float64{}
+	for _, kind := range kinds {
+		var rates, writes, loads []float64
 		for _, s := range samples {
 			if s.kind == kind {
-				rates, writes = append(rates, s.perSec), append(writes, s.writes)
+				rates, writes, loads = append(rates, s.perSec), append(writes, s.writes), append(loads, s.load)
 			}
 		}
-		t.Logf("RESULT %s: median %.0f handshakes/s, best %.0f, writes/handshake median %.2f (%d MACs, c=%d, %d repetitions)",
-			kind, median(rates), maxOf(rates), median(writes), n, c, len(rates))
+		med[kind], best[kind] = median(rates), maxOf(rates)
+		t.Logf("RESULT %s: median %.0f handshakes/s, best %.0f, writes/handshake median %.2f, load %.1f-%.1f (%d MACs, c=%d, %d repetitions)",
+			kind, med[kind], best[kind], median(writes), slices.Min(loads), slices.Max(loads), n, c, len(rates))
 	}
+	for _, other := range kinds[1:] {
+		t.Logf("RESULT in-cluster / %s: median %.2fx, best %.2fx", other, med[kinds[0]]/med[other], best[kinds[0]]/best[other])
+	}
+}
+
+// load1 is the 1-minute load average.
+func load1(t *testing.T) float64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(string(b))
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func envInt(name string, def int) int {

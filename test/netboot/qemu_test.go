@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 	"github.com/dodai-dev/dodai/internal/lab"
 )
 
@@ -85,12 +86,15 @@ func TestQEMUBoot(t *testing.T) {
 			// its initramfs was sent, before its OS DHCPs and fetches the
 			// config): the lease must survive and the config still work.
 			restart := c.fw == bios && c.mode == "dhcp"
-			qemuBoot(t, c.fw, c.mode, c.serve, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i), restart)
+			qemuBoot(t, c.fw, c.mode, c.serve, assets, fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, i), restart, nil)
 		})
 	}
 }
 
-func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac string, restart bool) {
+// qemuBoot boots one machine; with kc, through `dodai netboot
+// --in-cluster` over that apiserver (namespace incltest.Namespace) instead
+// of the local server.
+func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac string, restart bool, kc *incltest.Cluster) {
 	work := t.TempDir()
 	dir := writeCluster(t, mode, nil, testNode{"node1", "controlplane", mac, ""})
 	ns := newNS(t)
@@ -108,6 +112,17 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 	}
 	if serve {
 		dodaiArgs = append(dodaiArgs, "--serve-configs")
+	}
+	if kc != nil {
+		// The apiserver (host loopback) through a unix socket and a
+		// forwarder on the same address inside the namespace.
+		sock := filepath.Join(work, "api.sock")
+		apiHost := strings.TrimPrefix(kc.REST.Host, "https://")
+		forwardUnix(t, sock, apiHost)
+		fl := filepath.Join(work, "fwd.log")
+		f := ns.start(t, fl, []string{envProbe + "=fwd"}, selfExe(t), apiHost, sock)
+		waitLog(t, fl, "ready", f, 10*time.Second)
+		dodaiArgs = append(dodaiArgs, "--in-cluster", "--kubeconfig", kc.Env.Kubeconfig, "--namespace", incltest.Namespace, "--server-name", "qemu")
 	}
 	wantConfig := mode == "dhcp" || serve
 	dproc := startDodai(t, ns, dl, dodaiArgs...)
@@ -233,6 +248,9 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 		} else if hl, _ := os.ReadFile(filepath.Join(work, "helper-dnsmasq.log")); !strings.Contains(string(hl), "snponly.efi") {
 			t.Errorf("UEFI did not load snponly.efi over TFTP\n%s", hl)
 		}
+	}
+	if kc != nil {
+		inClusterState(t, kc, mac, wantConfig)
 	}
 	t.Logf("%s/%s: booted (config: %v) in %s", fw, mode, wantConfig, elapsed.Round(100*time.Millisecond))
 	if os.Getenv("NB_DUMP") != "" {
