@@ -31,6 +31,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/etcd"
 	"github.com/dodai-dev/dodai/internal/platform/status"
+	"github.com/dodai-dev/dodai/internal/poll"
 	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
 )
@@ -168,24 +169,24 @@ func Run(ctx context.Context, o Options) *Report {
 
 // Wait runs the checks until the cluster is healthy or ctx ends, calling
 // progress with each unhealthy report; it returns the last report.
-func Wait(ctx context.Context, o Options, poll time.Duration, progress func(*Report)) *Report {
-	if poll <= 0 {
-		poll = 2 * time.Second
+func Wait(ctx context.Context, o Options, interval time.Duration, progress func(*Report)) *Report {
+	if interval <= 0 {
+		interval = 2 * time.Second
 	}
-	for {
-		rep := Run(ctx, o)
-		if rep.Healthy {
-			return rep
-		}
-		if progress != nil {
+	var rep *Report
+	// The report says what is wrong; the poll error adds nothing to it.
+	_ = poll.Until(ctx, poll.Options{Interval: interval}, func(ctx context.Context) (bool, error) {
+		rep = Run(ctx, o)
+		if !rep.Healthy && progress != nil {
 			progress(rep)
 		}
-		select {
-		case <-ctx.Done():
-			return rep
-		case <-time.After(poll):
-		}
+		return rep.Healthy, nil
+	})
+	if rep == nil {
+		// ctx had ended before the first check.
+		rep = Run(ctx, o)
 	}
+	return rep
 }
 
 func ok(area, subject, detail string) Check {
