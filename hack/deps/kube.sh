@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the test Kubernetes tools from the Go modules under test/tools/:
-#   kube-apiserver, kube-controller-manager, kubectl (test/tools/kube, k8s.io/kubernetes v1.34.4),
-#   etcd (test/tools/etcd, go.etcd.io/etcd/server/v3 v3.6.4),
-#   source-controller (test/tools/flux-source, v1.7.3), helm-controller (test/tools/flux-helm, v1.4.0),
+#   kube-apiserver, kube-controller-manager, kubectl (test/tools/kube, k8s.io/kubernetes v1.36.3),
+#   etcd (test/tools/etcd, go.etcd.io/etcd/server/v3 v3.6.8, what Kubernetes 1.36 uses),
+#   source-controller (test/tools/flux-source, v1.9.1), helm-controller (test/tools/flux-helm, v1.6.4),
 # and copies the Flux CRDs and the controllers' config/manager and config/rbac kustomize dirs.
 #
 # Output: $DODAI_TOOLS_DIR/kube-<key>/{bin,flux/...}, where <key> hashes the tools modules'
@@ -16,11 +16,11 @@ export GOFLAGS="${GOFLAGS:-} -buildvcs=false -mod=readonly"
 
 # Bump when the set of outputs or the build flags change.
 layout=1
-KUBE_VERSION=v1.34.4
+KUBE_VERSION=v1.36.3
 KUBE_LDFLAGS="-X k8s.io/component-base/version.gitVersion=${KUBE_VERSION} -X k8s.io/component-base/version.gitMajor=1
- -X k8s.io/component-base/version.gitMinor=34 -X k8s.io/component-base/version.gitTreeState=clean
+ -X k8s.io/component-base/version.gitMinor=36 -X k8s.io/component-base/version.gitTreeState=clean
  -X k8s.io/component-base/version.buildDate=2026-01-01T00:00:00Z -X k8s.io/client-go/pkg/version.gitVersion=${KUBE_VERSION}
- -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=34"
+ -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=36"
 KUBE_LDFLAGS=$(echo $KUBE_LDFLAGS)
 
 key=$( { echo "layout=$layout"; go version; for m in kube etcd flux-source flux-helm; do

@@ -436,7 +436,7 @@ func (e *Env) writeKubeconfig() error {
 	return nil
 }
 
-// Kubectl returns a kubectl command (the v1.34.4 build from ToolsDir) that
+// Kubectl returns a kubectl command (the v1.36.3 build from ToolsDir) that
 // talks to this Env as the admin (KUBECONFIG is set).
 func (e *Env) Kubectl(ctx context.Context, args ...string) *exec.Cmd {
 	cmd := exec.CommandContext(ctx, e.bin(binKubectl), args...)

@@ -51,8 +51,8 @@ func TestAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.GitVersion != "v1.34.4" {
-		t.Errorf("server version %q, want v1.34.4 (KUBE_LDFLAGS)", v.GitVersion)
+	if v.GitVersion != "v1.36.3" {
+		t.Errorf("server version %q, want v1.36.3 (KUBE_LDFLAGS)", v.GitVersion)
 	}
 	ns := "kubetest-" + strings.ToLower(t.Name())
 	createNamespace(ctx, t, e.Client, ns)
