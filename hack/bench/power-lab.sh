@@ -55,7 +55,7 @@ for B in $BATCHES; do
       left=0
       for n in "${batch[@]}"; do
         [ -n "${t1[$n]:-}" ] && continue
-        if tail -c +"$(( ${mark[$n]} + 1 ))" "$DIR/lab/machines/$n/serial.log" | grep -q "PROBE: init started"; then t1[$n]=$(now); else left=1; fi
+        if tail -c +"$(( ${mark[$n]} + 1 ))" "$DIR/lab/machines/$n/serial.log" 2>/dev/null | grep -q "PROBE: init started"; then t1[$n]=$(now); else left=1; fi
       done
       [ $left = 0 ] && break
       [ "$(date +%s)" -gt $deadline ] && { echo "batch $B: timeout" >&2; exit 1; }

@@ -12,7 +12,6 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/machineconfig"
@@ -31,30 +30,18 @@ type rolloutEnv struct {
 }
 
 func (g *Globals) openRollout(kubeconfig string, nodes []string) (*rolloutEnv, error) {
-	src, err := g.Load()
+	dd, err := g.openDay2()
 	if err != nil {
 		return nil, err
 	}
-	r, err := machineconfig.New(src)
-	if err != nil {
-		return nil, err
-	}
-	tc, err := r.Talosconfig()
-	if err != nil {
-		return nil, err
-	}
-	port, err := g.TalosPort()
-	if err != nil {
-		return nil, err
-	}
+	src, r, tc, port := dd.src, dd.renderer, dd.tc, dd.port
 	d := &rolloutEnv{src: src, r: r}
 	kc := g.kubeconfig(kubeconfig)
 	if _, err := os.Stat(kc); err == nil {
-		cfg, err := clientcmd.BuildConfigFromFlags("", kc)
+		cfg, err := restConfig(kc)
 		if err != nil {
-			return nil, fmt.Errorf("loading kubeconfig %s: %w", kc, err)
+			return nil, err
 		}
-		cfg.QPS, cfg.Burst = 50, 100
 		if d.kube, err = kubernetes.NewForConfig(cfg); err != nil {
 			return nil, fmt.Errorf("kubeconfig %s: %w", kc, err)
 		}

@@ -509,7 +509,7 @@ func versions(t *testing.T, ctx context.Context, env *kubetest.Env) map[string]s
 				v = fmt.Sprintf("generation %d", u.GetGeneration())
 				for _, mf := range u.GetManagedFields() {
 					if strings.HasPrefix(mf.Manager, install.FieldManager) {
-						v += fmt.Sprintf(" %s@%s:%s", mf.Manager, mf.Time, mf.FieldsV1.Raw)
+						v += fmt.Sprintf(" %s@%s:%s", mf.Manager, mf.Time, mf.FieldsV1.GetRawString())
 					}
 				}
 			}

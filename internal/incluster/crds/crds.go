@@ -58,7 +58,7 @@ func Install(ctx context.Context, c client.Client) error {
 	}
 	for _, crd := range list {
 		crd.ManagedFields = nil
-		if err := c.Patch(ctx, crd, client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
+		if err := c.Patch(ctx, crd, client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
 			return fmt.Errorf("applying CRD %s: %w", crd.Name, err)
 		}
 	}

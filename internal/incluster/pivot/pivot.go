@@ -95,13 +95,13 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 		ObjectMeta: metav1.ObjectMeta{Name: ConfigMapName, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "dodai"}},
 		Data:       map[string]string{cluster.FileName: string(raw)}}
-	if err := o.Client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+	if err := o.Client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
 		return nil, fmt.Errorf("writing ConfigMap %s/%s: %w", o.Namespace, ConfigMapName, err)
 	}
 	s := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Name: SecretName, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "dodai"}},
 		Type:       corev1.SecretTypeOpaque, Data: map[string][]byte{cluster.SecretsFile: sec}}
-	if err := o.Client.Patch(ctx, s, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
+	if err := o.Client.Patch(ctx, s, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
 		return nil, fmt.Errorf("writing Secret %s/%s: %w", o.Namespace, SecretName, err)
 	}
 
