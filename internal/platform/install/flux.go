@@ -24,10 +24,12 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
-// FluxVersion is the Flux release dodai installs and tests against: the
-// controllers of the Flux 2.7 line (source-controller v1.7.3,
-// helm-controller v1.4.0) whose API types dodai renders.
-const FluxVersion = "v2.7.3"
+// FluxVersion is the Flux release dodai installs by default: the newest
+// Flux 2.9 release (source-controller v1.9.5, helm-controller v1.6.4, on
+// Helm v4). dodai renders helm-controller API v1.6.3 (the same Go types as
+// v1.6.4) and source-controller API v1.9.1, and its tests run
+// helm-controller v1.6.4 and source-controller v1.9.1 (test/tools).
+const FluxVersion = "v2.9.5"
 
 // FluxOptions say how the Flux manifests are patched.
 type FluxOptions struct {
