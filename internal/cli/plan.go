@@ -186,6 +186,9 @@ func writePlan(w io.Writer, p *plan.Plan, diffs bool) error {
 	for _, n := range p.Nodes {
 		if u := n.Upgrade; u != nil {
 			s := fmt.Sprintf("Talos %s → %s with %s", u.FromVersion, u.ToVersion, u.Image)
+			if u.API != "" {
+				s += " through " + u.API
+			}
 			if u.Extensions != nil {
 				s += fmt.Sprintf(" (extensions: %s)", orDash(strings.Join(u.Extensions, " ")))
 			}

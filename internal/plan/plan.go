@@ -96,6 +96,9 @@ type Upgrade struct {
 	// Extensions expected after the upgrade; nil when the image's content
 	// is not known (a custom installer).
 	Extensions []string `json:"expectedExtensions,omitempty" yaml:"expectedExtensions,omitempty"`
+	// API the upgrade goes through, the one of the release the node runs:
+	// APILifecycle (Talos 1.13+) or APILegacy.
+	API string `json:"api" yaml:"api"`
 }
 
 // ConfigChange is a machine-config change of one node.

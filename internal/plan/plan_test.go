@@ -90,6 +90,13 @@ func TestTargetAndUpgrade(t *testing.T) {
 		!slices.Equal(u.RemoveExtensions, []string{"siderolabs/iscsi-tools"}) || u.ToSchematic != id {
 		t.Fatalf("upgrade: %+v %v", u, r)
 	}
+	if u.API != APILegacy {
+		t.Fatalf("a 1.11 node upgrades through %s, want %s", u.API, APILegacy)
+	}
+	// A node running 1.13 upgrades through the API of its release.
+	if u, _, _ := tg.UpgradeFor(&Facts{TalosVersion: "v1.13.9", Schematic: id}); u == nil || u.API != APILifecycle {
+		t.Fatalf("a 1.13 node's upgrade: %+v", u)
+	}
 
 	// The vanilla installer drops drbd, which the node runs and the file lists.
 	spec.Image.Installer = "ghcr.io/siderolabs/installer:v1.11.6"

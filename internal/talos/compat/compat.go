@@ -335,3 +335,18 @@ func minorOf(v string) string {
 	}
 	return fmt.Sprintf("v%d.%d", sv.Major, sv.Minor)
 }
+
+// lifecycleSince is the first release whose nodes serve LifecycleService
+// (and ImageService): talosctl 1.13 takes the new upgrade path on nodes
+// newer than v1.13.0-alpha.2 and the legacy one on older nodes.
+var lifecycleSince = semver.MustParse("1.13.0-alpha.3")
+
+// LifecycleUpgrade reports whether a node running Talos version upgrades
+// through the LifecycleService API (Talos 1.13 and later: ImageService.Pull
+// of the installer, LifecycleService.Upgrade, then a reboot) rather than
+// MachineService.Upgrade, which 1.13 deprecates and older nodes only have.
+// An unparsable version gets the legacy API, which every release serves.
+func LifecycleUpgrade(version string) bool {
+	v, err := semver.ParseTolerant(version)
+	return err == nil && v.GTE(lifecycleSince)
+}

@@ -258,3 +258,14 @@ func TestUpgradePath(t *testing.T) {
 		})
 	}
 }
+
+func TestLifecycleUpgrade(t *testing.T) {
+	for v, want := range map[string]bool{
+		"v1.13.9": true, "v1.13.0": true, "v1.13.0-beta.1": true, "v1.13.0-alpha.3": true, "v1.14.2": true,
+		"v1.13.0-alpha.2": false, "v1.12.7": false, "v1.11.5": false, "v1.8.0": false, "": false, "junk": false,
+	} {
+		if got := LifecycleUpgrade(v); got != want {
+			t.Errorf("LifecycleUpgrade(%q) = %v, want %v", v, got, want)
+		}
+	}
+}
