@@ -1,10 +1,11 @@
 // Package compat holds dodai's version rules: which Talos releases dodai
 // renders machine configs for, which Talos and Kubernetes releases new
-// clusters get, which Kubernetes releases each Talos minor runs, and which
-// upgrades are allowed (Talos' own upgrade paths, Kubernetes one minor at a
-// time). The Talos facts come from machinery's compatibility package, the
+// clusters get, which Kubernetes releases each Talos minor runs, which
+// upgrades are allowed (Talos' own upgrade paths taken one minor at a time,
+// Kubernetes one minor at a time) and which API a node's release upgrades
+// through. The Talos facts come from machinery's compatibility package, the
 // same tables talosctl checks before an upgrade; this package only adds the
-// Kubernetes skew rule and the order of a combined upgrade.
+// one-minor rules and the order of a combined upgrade.
 //
 // It depends on nothing else in dodai, so the cluster validator, the
 // bootstrap and the day-2 plan can all use it.
