@@ -75,7 +75,7 @@ func (o Options) versions(p *Plan, facts []*Facts) {
 	}
 	if len(steps) == 2 && steps[0].Component == "kubernetes" {
 		p.Refusals = append(p.Refusals, o.located(fieldTalos, fmt.Errorf(
-			"Talos %s does not run Kubernetes %s, which the cluster runs, so Kubernetes must be upgraded first and dodai apply upgrades Talos first: "+
+			"Talos %s does not run Kubernetes %s, which the cluster runs: Kubernetes has to go first, and one apply upgrades Talos first; "+
 				"set %s back to %s and apply %s %s, then set %s to %s and apply again",
 			next.Talos, kube, fieldTalos, cur.Talos, fieldKubernetes, next.Kubernetes, fieldTalos, next.Talos)))
 		return

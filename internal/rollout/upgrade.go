@@ -16,9 +16,8 @@ import (
 
 // startUpgrade installs the upgrade's image on the node and reboots it
 // into it, with the API of the node's running release (plan.UpgradeAPI).
-// record is called
-// just before the call that reboots the node (so a resumed run waits for
-// that reboot, and only for it).
+// record is called just before the call that reboots the node (so a
+// resumed run waits for that reboot, and only for it).
 //
 // Talos 1.13+ (LifecycleService): ImageService.Pull of the installer into
 // the system containerd, LifecycleService.Upgrade (the installer's output
