@@ -149,13 +149,22 @@ func TestLifecycleService(t *testing.T) {
 	if err != nil || code != 0 || len(lines) == 0 || !strings.Contains(strings.Join(lines, "\n"), "v1.13.10") {
 		t.Fatalf("install: %q exit %d %v", lines, code, err)
 	}
-	if bootID(ctx, t, c) != boot1 || n.TalosVersion() != "v1.13.9" {
+	if bootID(ctx, t, c) != boot1 || n.TalosVersion() != "v1.13.9" || n.Count("Boot") != 1 {
 		t.Fatal("LifecycleService.Upgrade rebooted or switched the running version")
 	}
-	if err := c.Reboot(ctx); err != nil {
-		t.Fatal(err)
+	// reboot reboots the node and waits until it served a new boot.
+	reboot := func(c *client.Client) {
+		t.Helper()
+		boots := n.Count("Boot")
+		if err := c.Reboot(ctx); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(ctx, t, "a new boot", func() bool { return n.Count("Boot") > boots && n.Phase() == "running" })
 	}
-	waitFor(ctx, t, "node rebooted into v1.13.10", func() bool { return n.Phase() == "running" && n.TalosVersion() == "v1.13.10" })
+	reboot(c)
+	if n.TalosVersion() != "v1.13.10" {
+		t.Fatalf("rebooted into %s, want v1.13.10", n.TalosVersion())
+	}
 	c2 := waitAuth(ctx, t, tc, talos.Endpoint(addr, port))
 	defer c2.Close()
 	if v, err := talos.Version(ctx, c2.COSI); err != nil || v != "v1.13.10" || bootID(ctx, t, c2) == boot1 {
@@ -167,14 +176,11 @@ func TestLifecycleService(t *testing.T) {
 
 	// A plain reboot boots the same image.
 	boot2 := bootID(ctx, t, c2)
-	if err := c2.Reboot(ctx); err != nil {
-		t.Fatal(err)
-	}
+	reboot(c2)
 	c3 := waitAuth(ctx, t, tc, talos.Endpoint(addr, port))
 	defer c3.Close()
-	waitFor(ctx, t, "a new boot", func() bool { return bootID(ctx, t, c3) != boot2 })
-	if n.TalosVersion() != "v1.13.10" {
-		t.Fatalf("plain reboot changed the version: %s", n.TalosVersion())
+	if bootID(ctx, t, c3) == boot2 || n.TalosVersion() != "v1.13.10" {
+		t.Fatalf("plain reboot: same boot, or the version changed to %s", n.TalosVersion())
 	}
 
 	// The installer fails: an exit code, nothing installed.
@@ -183,7 +189,7 @@ func TestLifecycleService(t *testing.T) {
 	if _, err := pull(ctx, c3, vanilla); err != nil {
 		t.Fatal(err)
 	}
-	if lines, code, err := install(ctx, c3, vanilla); err != nil || code != 3 || !strings.Contains(lines[len(lines)-1], "no space left") {
+	if lines, code, err := install(ctx, c3, vanilla); err != nil || code != 3 || len(lines) == 0 || !strings.Contains(lines[len(lines)-1], "no space left") {
 		t.Fatalf("failing installer: %q exit %d %v", lines, code, err)
 	}
 
@@ -192,11 +198,7 @@ func TestLifecycleService(t *testing.T) {
 	if _, _, err := install(ctx, c3, vanilla); err != nil {
 		t.Fatal(err)
 	}
-	if err := c3.Reboot(ctx); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(ctx, t, "rebooting", func() bool { return n.Phase() == "rebooting" })
-	waitFor(ctx, t, "back after the rollback", func() bool { return n.Phase() == "running" })
+	reboot(c3)
 	if n.TalosVersion() != "v1.13.10" {
 		t.Fatalf("after a rollback the node runs %s", n.TalosVersion())
 	}
