@@ -8,6 +8,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -26,10 +27,12 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/dodai-dev/dodai/internal/kubewait"
 	"github.com/dodai-dev/dodai/internal/platform/graph"
 	"github.com/dodai-dev/dodai/internal/platform/readiness"
 	"github.com/dodai-dev/dodai/internal/platform/render"
 	"github.com/dodai-dev/dodai/internal/platform/status"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
 // Options of an install.
@@ -308,28 +311,9 @@ func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructur
 // WaitEstablished waits until the CRD of that name is Established (its
 // kinds are served), or ctx ends.
 func (a *Applier) WaitEstablished(ctx context.Context, name string) error {
-	for {
-		c, err := a.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && crdEstablished(c) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for CRD %s to be established: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func crdEstablished(u *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Established" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
+	return kubewait.WaitEstablished(ctx, name, func(ctx context.Context) (*unstructured.Unstructured, error) {
+		return a.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+	})
 }
 
 func toMap(o runtime.Object) (map[string]any, error) {
@@ -401,15 +385,16 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	}
 	var lastHRs []helmv2.HelmRelease
 	var lastRule map[string]readiness.Result
-	for {
+	err := poll.Until(ctx, poll.Options{Interval: w.Poll}, func(ctx context.Context) (bool, error) {
 		list, err := hrRes.List(ctx, metav1.ListOptions{})
 		if err != nil {
-			// The deadline can fall inside the list call: what was read
-			// last still says what is missing.
-			if ctx.Err() != nil && lastRule != nil {
-				return timedOut(ctx.Err(), lastHRs, lastRule)
+			// The deadline can fall inside the list call: Until then
+			// reports the end of the wait, and what was read last says
+			// what is missing.
+			if ctx.Err() != nil {
+				return false, err
 			}
-			return fmt.Errorf("listing HelmReleases: %w", err)
+			return false, poll.Stop(fmt.Errorf("listing HelmReleases: %w", err))
 		}
 		state := map[string]*metav1.Condition{}
 		rule := map[string]readiness.Result{}
@@ -418,7 +403,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			u := &list.Items[i]
 			var hr helmv2.HelmRelease
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &hr); err != nil {
-				return err
+				return false, poll.Stop(err)
 			}
 			hrs = append(hrs, hr)
 			k := hr.Namespace + "/" + hr.Name
@@ -438,7 +423,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			}
 		}
 		if len(stalled) > 0 {
-			return fmt.Errorf("%d release(s) stalled (Flux will not retry until their spec changes):\n  %s", len(stalled), strings.Join(stalled, "\n  "))
+			return false, poll.Stop(fmt.Errorf("%d release(s) stalled (Flux will not retry until their spec changes):\n  %s", len(stalled), strings.Join(stalled, "\n  ")))
 		}
 		for _, r := range w.Graph.Releases {
 			k := key(r)
@@ -463,7 +448,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			allSince = time.Now()
 		}
 		if allNow && time.Since(allSince) >= w.Settle {
-			return nil
+			return true, nil
 		}
 		if w.Kick {
 			// Every release parked by helm-controller until its next
@@ -485,17 +470,17 @@ func (w *Waiter) Wait(ctx context.Context) error {
 					continue
 				}
 				if err := w.kick(ctx, r); err != nil {
-					return err
+					return false, poll.Stop(err)
 				}
 				lastKick[r.Name] = time.Now()
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return timedOut(ctx.Err(), hrs, rule)
-		case <-time.After(w.Poll):
-		}
+		return false, nil
+	})
+	if perr := (*poll.Error)(nil); errors.As(err, &perr) {
+		return timedOut(perr.Cause, lastHRs, lastRule)
 	}
+	return err
 }
 
 func (w *Waiter) kick(ctx context.Context, r graph.Release) error {
