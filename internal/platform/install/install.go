@@ -17,6 +17,7 @@ import (
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	"github.com/fluxcd/pkg/apis/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -388,13 +389,15 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	err := poll.Until(ctx, poll.Options{Interval: w.Poll}, func(ctx context.Context) (bool, error) {
 		list, err := hrRes.List(ctx, metav1.ListOptions{})
 		if err != nil {
-			// The deadline can fall inside the list call: Until then
-			// reports the end of the wait, and what was read last says
-			// what is missing.
-			if ctx.Err() != nil {
-				return false, err
+			// A refusal is final. Anything else (the apiserver busy, the
+			// client's rate limiter refusing a wait that would pass the
+			// deadline) is "not yet": when the wait ends, what was read
+			// last says what is missing.
+			err = fmt.Errorf("listing HelmReleases: %w", err)
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) || apierrors.IsNotFound(err) {
+				return false, poll.Stop(err)
 			}
-			return false, poll.Stop(fmt.Errorf("listing HelmReleases: %w", err))
+			return false, err
 		}
 		state := map[string]*metav1.Condition{}
 		rule := map[string]readiness.Result{}
@@ -478,6 +481,9 @@ func (w *Waiter) Wait(ctx context.Context) error {
 		return false, nil
 	})
 	if perr := (*poll.Error)(nil); errors.As(err, &perr) {
+		if lastRule == nil { // never read a list
+			return fmt.Errorf("waiting for %d releases: %w", total, perr)
+		}
 		return timedOut(perr.Cause, lastHRs, lastRule)
 	}
 	return err
