@@ -54,9 +54,11 @@ func newApplyCmd(g *Globals) *cobra.Command {
   percentage of the workers; default 1);
   per node: cordon and drain (evictions respect PodDisruptionBudgets, bounded by
   --drain-timeout) when the node will reboot, apply the config (Talos' own mode)
-  and/or run the Talos upgrade, wait until the node is back with the expected
-  Talos version and extensions (read from its resources), its Node Ready with
-  the expected kubelet, uncordon;
+  and/or run the Talos upgrade through the API of the release the node runs
+  (LifecycleService on 1.13+, MachineService.Upgrade before), wait until the
+  node is back with the expected Talos version and extensions (read from its
+  resources), apply its config in the new release's form, wait for its Node
+  Ready with the expected kubelet, uncordon;
   Kubernetes upgrades in Talos' order: the control-plane components node by
   node, then the kubelets;
   the platform's HelmReleases, waited for at their new generation.

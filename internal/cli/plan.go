@@ -78,9 +78,13 @@ Kubernetes upgrade (one minor version at a time, with the removed APIs still
 in use); nodes to install and nodes the file does not know; the platform's
 HelmRelease changes.
 
-Refused plans (an upgrade that would drop an extension the node runs and the
-file still lists, a Kubernetes skip of more than one minor, unhealthy etcd)
-exit 1. Otherwise the exit status is 0 when nothing would change and 2 when
+Version changes follow Talos' rules: Talos and Kubernetes one minor at a
+time, Kubernetes inside the range the target Talos runs, a combined upgrade
+in a safe order (Talos first, then Kubernetes). Refused plans (an upgrade
+that would drop an extension the node runs and the file still lists, a Talos
+or Kubernetes minor skipped, a combined upgrade that needs Kubernetes first,
+unhealthy etcd) exit 1; version refusals name the cluster.yaml field and the
+step to take instead. Otherwise the exit status is 0 when nothing would change and 2 when
 something would. -o json|yaml prints the plan as data.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -127,6 +131,13 @@ func writePlan(w io.Writer, p *plan.Plan, diffs bool) error {
 		for _, a := range k.RemovedAPIs {
 			fmt.Fprintf(w, "  removed API still in use:\t%s\n", a)
 		}
+	}
+	if len(p.Steps) > 1 {
+		steps := make([]string, 0, len(p.Steps))
+		for _, s := range p.Steps {
+			steps = append(steps, s.String())
+		}
+		fmt.Fprintf(w, "\nUpgrade order\t%s\n", strings.Join(steps, ", then "))
 	}
 	if len(p.Platform) > 0 {
 		fmt.Fprintln(w)
@@ -175,6 +186,9 @@ func writePlan(w io.Writer, p *plan.Plan, diffs bool) error {
 	for _, n := range p.Nodes {
 		if u := n.Upgrade; u != nil {
 			s := fmt.Sprintf("Talos %s → %s with %s", u.FromVersion, u.ToVersion, u.Image)
+			if u.API != "" {
+				s += " through " + u.API
+			}
 			if u.Extensions != nil {
 				s += fmt.Sprintf(" (extensions: %s)", orDash(strings.Join(u.Extensions, " ")))
 			}

@@ -21,6 +21,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 	"github.com/dodai-dev/dodai/internal/state"
 	"github.com/dodai-dev/dodai/internal/talos"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Options of Build.
@@ -92,6 +93,7 @@ func Build(ctx context.Context, o Options) (*Plan, error) {
 		return nil, err
 	}
 	o.kubernetes(ctx, p, nodes, facts)
+	o.versions(p, facts)
 	o.etcd(ctx, p)
 	if o.Kube != nil {
 		kn, err := o.Kube.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
@@ -241,8 +243,8 @@ func (o Options) kubernetes(ctx context.Context, p *Plan, nodes []*cluster.Node,
 	}
 	kc := &KubernetesChange{From: from, To: to}
 	p.Kubernetes = kc
-	if err := CheckKubernetesStep(from, to); err != nil {
-		p.Refusals = append(p.Refusals, err.Error())
+	if err := compat.CheckKubernetesUpgrade(from, to); err != nil {
+		p.Refusals = append(p.Refusals, o.located(fieldKubernetes, err))
 		return
 	}
 	if from == to {

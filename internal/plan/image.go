@@ -7,7 +7,27 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/image"
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
+
+// Talos upgrade APIs (Upgrade.API).
+const (
+	// APILifecycle is Talos 1.13's: ImageService.Pull of the installer,
+	// LifecycleService.Upgrade, then MachineService.Reboot.
+	APILifecycle = "LifecycleService"
+	// APILegacy is MachineService.Upgrade, the only one before 1.13
+	// (deprecated in 1.13).
+	APILegacy = "MachineService.Upgrade"
+)
+
+// UpgradeAPI is the API a node running Talos version upgrades through:
+// the node's own release decides, as talosctl 1.13 does.
+func UpgradeAPI(version string) string {
+	if compat.LifecycleUpgrade(version) {
+		return APILifecycle
+	}
+	return APILegacy
+}
 
 // Target is the OS image the cluster file wants on the nodes.
 type Target struct {
@@ -63,7 +83,8 @@ func (t *Target) UpgradeFor(f *Facts) (u *Upgrade, refusals, warnings []string) 
 	if !needed {
 		return nil, nil, nil
 	}
-	u = &Upgrade{Image: t.Installer, FromVersion: f.TalosVersion, ToVersion: t.Version, FromSchematic: f.Schematic, ToSchematic: t.Schematic}
+	u = &Upgrade{Image: t.Installer, FromVersion: f.TalosVersion, ToVersion: t.Version, FromSchematic: f.Schematic, ToSchematic: t.Schematic,
+		API: UpgradeAPI(f.TalosVersion)}
 	if t.Known {
 		u.Extensions = slices.Clone(t.ImageExtensions)
 		if u.Extensions == nil {

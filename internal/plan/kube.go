@@ -27,33 +27,6 @@ func minor(v string) (int, int, error) {
 	return a, b, nil
 }
 
-// CheckKubernetesStep refuses Kubernetes version changes the control plane
-// does not support: a downgrade of the minor, or a skip of more than one
-// minor version (Kubernetes upgrades one minor at a time).
-func CheckKubernetesStep(from, to string) error {
-	fa, fb, err := minor(from)
-	if err != nil {
-		return err
-	}
-	ta, tb, err := minor(to)
-	if err != nil {
-		return err
-	}
-	switch {
-	case ta != fa:
-		return fmt.Errorf("Kubernetes %s → %s changes the major version", from, to)
-	case tb < fb:
-		return fmt.Errorf("Kubernetes %s → %s is a downgrade, which Kubernetes does not support", from, to)
-	case tb > fb+1:
-		skipped := make([]string, 0, tb-fb-1)
-		for m := fb + 1; m < tb; m++ {
-			skipped = append(skipped, fmt.Sprintf("v%d.%d", fa, m))
-		}
-		return fmt.Errorf("Kubernetes %s → %s skips %s; Kubernetes upgrades one minor version at a time: set kubernetesVersion to the newest v%d.%d.x first", from, to, strings.Join(skipped, ", "), fa, fb+1)
-	}
-	return nil
-}
-
 // deprecatedMetric is the apiserver's gauge of requested deprecated APIs
 // (what `talosctl upgrade-k8s` checks before an upgrade).
 const deprecatedMetric = "apiserver_requested_deprecated_apis"

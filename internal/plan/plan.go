@@ -5,16 +5,22 @@
 // upgrades when the Talos version or the image schematic changed (with the
 // installer image), Kubernetes upgrades (one minor at a time; the removed
 // APIs still in use), nodes to install and nodes the file does not know,
-// and the platform's HelmRelease changes. Refusals (an upgrade that would
-// drop an extension the node runs and the file still lists, a Kubernetes
-// skip of more than one minor, unhealthy etcd) are part of the plan, so
-// apply can refuse the same way plan shows.
+// and the platform's HelmRelease changes. Version changes follow the rules
+// of internal/talos/compat (Talos one minor at a time along machinery's
+// upgrade paths, Kubernetes one minor at a time, the order of a combined
+// upgrade). Refusals (an upgrade that would drop an extension the node runs
+// and the file still lists, a Talos or Kubernetes minor skipped, a combined
+// upgrade without a safe order, unhealthy etcd) are part of the plan, so
+// apply can refuse the same way plan shows; version refusals name the
+// cluster file's field and the step to take instead.
 package plan
 
 import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/dodai-dev/dodai/internal/talos/compat"
 )
 
 // Node states.
@@ -38,6 +44,10 @@ type Plan struct {
 	Unknown []string `json:"unknownNodes,omitempty" yaml:"unknownNodes,omitempty"`
 	// Kubernetes is the control-plane version change, nil when none.
 	Kubernetes *KubernetesChange `json:"kubernetes,omitempty" yaml:"kubernetes,omitempty"`
+	// Steps are the cluster-wide version upgrades in the order apply runs
+	// them (compat.UpgradePath: Talos first when the new Talos runs the
+	// cluster's Kubernetes), empty when neither version changes.
+	Steps []compat.Step `json:"upgradeSteps,omitempty" yaml:"upgradeSteps,omitempty"`
 	// Platform lists HelmRelease changes.
 	Platform []*ReleaseChange `json:"platform,omitempty" yaml:"platform,omitempty"`
 	// Etcd is the etcd health seen by the plan (control-plane steps need
@@ -86,6 +96,9 @@ type Upgrade struct {
 	// Extensions expected after the upgrade; nil when the image's content
 	// is not known (a custom installer).
 	Extensions []string `json:"expectedExtensions,omitempty" yaml:"expectedExtensions,omitempty"`
+	// API the upgrade goes through, the one of the release the node runs:
+	// APILifecycle (Talos 1.13+) or APILegacy.
+	API string `json:"api" yaml:"api"`
 }
 
 // ConfigChange is a machine-config change of one node.

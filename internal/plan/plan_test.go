@@ -15,26 +15,6 @@ import (
 	"github.com/dodai-dev/dodai/internal/machineconfig"
 )
 
-func TestCheckKubernetesStep(t *testing.T) {
-	for _, tt := range []struct{ from, to, err string }{
-		{"v1.33.5", "v1.34.1", ""},
-		{"v1.34.1", "v1.34.3", ""},
-		{"v1.34.1", "v1.34.1", ""},
-		{"1.33.0", "v1.34.0", ""},
-		{"v1.33.5", "v1.35.0", "skips v1.34; Kubernetes upgrades one minor version at a time: set kubernetesVersion to the newest v1.34.x first"},
-		{"v1.32.0", "v1.35.0", "skips v1.33, v1.34;"},
-		{"v1.34.1", "v1.33.5", "is a downgrade"},
-		{"v1.34.1", "v2.0.0", "changes the major version"},
-		{"v1.34.1", "latest", "not a version"},
-		{"", "v1.34.1", "not a version"},
-	} {
-		err := CheckKubernetesStep(tt.from, tt.to)
-		if (tt.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.err)) {
-			t.Errorf("%s → %s: %v, want %q", tt.from, tt.to, err, tt.err)
-		}
-	}
-}
-
 // A real kube-apiserver's metrics text (v1.34), with one API still served
 // but removed in 1.35 and one removed later.
 const metricsText = `# HELP apiserver_requested_deprecated_apis [STABLE] Gauge of deprecated APIs that have been requested, broken out by API group, version, resource, subresource, and removed_release.
@@ -109,6 +89,13 @@ func TestTargetAndUpgrade(t *testing.T) {
 	if u == nil || r != nil || u.FromVersion != "v1.11.5" || !slices.Equal(u.AddExtensions, []string{"siderolabs/zfs"}) ||
 		!slices.Equal(u.RemoveExtensions, []string{"siderolabs/iscsi-tools"}) || u.ToSchematic != id {
 		t.Fatalf("upgrade: %+v %v", u, r)
+	}
+	if u.API != APILegacy {
+		t.Fatalf("a 1.11 node upgrades through %s, want %s", u.API, APILegacy)
+	}
+	// A node running 1.13 upgrades through the API of its release.
+	if u, _, _ := tg.UpgradeFor(&Facts{TalosVersion: "v1.13.9", Schematic: id}); u == nil || u.API != APILifecycle {
+		t.Fatalf("a 1.13 node's upgrade: %+v", u)
 	}
 
 	// The vanilla installer drops drbd, which the node runs and the file lists.

@@ -240,7 +240,8 @@ func (r *runner) applyConfig(ctx context.Context, n *cluster.Node, cfg config.Pr
 	return f, newBoot, nil
 }
 
-// upgrade runs the Talos upgrade and checks what the node runs afterwards.
+// upgrade runs the Talos upgrade (startUpgrade: the API of the node's
+// release) and checks what the node runs afterwards.
 func (r *runner) upgrade(ctx context.Context, n *cluster.Node, up *plan.Upgrade, boot string) (*plan.Facts, error) {
 	name := n.Name
 	if err := r.step(name, StepUpgrade, func() (string, error) {
@@ -249,16 +250,16 @@ func (r *runner) upgrade(ctx context.Context, n *cluster.Node, up *plan.Upgrade,
 			return "", err
 		}
 		defer c.Close()
-		if err := r.store.updateNode(name, func(s *NodeState) {
-			s.Inflight = &Inflight{Step: StepUpgrade, BootID: boot, Image: up.Image, FromVersion: up.FromVersion, ToVersion: up.ToVersion, At: now()}
-		}); err != nil {
+		record := func() error {
+			return r.store.updateNode(name, func(s *NodeState) {
+				s.Inflight = &Inflight{Step: StepUpgrade, BootID: boot, Image: up.Image, FromVersion: up.FromVersion, ToVersion: up.ToVersion, At: now()}
+			})
+		}
+		if err := startUpgrade(ctx, c, up, record); err != nil {
+			_ = r.store.updateNode(name, func(s *NodeState) { s.Inflight = nil })
 			return "", err
 		}
-		if _, err := c.Upgrade(ctx, up.Image, false, false); err != nil {
-			_ = r.store.updateNode(name, func(s *NodeState) { s.Inflight = nil })
-			return "", fmt.Errorf("Talos refused the upgrade to %s: %s", up.Image, short(err))
-		}
-		return up.Image, nil
+		return up.Image + " (" + plan.UpgradeAPI(up.FromVersion) + ")", nil
 	}); err != nil {
 		return nil, err
 	}

@@ -41,6 +41,11 @@ func (s *runningService) ApplyConfiguration(ctx context.Context, in *machine.App
 	if cfg.RawV1Alpha1() == nil {
 		return fail(status.Error(codes.InvalidArgument, "the applied machine configuration doesn't contain v1alpha1 config, did you mean to patch the machine config instead?"))
 	}
+	// The node's own release loads it (test/talosvalidate for the older
+	// ones): a 1.11 node refuses the documents 1.12 introduced.
+	if err := n.acceptConfig(ctx, in.GetData()); err != nil {
+		return fail(err)
+	}
 	warnings, err := cfg.Validate(installedMetal{})
 	if err != nil {
 		return fail(status.Error(codes.InvalidArgument, err.Error()))

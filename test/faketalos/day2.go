@@ -30,6 +30,7 @@ type day2 struct {
 	kubelet    *fakekubelet.Kubelet
 	errs       []string
 	upgrades   []string
+	lifecycle  lifecycle // lifecycle.go
 }
 
 // SetFaults replaces the node's faults (e.g. to remove one, so that a

@@ -13,9 +13,11 @@
 // EtcdMemberList behave like a configured node. Faults can be injected, and
 // every call is recorded for assertions.
 //
-// Day 2 (apply.go, upgrade.go, day2.go, image.go, kube.go): ApplyConfiguration
-// on a configured node with Talos' modes and dry-run answers, Upgrade
-// (reboot into the new version and image, or roll back), the running
+// Day 2 (apply.go, upgrade.go, lifecycle.go, day2.go, image.go, kube.go):
+// ApplyConfiguration on a configured node with Talos' modes and dry-run
+// answers, Upgrade (reboot into the new version and image, or roll back;
+// on Talos 1.13 nodes also ImageService.Pull, LifecycleService.Upgrade and
+// Reboot, which older nodes do not serve), the running
 // MachineConfig and ExtensionStatus resources, the boot ID, and a kubelet
 // (test/fakekubelet) registering the node in a real kube-apiserver.
 package faketalos
@@ -78,6 +80,9 @@ type Faults struct {
 	UpgradeRollback bool
 	// UpgradeNeverReturn: after an upgrade the node never comes back.
 	UpgradeNeverReturn bool
+	// InstallerExitCode, when not 0, is the exit code of the installer
+	// LifecycleService.Upgrade runs (Talos 1.13+): nothing is installed.
+	InstallerExitCode int32
 	// BootstrapNotAvailable answers the first N Bootstrap calls with
 	// FailedPrecondition "bootstrap is not available yet".
 	BootstrapNotAvailable int
@@ -439,6 +444,7 @@ func (n *Node) serveConfigured(cfg config.Provider) error {
 	})), grpc.UnaryInterceptor(adminOnly), grpc.StreamInterceptor(adminOnlyStream))
 	machineapi.RegisterMachineServiceServer(srv, &runningService{n: n, isCP: isCP})
 	cosiv1alpha1.RegisterStateServer(srv, server.NewState(readOnly{st}))
+	n.registerLifecycle(srv)
 	n.mu.Lock()
 	if n.closed {
 		n.mu.Unlock()

@@ -18,10 +18,16 @@ import (
 // could lose quorum (two members, or a member not running) unless forced;
 // then the node reboots and comes back running the new version with the
 // new image's extensions. Faults: UpgradeRollback (the new image fails to
-// boot and Talos reverts to the old one), UpgradeNeverReturn.
+// boot and Talos reverts to the old one), UpgradeNeverReturn. Talos 1.13
+// deprecates it for LifecycleService (lifecycle.go); the call is recorded
+// with that note.
 func (s *runningService) Upgrade(_ context.Context, in *machine.UpgradeRequest) (*machine.UpgradeResponse, error) {
 	n := s.n
 	call := Call{Method: "Upgrade", Phase: "running", Mode: in.GetImage()}
+	if s.n.servesLifecycle() {
+		// Talos 1.13 still serves the call; talosctl 1.13 no longer makes it.
+		call.Detail = "deprecated: Talos 1.13 upgrades through LifecycleService"
+	}
 	fail := func(err error) (*machine.UpgradeResponse, error) {
 		call.Code = status.Code(err)
 		n.record(call)

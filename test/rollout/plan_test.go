@@ -136,9 +136,10 @@ func TestPlan(t *testing.T) {
 		tc.write(s)
 		defer tc.write(base)
 		code, out, errOut := tc.dodai(ctx, "plan")
-		if code != 1 || !strings.Contains(errOut, "Kubernetes v1.32.3 → v1.34.1 skips v1.33") {
+		if code != 1 || !strings.Contains(errOut, "cluster.yaml:7:22: spec.kubernetesVersion: Kubernetes v1.32.3 → v1.34.1 skips v1.33") {
 			t.Fatalf("plan skipping a minor: exit %d\n%s\n%s", code, out, errOut)
 		}
+		t.Logf("plan skipping a minor:\n%s\n%s", out, errOut)
 	})
 
 	t.Run("Kubernetes upgrade", func(t *testing.T) {

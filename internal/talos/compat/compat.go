@@ -1,10 +1,11 @@
 // Package compat holds dodai's version rules: which Talos releases dodai
 // renders machine configs for, which Talos and Kubernetes releases new
-// clusters get, which Kubernetes releases each Talos minor runs, and which
-// upgrades are allowed (Talos' own upgrade paths, Kubernetes one minor at a
-// time). The Talos facts come from machinery's compatibility package, the
+// clusters get, which Kubernetes releases each Talos minor runs, which
+// upgrades are allowed (Talos' own upgrade paths taken one minor at a time,
+// Kubernetes one minor at a time) and which API a node's release upgrades
+// through. The Talos facts come from machinery's compatibility package, the
 // same tables talosctl checks before an upgrade; this package only adds the
-// Kubernetes skew rule and the order of a combined upgrade.
+// one-minor rules and the order of a combined upgrade.
 //
 // It depends on nothing else in dodai, so the cluster validator, the
 // bootstrap and the day-2 plan can all use it.
@@ -182,7 +183,8 @@ func TalosMinorsFor(kube string) []string {
 
 // CheckKubernetesUpgrade returns an error unless a cluster can go from
 // Kubernetes from to to in one step: Kubernetes upgrades one minor at a
-// time and never downgrades a minor (patch changes are fine).
+// time and never downgrades a minor (patch changes are fine). The error
+// names the skipped minors and the next step.
 func CheckKubernetesUpgrade(from, to string) error {
 	f, err := parse("Kubernetes", from)
 	if err != nil {
@@ -194,14 +196,45 @@ func CheckKubernetesUpgrade(from, to string) error {
 	}
 	switch {
 	case t.Major != f.Major:
-		return fmt.Errorf("Kubernetes %s to %s changes the major version: not supported", from, to)
+		return fmt.Errorf("Kubernetes %s → %s changes the major version: not supported", from, to)
 	case t.Minor < f.Minor:
-		return fmt.Errorf("Kubernetes %s to %s is a downgrade: Kubernetes does not support downgrading a minor version", from, to)
+		return fmt.Errorf("Kubernetes %s → %s is a downgrade: Kubernetes does not support downgrading a minor version", from, to)
 	case t.Minor > f.Minor+1:
-		return fmt.Errorf("Kubernetes %s to %s skips %d minor version(s): Kubernetes upgrades one minor at a time (next: v%d.%d)",
-			from, to, t.Minor-f.Minor-1, f.Major, f.Minor+1)
+		return fmt.Errorf("Kubernetes %s → %s skips %s: Kubernetes upgrades one minor at a time; upgrade to the newest v%d.%d.x first",
+			from, to, skipped(f, t), f.Major, f.Minor+1)
 	}
 	return nil
+}
+
+// skipped lists the minors strictly between two versions: "v1.12, v1.13".
+func skipped(from, to semver.Version) string {
+	var out []string
+	for m := from.Minor + 1; m < to.Minor; m++ {
+		out = append(out, fmt.Sprintf("v%d.%d", from.Major, m))
+	}
+	return strings.Join(out, ", ")
+}
+
+// CheckTalosStep returns an error unless dodai upgrades nodes running Talos
+// from to Talos to in one step: machinery's upgrade paths (CheckTalosUpgrade)
+// and no minor skipped. machinery lets 1.13 install over 1.11, but Talos
+// tests the migration between adjacent minors only and documents the path
+// through the newest patch of every minor in between, which is what an
+// operator expects dodai to follow. Downgrades keep machinery's verdict.
+func CheckTalosStep(from, to string) error {
+	f, err := parse("Talos", from)
+	if err != nil {
+		return err
+	}
+	t, err := parse("Talos", to)
+	if err != nil {
+		return err
+	}
+	if t.Major == f.Major && t.Minor > f.Minor+1 {
+		return fmt.Errorf("Talos %s → %s skips %s: Talos upgrades are tested between adjacent minor releases only (the documented path goes through the newest patch of every minor in between); upgrade to the newest v%d.%d.x first",
+			from, to, skipped(f, t), f.Major, f.Minor+1)
+	}
+	return CheckTalosUpgrade(from, to)
 }
 
 // CheckTalosUpgrade returns an error unless a node running Talos from can be
@@ -242,7 +275,8 @@ type Step struct {
 func (s Step) String() string { return fmt.Sprintf("%s %s → %s", s.Component, s.From, s.To) }
 
 // UpgradePath returns the steps that take a cluster running cur to next,
-// in the order to run them, or an error naming every rule that forbids it.
+// in the order to run them, or an error naming every rule that forbids it
+// (CheckTalosStep, CheckKubernetesUpgrade, the target's skew).
 // Talos goes first when the Kubernetes release still runs on the new Talos
 // (talosctl's recommendation); otherwise Kubernetes goes first if the new
 // Kubernetes runs on the current Talos. Unchanged components have no step.
@@ -254,7 +288,7 @@ func UpgradePath(cur, next Versions) ([]Step, error) {
 	kubeChange := !sameVersion(cur.Kubernetes, next.Kubernetes)
 	var errs []error
 	if talosChange {
-		if err := CheckTalosUpgrade(cur.Talos, next.Talos); err != nil {
+		if err := CheckTalosStep(cur.Talos, next.Talos); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -301,4 +335,19 @@ func minorOf(v string) string {
 		return v
 	}
 	return fmt.Sprintf("v%d.%d", sv.Major, sv.Minor)
+}
+
+// lifecycleSince is the first release whose nodes serve LifecycleService
+// (and ImageService): talosctl 1.13 takes the new upgrade path on nodes
+// newer than v1.13.0-alpha.2 and the legacy one on older nodes.
+var lifecycleSince = semver.MustParse("1.13.0-alpha.3")
+
+// LifecycleUpgrade reports whether a node running Talos version upgrades
+// through the LifecycleService API (Talos 1.13 and later: ImageService.Pull
+// of the installer, LifecycleService.Upgrade, then a reboot) rather than
+// MachineService.Upgrade, which 1.13 deprecates and older nodes only have.
+// An unparsable version gets the legacy API, which every release serves.
+func LifecycleUpgrade(version string) bool {
+	v, err := semver.ParseTolerant(version)
+	return err == nil && v.GTE(lifecycleSince)
 }

@@ -141,8 +141,8 @@ func TestCheckKubernetesUpgrade(t *testing.T) {
 		{"v1.34.1", "v1.34.5", ""},
 		{"v1.34.5", "v1.34.1", ""},
 		{"v1.34.1", "v1.34.1", ""},
-		{"v1.34.1", "v1.36.3", "skips 1 minor version(s): Kubernetes upgrades one minor at a time (next: v1.35)"},
-		{"v1.31.0", "v1.36.3", "skips 4"},
+		{"v1.34.1", "v1.36.3", "Kubernetes v1.34.1 → v1.36.3 skips v1.35: Kubernetes upgrades one minor at a time; upgrade to the newest v1.35.x first"},
+		{"v1.31.0", "v1.36.3", "skips v1.32, v1.33, v1.34, v1.35:"},
 		{"v1.35.0", "v1.34.9", "downgrade"},
 		{"v1.34.1", "v2.0.0", "major"},
 		{"v1.34.1", "", "not a Kubernetes version"},
@@ -180,6 +180,36 @@ func TestCheckTalosUpgrade(t *testing.T) {
 	}
 }
 
+// TestCheckTalosStep: dodai's Talos rule is machinery's plus no minor
+// skipped, with the next step named.
+func TestCheckTalosStep(t *testing.T) {
+	for _, tc := range []struct {
+		from, to, err string
+	}{
+		{"v1.11.5", "v1.12.7", ""},
+		{"v1.12.7", "v1.13.9", ""},
+		{"v1.11.5", "v1.11.6", ""},
+		{"v1.13.9", "v1.13.4", ""},
+		{"v1.12.7", "v1.11.5", ""}, // machinery allows downgrading one minor
+		{"v1.11.5", "v1.13.9", "Talos v1.11.5 → v1.13.9 skips v1.12: Talos upgrades are tested between adjacent minor releases only"},
+		{"v1.11.5", "v1.13.9", "upgrade to the newest v1.12.x first"},
+		{"v1.8.4", "v1.13.9", "skips v1.9, v1.10, v1.11, v1.12:"},
+		{"v1.10.9", "v1.12.7", "skips v1.11"},
+		{"v1.13.9", "v1.11.5", "too new to downgrade"},
+		{"v1.13.9", "v1.14.0", "not supported"},
+		{"latest", "v1.13.9", "not a Talos version"},
+		{"v1.12.7", "", "not a Talos version"},
+	} {
+		err := CheckTalosStep(tc.from, tc.to)
+		if tc.err == "" && err != nil {
+			t.Errorf("%s→%s: %v", tc.from, tc.to, err)
+		}
+		if tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)) {
+			t.Errorf("%s→%s: error %v, want %q", tc.from, tc.to, err, tc.err)
+		}
+	}
+}
+
 func TestUpgradePath(t *testing.T) {
 	v := func(talos, kube string) Versions { return Versions{Talos: talos, Kubernetes: kube} }
 	for _, tc := range []struct {
@@ -193,12 +223,16 @@ func TestUpgradePath(t *testing.T) {
 		{"kubernetes only", v("v1.12.7", "v1.34.1"), v("v1.12.7", "v1.35.4"), []string{"kubernetes v1.34.1 → v1.35.4"}, ""},
 		{"talos first", v("v1.12.7", "v1.35.4"), v("v1.13.9", "v1.36.3"),
 			[]string{"talos v1.12.7 → v1.13.9", "kubernetes v1.35.4 → v1.36.3"}, ""},
-		{"kubernetes first", v("v1.11.5", "v1.30.5"), v("v1.13.9", "v1.31.0"),
-			[]string{"kubernetes v1.30.5 → v1.31.0", "talos v1.11.5 → v1.13.9"}, ""},
-		{"kubernetes skip", v("v1.11.5", "v1.34.1"), v("v1.13.9", "v1.36.3"), nil, "skips 1 minor"},
-		{"talos too old", v("v1.10.9", "v1.33.6"), v("v1.13.9", "v1.33.6"), nil, "too old to upgrade"},
+		{"kubernetes first", v("v1.12.7", "v1.30.5"), v("v1.13.9", "v1.31.0"),
+			[]string{"kubernetes v1.30.5 → v1.31.0", "talos v1.12.7 → v1.13.9"}, ""},
+		{"talos first, kubernetes then", v("v1.11.5", "v1.34.1"), v("v1.12.7", "v1.35.4"),
+			[]string{"talos v1.11.5 → v1.12.7", "kubernetes v1.34.1 → v1.35.4"}, ""},
+		{"kubernetes skip", v("v1.12.7", "v1.34.1"), v("v1.13.9", "v1.36.3"), nil, "skips v1.35"},
+		{"talos skip", v("v1.11.5", "v1.34.1"), v("v1.13.9", "v1.34.1"), nil, "Talos v1.11.5 → v1.13.9 skips v1.12"},
+		{"talos from the minor before", v("v1.10.9", "v1.33.6"), v("v1.11.5", "v1.33.6"), []string{"talos v1.10.9 → v1.11.5"}, ""},
+		{"talos minor skip from too old", v("v1.10.9", "v1.33.6"), v("v1.13.9", "v1.33.6"), nil, "skips v1.11, v1.12"},
 		{"target inconsistent", v("v1.11.5", "v1.34.1"), v("v1.11.5", "v1.35.0"), nil, "target: version of Kubernetes 1.35.0 is too new"},
-		{"both rules", v("v1.9.6", "v1.32.4"), v("v1.13.9", "v1.34.1"), nil, "too old to upgrade"},
+		{"both rules", v("v1.9.6", "v1.32.4"), v("v1.13.9", "v1.34.1"), nil, "Talos v1.9.6 → v1.13.9 skips v1.10, v1.11, v1.12"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			steps, err := UpgradePath(tc.cur, tc.next)
@@ -206,7 +240,7 @@ func TestUpgradePath(t *testing.T) {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("error %v, want %q", err, tc.err)
 				}
-				if tc.name == "both rules" && !strings.Contains(err.Error(), "skips 1") {
+				if tc.name == "both rules" && !strings.Contains(err.Error(), "Kubernetes v1.32.4 → v1.34.1 skips v1.33") {
 					t.Errorf("every broken rule is named: %v", err)
 				}
 				return
@@ -222,5 +256,16 @@ func TestUpgradePath(t *testing.T) {
 				t.Errorf("steps %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func TestLifecycleUpgrade(t *testing.T) {
+	for v, want := range map[string]bool{
+		"v1.13.9": true, "v1.13.0": true, "v1.13.0-beta.1": true, "v1.13.0-alpha.3": true, "v1.14.2": true,
+		"v1.13.0-alpha.2": false, "v1.12.7": false, "v1.11.5": false, "v1.8.0": false, "": false, "junk": false,
+	} {
+		if got := LifecycleUpgrade(v); got != want {
+			t.Errorf("LifecycleUpgrade(%q) = %v, want %v", v, got, want)
+		}
 	}
 }
