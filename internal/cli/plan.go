@@ -192,6 +192,9 @@ func writePlan(w io.Writer, p *plan.Plan, diffs bool) error {
 			if u.Extensions != nil {
 				s += fmt.Sprintf(" (extensions: %s)", orDash(strings.Join(u.Extensions, " ")))
 			}
+			if u.NewForm != nil {
+				s += fmt.Sprintf("; then the config in %s's form (%s)", u.ToVersion, u.NewForm)
+			}
 			if upNodes[s] == nil {
 				upgrades = append(upgrades, s)
 			}

@@ -168,6 +168,11 @@ func (o Options) node(ctx context.Context, n *cluster.Node, target *Target, bst 
 	if err := o.nodeConfig(ctx, c, n, f, np); err != nil {
 		np.Refusals = append(np.Refusals, err.Error())
 	}
+	if up != nil {
+		if up.NewForm, err = NewForm(o.Renderer, n, f, up.ToVersion); err != nil {
+			np.Refusals = append(np.Refusals, err.Error())
+		}
+	}
 	np.State = StateUnchanged
 	if np.Upgrade != nil || np.Config != nil || np.Kubernetes != nil {
 		np.State = StateChanges

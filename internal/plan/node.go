@@ -248,6 +248,51 @@ func DryRun(ctx context.Context, c *client.Client, cfg config.Provider) (machine
 	return m.GetMode(), answer, nil
 }
 
+// NewForm compares the config the node gets rendered for the release it
+// runs with the one for the release an upgrade takes it to: nil when they
+// are the same, else the document kinds added and removed.
+func NewForm(r *machineconfig.Renderer, node *cluster.Node, f *Facts, to string) (*FormChange, error) {
+	if to == f.TalosVersion {
+		return nil, nil
+	}
+	now, err := Desired(r, node, f, StageNode)
+	if err != nil {
+		return nil, err
+	}
+	after := *f
+	after.TalosVersion = to
+	next, err := Desired(r, node, &after, StageNode)
+	if err != nil {
+		return nil, err
+	}
+	if eq, err := Equal(now, next); err != nil || eq {
+		return nil, err
+	}
+	kinds := func(c config.Provider) []string {
+		var out []string
+		for _, d := range c.Documents() {
+			if k := d.Kind(); k != "" && k != "v1alpha1" && !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	a, b := kinds(now), kinds(next)
+	fc := &FormChange{}
+	for _, k := range b {
+		if !slices.Contains(a, k) {
+			fc.AddDocuments = append(fc.AddDocuments, k)
+		}
+	}
+	for _, k := range a {
+		if !slices.Contains(b, k) {
+			fc.RemoveDocuments = append(fc.RemoveDocuments, k)
+		}
+	}
+	return fc, nil
+}
+
 // ModeName is the plan's word for an apply mode.
 func ModeName(m machine.ApplyConfigurationRequest_Mode) string {
 	switch m {

@@ -99,6 +99,31 @@ type Upgrade struct {
 	// API the upgrade goes through, the one of the release the node runs:
 	// APILifecycle (Talos 1.13+) or APILegacy.
 	API string `json:"api" yaml:"api"`
+	// NewForm is set when the new release renders the node's config in
+	// another form (1.11 → 1.12: the network moves into documents): apply
+	// applies that config once the node runs the new release.
+	NewForm *FormChange `json:"newForm,omitempty" yaml:"newForm,omitempty"`
+}
+
+// FormChange is how the config of a node changes form with its release:
+// the kinds of the documents added and removed besides v1alpha1.
+type FormChange struct {
+	AddDocuments    []string `json:"addDocuments,omitempty" yaml:"addDocuments,omitempty"`
+	RemoveDocuments []string `json:"removeDocuments,omitempty" yaml:"removeDocuments,omitempty"`
+}
+
+func (f *FormChange) String() string {
+	var parts []string
+	for _, k := range f.AddDocuments {
+		parts = append(parts, "+"+k)
+	}
+	for _, k := range f.RemoveDocuments {
+		parts = append(parts, "-"+k)
+	}
+	if len(parts) == 0 {
+		return "the same documents, changed fields"
+	}
+	return "documents " + strings.Join(parts, " ")
 }
 
 // ConfigChange is a machine-config change of one node.

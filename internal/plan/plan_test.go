@@ -302,3 +302,34 @@ func TestSubsetAndValuesDiff(t *testing.T) {
 		t.Fatalf("nil vs empty: %q", d)
 	}
 }
+
+// TestNewForm: an upgrade to 1.12 changes the form of a 1.11 node's config
+// (network documents), a patch upgrade does not.
+func TestNewForm(t *testing.T) {
+	src, r := loadCluster(t, strings.Replace(testFile, "%s", "v1.34.1", 1))
+	node := &src.Cluster.Spec.Nodes[0]
+	running, err := r.NodeConfigFor("cp1", machineconfig.NodeOptions{TalosVersion: "v1.11.5", InstallDisk: "/dev/nvme0n1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := configloader.NewFromBytes(running)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &Facts{TalosVersion: "v1.11.5", Config: rc}
+	if fc, err := NewForm(r, node, f, "v1.11.6"); err != nil || fc != nil {
+		t.Fatalf("1.11.5 → 1.11.6: %+v %v", fc, err)
+	}
+	fc, err := NewForm(r, node, f, "v1.12.7")
+	if err != nil || fc == nil {
+		t.Fatalf("1.11.5 → 1.12.7: %+v %v", fc, err)
+	}
+	for _, k := range []string{"HostnameConfig", "LinkAliasConfig", "LinkConfig"} {
+		if !slices.Contains(fc.AddDocuments, k) {
+			t.Errorf("1.12 form adds %v, want %s among them", fc.AddDocuments, k)
+		}
+	}
+	if len(fc.RemoveDocuments) != 0 || !strings.HasPrefix(fc.String(), "documents +") {
+		t.Errorf("form change %+v %q", fc, fc)
+	}
+}

@@ -89,9 +89,14 @@ func TestUpgradeAcrossMinors(t *testing.T) {
 		if n.Upgrade == nil || n.Upgrade.API != plan.APILegacy {
 			t.Fatalf("plan to 1.12 of %s: %+v, want an upgrade through %s", n.Name, n.Upgrade, plan.APILegacy)
 		}
+		// The plan says the config changes form after the upgrade.
+		if f := n.Upgrade.NewForm; f == nil || !slices.Contains(f.AddDocuments, "HostnameConfig") || !slices.Contains(f.AddDocuments, "LinkConfig") {
+			t.Fatalf("plan to 1.12 of %s: new form %+v, want the network documents", n.Name, f)
+		}
 	}
 	_, out, _ = tc.dodai(ctx, "plan")
-	if !strings.Contains(out, "Upgrade order") || !strings.Contains(out, "talos v1.11.5 → v1.12.7, then kubernetes v1.34.1 → v1.35.4") {
+	if !strings.Contains(out, "Upgrade order") || !strings.Contains(out, "talos v1.11.5 → v1.12.7, then kubernetes v1.34.1 → v1.35.4") ||
+		!strings.Contains(out, "; then the config in v1.12.7's form (documents +") {
 		t.Fatalf("plan to 1.12 shows no order:\n%s", out)
 	}
 	t.Logf("plan of 1.11 → 1.12:\n%s", out)
