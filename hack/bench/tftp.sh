@@ -13,8 +13,10 @@
 # negotiates windowsize). The delay line's own ceiling: the same windowed
 # exchange between two endpoints that do nothing else (tftpbench ideal-serve
 # on .4, ideal-fetch in cli; no TFTP server and no atftp start-up in the
-# path), interleaved with the real runs. Needs: atftp atftpd dnsmasq-base
-# iproute2, Go.
+# path), interleaved with the real runs. A second table: the same servers
+# fetched by `tftpbench fetch` (a windowed client with no start-up or file
+# I/O per transfer), so the servers, not atftp, are the slow part. Needs:
+# atftp atftpd dnsmasq-base iproute2, Go.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEADLINE="${DEADLINE:-600}"   # seconds for the whole run
@@ -102,19 +104,31 @@ ideal() {
     || { echo "ideal-fetch windowsize $1 failed" >&2; return 1; }
 }
 
+# gofetch SERVER_IP WINDOW -> prints microseconds of tftpbench's own client
+# (no process start-up inside the timing, no file I/O): the servers' rows
+# without atftp in the way.
+gofetch() {
+  ip netns exec "$CLI" timeout 60 "$WORK/tftpbench" fetch -addr "$1:69" -file f1m.bin -blksize 1468 -windowsize "$2" -sha256 "$WANT" \
+    || { echo "tftpbench fetch from $1 windowsize $2 failed" >&2; return 1; }
+}
+
 # Warm-up (ARP, page cache), then measure RTT with windowsize-1 lock step.
 for ip in 10.77.0.1 10.77.0.2 10.77.0.3; do fetch $ip 1 >/dev/null; done
 ideal 1 >/dev/null
 
 declare -A T
-names=([1]=dodai [2]=atftpd [3]=dnsmasq [4]=ideal)
+names=([1]=dodai [2]=atftpd [3]=dnsmasq [4]=ideal [5]=dodai-go [6]=atftpd-go [7]=dnsmasq-go)
 echo "==> $REPS repetitions, servers interleaved"
 for r in $(seq "$REPS"); do
   for w in 1 8 32; do
     # alternate the server order from one repetition to the next
-    order="1 2 3 4"; (( r % 2 == 0 )) && order="4 3 2 1"
+    order="1 2 3 4 5 6 7"; (( r % 2 == 0 )) && order="7 6 5 4 3 2 1"
     for a in $order; do
-      if [ $a = 4 ]; then T[$a,$w]+="$(ideal $w) "; else T[$a,$w]+="$(fetch 10.77.0.$a $w) "; fi
+      case $a in
+        4) T[$a,$w]+="$(ideal $w) " ;;
+        5|6|7) T[$a,$w]+="$(gofetch 10.77.0.$(( a - 4 )) $w) " ;;
+        *) T[$a,$w]+="$(fetch 10.77.0.$a $w) " ;;
+      esac
     done
   done
 done
@@ -133,6 +147,16 @@ for w in 1 8 32; do
     printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
       w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd, mb/id, mb/bid }'
 done
+printf '\nThe same servers, fetched by tftpbench'"'"'s own client (no atftp start-up, no file I/O):\n\n'
+printf '| windowsize | dodai | atftpd | dnsmasq | dodai / atftpd | dodai / dnsmasq | delay line alone |\n|---|---|---|---|---|---|---|\n'
+for w in 1 8 32; do
+  declare -A M B
+  for a in 4 5 6 7; do M[$a]=$(echo "${T[$a,$w]}" | median); B[$a]=$(echo "${T[$a,$w]}" | best); done
+  awk -v w=$w -v d=${M[5]} -v at=${M[6]} -v dn=${M[7]} -v id=${M[4]} -v bd=${B[5]} -v bat=${B[6]} -v bdn=${B[7]} -v bid=${B[4]} 'BEGIN {
+    mb=1048576
+    printf "| %d | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f | %.2f / %.2f |\n",
+      w, mb/d, mb/bd, mb/at, mb/bat, mb/dn, mb/bdn, at/d, bat/bd, dn/d, bdn/bd, mb/id, mb/bid }'
+done
 echo
 echo "raw microseconds per run:"
-for w in 1 8 32; do for a in 1 2 3 4; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done
+for w in 1 8 32; do for a in 1 2 3 4 5 6 7; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done

@@ -10,6 +10,7 @@ import (
 
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/netboot/registry"
+	"github.com/dodai-dev/dodai/internal/poll"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -139,7 +140,7 @@ func follow(ctx context.Context, m Machine, pr Result, t0 time.Time, o InstallOp
 	}
 	until := slices.Index(registry.Stages, o.Until)
 	var readErr, readyErr error
-	for {
+	err := poll.Until(ctx, poll.Options{Interval: o.Poll}, func(ctx context.Context) (bool, error) {
 		if ms, err := o.Machines(); err != nil {
 			readErr = err
 		} else {
@@ -155,22 +156,20 @@ func follow(ctx context.Context, m Machine, pr Result, t0 time.Time, o InstallOp
 				}
 			}
 		}
-		if slices.Index(registry.Stages, registry.Stage(res.Stage)) >= until {
-			free()
-			if o.Ready == nil {
-				break
-			}
-			if readyErr = o.Ready(ctx, m.Node, res.IP); readyErr == nil {
-				break
-			}
+		if slices.Index(registry.Stages, registry.Stage(res.Stage)) < until {
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			res.Err = stuck(m, res, t0, o, readErr, readyErr, ctx.Err())
-			res.Error = res.Err.Error()
-			return res
-		case <-time.After(o.Poll):
+		free()
+		if o.Ready == nil {
+			return true, nil
 		}
+		readyErr = o.Ready(ctx, m.Node, res.IP)
+		return readyErr == nil, nil
+	})
+	if err != nil {
+		res.Err = stuck(m, res, t0, o, readErr, readyErr, ctx.Err())
+		res.Error = res.Err.Error()
+		return res
 	}
 	res.Seconds = time.Since(t0).Round(100 * time.Millisecond).Seconds()
 	return res

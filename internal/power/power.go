@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
 // State is a machine's power state as its BMC reports it.
@@ -259,35 +260,34 @@ func runOne(ctx context.Context, t Target, req Request) (r Result) {
 	}
 	// Confirm: the BMC must report the state the action leads to. A BMC busy
 	// with the action may drop the session: after a failed read, reconnect.
-	read := false // a read after the action succeeded
-	for {
+	read := false  // a read after the action succeeded
+	var last error // the latest read's error (nil: it succeeded)
+	err = poll.Until(ctx, poll.Options{Interval: req.Poll}, func(ctx context.Context) (bool, error) {
 		s, err := b.PowerState(ctx)
+		last = err
 		if err == nil {
 			r.After, read = s, true
-			if s == want {
-				return r
-			}
-		} else {
-			cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
-			b.Close(cctx)
-			ccancel()
-			if nb, derr := req.Dial(ctx, t); derr == nil {
-				b = nb
-			}
+			return s == want, nil
 		}
-		select {
-		case <-ctx.Done():
-			// A read cut by the deadline itself says nothing about the
-			// BMC: the last state it did report is the answer then.
-			if err != nil && (!read || !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled)) {
-				r.Err = fmt.Errorf("%s, but reading the power state afterwards failed: %w", r.Done, err)
-			} else {
-				r.Err = fmt.Errorf("%s, but the BMC still reports %s after %s", r.Done, r.After, req.Timeout)
-			}
-			return r
-		case <-time.After(req.Poll):
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+		b.Close(cctx)
+		ccancel()
+		if nb, derr := req.Dial(ctx, t); derr == nil {
+			b = nb
 		}
+		return false, nil
+	})
+	if err == nil {
+		return r
 	}
+	// A read cut by the deadline itself says nothing about the BMC: the
+	// last state it did report is the answer then.
+	if last != nil && (!read || !errors.Is(last, context.DeadlineExceeded) && !errors.Is(last, context.Canceled)) {
+		r.Err = fmt.Errorf("%s, but reading the power state afterwards failed: %w", r.Done, last)
+	} else {
+		r.Err = fmt.Errorf("%s, but the BMC still reports %s after %s", r.Done, r.After, req.Timeout)
+	}
+	return r
 }
 
 // Failed counts the results with an error.

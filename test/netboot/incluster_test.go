@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -53,48 +51,10 @@ func TestInClusterReplicas(t *testing.T) {
 	}
 	kc := incltest.Start(t)
 	work := t.TempDir()
-	load := filepath.Join(work, "netboot-load")
-	if out, err := exec.Command("go", "build", "-o", load, "github.com/dodai-dev/dodai/hack/bench/netboot-load").CombinedOutput(); err != nil {
-		t.Fatalf("building the load generator: %v\n%s", err, out)
-	}
-
-	// The cluster directory: a dhcp-mode /20 with room for the load.
-	dir := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:aa:00:01", ""})
-	write(t, filepath.Join(dir, "cluster.yaml"), `apiVersion: dodai.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: nbtest
-spec:
-  endpoint: https://10.99.0.10:6443
-  boot:
-    mode: dhcp
-    subnet: 10.99.0.0/20
-    range: {start: 10.99.0.100, end: 10.99.15.200}
-    router: 10.99.0.1
-    leaseTime: 1h
-  nodes:
-    - {name: cp1, role: controlplane, macs: ["52:54:00:aa:00:01"], address: 10.99.0.11/20, installDisk: {path: /dev/vda}}
-`)
+	load := buildLoad(t, work)
+	dir := wideCluster(t, "nbtest")
 	assets := fakeAssets(t, 1<<20)
-
-	// The apiserver, through a unix socket, for the namespaces.
-	api, err := url.Parse(kc.REST.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sock := filepath.Join(work, "api.sock")
-	forwardUnix(t, sock, api.Host)
-
-	lan := newNS(t)
-	lan.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-	lan.run(t, "ip", "link", "set", "br0", "up")
-	port := func(ns *netns, lanSide, inside, mac string) {
-		veth(t, lan, lanSide, ns, inside)
-		lan.run(t, "ip", "link", "set", lanSide, "master", "br0")
-		if mac != "" {
-			ns.run(t, "ip", "link", "set", inside, "address", mac)
-		}
-	}
+	lab := newLANLab(t, 2, apiReach(t, kc, work))
 	type server struct {
 		name, addr string
 		ns         *netns
@@ -103,18 +63,12 @@ spec:
 	}
 	servers := []*server{{name: "a", addr: "10.99.0.1"}, {name: "b", addr: "10.99.0.2"}}
 	for i, s := range servers {
-		s.ns = newNS(t)
-		port(s.ns, fmt.Sprintf("p%d", i), "eth0", "")
-		s.ns.run(t, "ip", "addr", "add", s.addr+"/20", "dev", "eth0")
-		fl := filepath.Join(work, "fwd-"+s.name+".log")
-		f := s.ns.start(t, fl, []string{envProbe + "=fwd"}, selfExe(t), api.Host, sock)
-		waitLog(t, fl, "ready", f, 10*time.Second)
+		s.ns = lab.servers[i]
 		s.log = filepath.Join(work, "dodai-"+s.name+".log")
 		s.p = startDodai(t, s.ns, s.log, "--in-cluster", "--kubeconfig", kc.Env.Kubeconfig, "--namespace", incltest.Namespace,
 			"--server-name", s.name, "-C", dir, "--interface", "eth0", "--assets", assets, "--ipxe-dir", "/usr/lib/ipxe")
 	}
-	lanClient := newNS(t)
-	port(lanClient, "pc", "eth0", "")
+	lanClient := lab.client
 
 	// dodai status netboot of the pivoted cluster lists both replicas.
 	pivoted := pivotedCopy(t, dir, kc, incltest.Namespace)

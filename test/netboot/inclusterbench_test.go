@@ -38,48 +38,11 @@ func TestInClusterDHCPBenchmark(t *testing.T) {
 	n, c := envInt("DODAI_INCLUSTER_BENCH_MACS", 1000), envInt("DODAI_INCLUSTER_BENCH_C", 32)
 	kc := incltest.Start(t)
 	work := t.TempDir()
-	load := filepath.Join(work, "netboot-load")
-	if out, err := runOut("go", "build", "-o", load, "github.com/dodai-dev/dodai/hack/bench/netboot-load"); err != nil {
-		t.Fatalf("building the load generator: %v\n%s", err, out)
-	}
-	dir := writeCluster(t, "dhcp", nil, testNode{"cp1", "controlplane", "52:54:00:aa:00:01", ""})
-	write(t, filepath.Join(dir, "cluster.yaml"), `apiVersion: dodai.dev/v1alpha1
-kind: Cluster
-metadata:
-  name: nbbench
-spec:
-  endpoint: https://10.99.0.10:6443
-  boot:
-    mode: dhcp
-    subnet: 10.99.0.0/20
-    range: {start: 10.99.0.100, end: 10.99.15.200}
-    router: 10.99.0.1
-    leaseTime: 1h
-  nodes:
-    - {name: cp1, role: controlplane, macs: ["52:54:00:aa:00:01"], address: 10.99.0.11/20, installDisk: {path: /dev/vda}}
-`)
+	load := buildLoad(t, work)
+	dir := wideCluster(t, "nbbench")
 	assets := fakeAssets(t, 1<<20)
-	sock := filepath.Join(work, "api.sock")
-	apiHost := strings.TrimPrefix(kc.REST.Host, "https://")
-	forwardUnix(t, sock, apiHost)
-
-	lan := newNS(t)
-	lan.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
-	lan.run(t, "ip", "link", "set", "br0", "up")
-	attach := func(ns *netns, lanSide string) {
-		veth(t, lan, lanSide, ns, "eth0")
-		lan.run(t, "ip", "link", "set", lanSide, "master", "br0")
-	}
-	srv := []*netns{newNS(t), newNS(t)}
-	for i, ns := range srv {
-		attach(ns, fmt.Sprintf("p%d", i))
-		ns.run(t, "ip", "addr", "add", fmt.Sprintf("10.99.0.%d/20", i+1), "dev", "eth0")
-		fl := filepath.Join(work, fmt.Sprintf("fwd-%d.log", i))
-		f := ns.start(t, fl, []string{envProbe + "=fwd"}, selfExe(t), apiHost, sock)
-		waitLog(t, fl, "ready", f, 10*time.Second)
-	}
-	cl := newNS(t)
-	attach(cl, "pc")
+	lab := newLANLab(t, 2, apiReach(t, kc, work))
+	srv, cl := lab.servers, lab.client
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()

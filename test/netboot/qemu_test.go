@@ -116,12 +116,7 @@ func qemuBoot(t *testing.T, fw firmware, mode string, serve bool, assets, mac st
 	if kc != nil {
 		// The apiserver (host loopback) through a unix socket and a
 		// forwarder on the same address inside the namespace.
-		sock := filepath.Join(work, "api.sock")
-		apiHost := strings.TrimPrefix(kc.REST.Host, "https://")
-		forwardUnix(t, sock, apiHost)
-		fl := filepath.Join(work, "fwd.log")
-		f := ns.start(t, fl, []string{envProbe + "=fwd"}, selfExe(t), apiHost, sock)
-		waitLog(t, fl, "ready", f, 10*time.Second)
+		apiReach(t, kc, work)(ns)
 		dodaiArgs = append(dodaiArgs, "--in-cluster", "--kubeconfig", kc.Env.Kubeconfig, "--namespace", incltest.Namespace, "--server-name", "qemu")
 	}
 	wantConfig := mode == "dhcp" || serve

@@ -17,6 +17,10 @@
 //	    (windows of blksize-byte datagrams, one ACK per window) between two
 //	    endpoints that do nothing else, so no TFTP server is in the path.
 //	    ideal-fetch prints the transfer's microseconds.
+//	tftpbench fetch -addr IP:PORT -file NAME -blksize N -windowsize N -sha256 HEX
+//	    a windowed TFTP read client with no process start-up and no file
+//	    I/O per transfer (fetch.go): the servers, not atftp, are then the
+//	    slow part; prints the transfer's microseconds.
 package main
 
 import (
@@ -37,7 +41,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: tftpbench serve|delay|ideal-serve|ideal-fetch [flags]")
+		fmt.Fprintln(os.Stderr, "usage: tftpbench serve|delay|ideal-serve|ideal-fetch|fetch [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -52,6 +56,8 @@ func main() {
 		err = idealServe(ctx, os.Args[2:])
 	case "ideal-fetch":
 		err = idealFetch(os.Args[2:])
+	case "fetch":
+		err = fetch(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}

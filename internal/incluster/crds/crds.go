@@ -9,13 +9,15 @@ import (
 	"io/fs"
 	"path"
 	"strings"
-	"time"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/dodai-dev/dodai/charts"
+	"github.com/dodai-dev/dodai/internal/kubewait"
 )
 
 // FieldManager is the server-side apply field manager of the install.
@@ -57,32 +59,42 @@ func Install(ctx context.Context, c client.Client) error {
 		return err
 	}
 	for _, crd := range list {
-		crd.ManagedFields = nil
-		if err := c.Patch(ctx, crd, client.Apply, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
+		ac, err := applyConfiguration(crd)
+		if err != nil {
+			return err
+		}
+		if err := c.Apply(ctx, ac, client.FieldOwner(FieldManager), client.ForceOwnership); err != nil {
 			return fmt.Errorf("applying CRD %s: %w", crd.Name, err)
 		}
 	}
 	for _, crd := range list {
-		for {
-			got := &apiextensionsv1.CustomResourceDefinition{}
-			if err := c.Get(ctx, client.ObjectKey{Name: crd.Name}, got); err == nil && established(got) {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("CRD %s not established: %w", crd.Name, ctx.Err())
-			case <-time.After(50 * time.Millisecond):
-			}
+		err := kubewait.WaitEstablished(ctx, crd.Name, func(ctx context.Context) (*unstructured.Unstructured, error) {
+			u := &unstructured.Unstructured{}
+			u.SetGroupVersionKind(apiextensionsv1.SchemeGroupVersion.WithKind("CustomResourceDefinition"))
+			return u, c.Get(ctx, client.ObjectKey{Name: crd.Name}, u)
+		})
+		if err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-func established(crd *apiextensionsv1.CustomResourceDefinition) bool {
-	for _, c := range crd.Status.Conditions {
-		if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
-			return true
-		}
+// applyConfiguration is what server-side apply sends for crd: its
+// metadata's name and labels, and its spec (no status, no server-set
+// metadata).
+func applyConfiguration(crd *apiextensionsv1.CustomResourceDefinition) (runtime.ApplyConfiguration, error) {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "apiextensions.k8s.io/v1",
+		"kind":       "CustomResourceDefinition",
+	}}
+	u.SetName(crd.Name)
+	u.SetLabels(crd.Labels)
+	u.SetAnnotations(crd.Annotations)
+	spec, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&crd.Spec)
+	if err != nil {
+		return nil, fmt.Errorf("CRD %s: %w", crd.Name, err)
 	}
-	return false
+	u.Object["spec"] = spec
+	return client.ApplyConfigurationFromUnstructured(u), nil
 }

@@ -24,6 +24,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dodai-dev/dodai/internal/cluster"
@@ -92,16 +93,14 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the controller needs the cluster's secrets: %w (run dodai init first)", err)
 	}
-	cm := &corev1.ConfigMap{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
-		ObjectMeta: metav1.ObjectMeta{Name: ConfigMapName, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "dodai"}},
-		Data:       map[string]string{cluster.FileName: string(raw)}}
-	if err := o.Client.Patch(ctx, cm, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
+	labels := map[string]string{"app.kubernetes.io/name": "dodai"}
+	cm := corev1ac.ConfigMap(ConfigMapName, o.Namespace).WithLabels(labels).WithData(map[string]string{cluster.FileName: string(raw)})
+	if err := o.Client.Apply(ctx, cm, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 		return nil, fmt.Errorf("writing ConfigMap %s/%s: %w", o.Namespace, ConfigMapName, err)
 	}
-	s := &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
-		ObjectMeta: metav1.ObjectMeta{Name: SecretName, Namespace: o.Namespace, Labels: map[string]string{"app.kubernetes.io/name": "dodai"}},
-		Type:       corev1.SecretTypeOpaque, Data: map[string][]byte{cluster.SecretsFile: sec}}
-	if err := o.Client.Patch(ctx, s, client.Apply, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil { //nolint:staticcheck // client.Apply still server-side applies a typed object; Client.Apply needs an apply configuration (controller-runtime v0.24 deprecation, not yet ported)
+	s := corev1ac.Secret(SecretName, o.Namespace).WithLabels(labels).WithType(corev1.SecretTypeOpaque).
+		WithData(map[string][]byte{cluster.SecretsFile: sec})
+	if err := o.Client.Apply(ctx, s, client.FieldOwner(fieldManager), client.ForceOwnership); err != nil {
 		return nil, fmt.Errorf("writing Secret %s/%s: %w", o.Namespace, SecretName, err)
 	}
 

@@ -7,6 +7,8 @@ package replicas
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -48,17 +50,31 @@ type Replica struct {
 	Running bool      `json:"running"`
 }
 
-// LeaseName is the name of a replica's Lease: netboot-NAME, made a valid
-// object name (lower case, other characters as '-', at most 253).
+// LeaseName is the name of a replica's Lease: netboot-NAME when NAME is
+// already lower-case letters, digits and '-' (a pod name, the usual
+// --server-name). Any other name is folded into that alphabet and gets
+// the first 8 hex digits of its SHA-256 appended, so two servers whose
+// names differ only in case or punctuation ("Node_1", "node-1") never
+// share one Lease (status would list one replica for two).
 func LeaseName(server string) string {
-	b := []byte("netboot-" + strings.ToLower(server))
+	const prefix = "netboot-"
+	b := []byte(strings.ToLower(server))
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
 			b[i] = '-'
 		}
 	}
-	name := strings.TrimRight(string(b[:min(len(b), validation.DNS1123SubdomainMaxLength)]), "-.")
-	return name
+	folded := strings.Trim(string(b), "-")
+	if folded != "" && folded == server && len(prefix+folded) <= validation.DNS1123SubdomainMaxLength {
+		return prefix + folded
+	}
+	sum := sha256.Sum256([]byte(server))
+	suffix := "-" + hex.EncodeToString(sum[:4])
+	folded = strings.TrimRight(folded[:min(len(folded), validation.DNS1123SubdomainMaxLength-len(prefix)-len(suffix))], "-")
+	if folded == "" {
+		return prefix[:len(prefix)-1] + suffix
+	}
+	return prefix + folded + suffix
 }
 
 // Heartbeat keeps r's Lease in namespace ns renewed every interval (0:

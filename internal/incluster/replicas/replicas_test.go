@@ -2,6 +2,9 @@ package replicas_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,10 +17,19 @@ import (
 )
 
 func TestLeaseName(t *testing.T) {
+	long := strings.Repeat("x", 300)
 	for _, tc := range []struct{ server, want string }{
 		{"dodai-netboot-x7k2p", "netboot-dodai-netboot-x7k2p"},
-		{"Node_1.example", "netboot-node-1.example"},
-		{"boot server #2", "netboot-boot-server--2"},
+		{"node-1", "netboot-node-1"},
+		// Folded names carry a hash of the original name.
+		{"Node-1", "netboot-node-1-" + hash8("Node-1")},
+		{"node_1", "netboot-node-1-" + hash8("node_1")},
+		{"Node_1.example", "netboot-node-1-example-" + hash8("Node_1.example")},
+		{"boot server #2", "netboot-boot-server--2-" + hash8("boot server #2")},
+		{"-a.-b-", "netboot-a--b-" + hash8("-a.-b-")},
+		{"###", "netboot-" + hash8("###")},
+		{"", "netboot-" + hash8("")},
+		{long, "netboot-" + long[:253-len("netboot-")-9] + "-" + hash8(long)},
 	} {
 		got := replicas.LeaseName(tc.server)
 		if got != tc.want {
@@ -27,6 +39,20 @@ func TestLeaseName(t *testing.T) {
 			t.Errorf("LeaseName(%q) = %q: %v", tc.server, got, errs)
 		}
 	}
+	// Names that differ only in case or punctuation get different Leases.
+	seen := map[string]string{}
+	for _, s := range []string{"node-1", "Node-1", "NODE-1", "node_1", "node.1", "node 1", "node-1-", "-node-1"} {
+		n := replicas.LeaseName(s)
+		if other, ok := seen[n]; ok {
+			t.Errorf("LeaseName(%q) = LeaseName(%q) = %q", s, other, n)
+		}
+		seen[n] = s
+	}
+}
+
+func hash8(s string) string {
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:4])
 }
 
 // Two replicas keep heartbeats against the real apiserver: both are listed

@@ -7,7 +7,6 @@ import (
 	"reflect"
 	"sort"
 	"strings"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +18,8 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
+
+	"github.com/dodai-dev/dodai/internal/kubewait"
 )
 
 // FieldManager is dodai's server-side apply field manager.
@@ -253,17 +254,9 @@ func (a *Applier) waitGone(ctx context.Context, r Ref) error {
 	if err != nil {
 		return err
 	}
-	for {
-		_, err := ri.Get(ctx, r.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %s to be deleted (helm-controller uninstalls it): %w", r, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
+	return kubewait.WaitGone(ctx, r.String()+" (helm-controller uninstalls it)", func(ctx context.Context) (*unstructured.Unstructured, error) {
+		return ri.Get(ctx, r.Name, metav1.GetOptions{})
+	})
 }
 
 // Namespaced reports whether objects of this kind live in a namespace, from

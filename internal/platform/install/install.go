@@ -8,6 +8,7 @@ package install
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 
 	helmv2 "github.com/fluxcd/helm-controller/api/v2"
 	"github.com/fluxcd/pkg/apis/meta"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -26,10 +28,12 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 
+	"github.com/dodai-dev/dodai/internal/kubewait"
 	"github.com/dodai-dev/dodai/internal/platform/graph"
 	"github.com/dodai-dev/dodai/internal/platform/readiness"
 	"github.com/dodai-dev/dodai/internal/platform/render"
 	"github.com/dodai-dev/dodai/internal/platform/status"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
 // Options of an install.
@@ -308,28 +312,9 @@ func ApplyFlux(ctx context.Context, ap *Applier, objs []*unstructured.Unstructur
 // WaitEstablished waits until the CRD of that name is Established (its
 // kinds are served), or ctx ends.
 func (a *Applier) WaitEstablished(ctx context.Context, name string) error {
-	for {
-		c, err := a.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
-		if err == nil && crdEstablished(c) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for CRD %s to be established: %w", name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func crdEstablished(u *unstructured.Unstructured) bool {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Established" && m["status"] == "True" {
-			return true
-		}
-	}
-	return false
+	return kubewait.WaitEstablished(ctx, name, func(ctx context.Context) (*unstructured.Unstructured, error) {
+		return a.Dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
+	})
 }
 
 func toMap(o runtime.Object) (map[string]any, error) {
@@ -401,15 +386,18 @@ func (w *Waiter) Wait(ctx context.Context) error {
 	}
 	var lastHRs []helmv2.HelmRelease
 	var lastRule map[string]readiness.Result
-	for {
+	err := poll.Until(ctx, poll.Options{Interval: w.Poll}, func(ctx context.Context) (bool, error) {
 		list, err := hrRes.List(ctx, metav1.ListOptions{})
 		if err != nil {
-			// The deadline can fall inside the list call: what was read
-			// last still says what is missing.
-			if ctx.Err() != nil && lastRule != nil {
-				return timedOut(ctx.Err(), lastHRs, lastRule)
+			// A refusal is final. Anything else (the apiserver busy, the
+			// client's rate limiter refusing a wait that would pass the
+			// deadline) is "not yet": when the wait ends, what was read
+			// last says what is missing.
+			err = fmt.Errorf("listing HelmReleases: %w", err)
+			if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) || apierrors.IsNotFound(err) {
+				return false, poll.Stop(err)
 			}
-			return fmt.Errorf("listing HelmReleases: %w", err)
+			return false, err
 		}
 		state := map[string]*metav1.Condition{}
 		rule := map[string]readiness.Result{}
@@ -418,7 +406,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			u := &list.Items[i]
 			var hr helmv2.HelmRelease
 			if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &hr); err != nil {
-				return err
+				return false, poll.Stop(err)
 			}
 			hrs = append(hrs, hr)
 			k := hr.Namespace + "/" + hr.Name
@@ -438,7 +426,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			}
 		}
 		if len(stalled) > 0 {
-			return fmt.Errorf("%d release(s) stalled (Flux will not retry until their spec changes):\n  %s", len(stalled), strings.Join(stalled, "\n  "))
+			return false, poll.Stop(fmt.Errorf("%d release(s) stalled (Flux will not retry until their spec changes):\n  %s", len(stalled), strings.Join(stalled, "\n  ")))
 		}
 		for _, r := range w.Graph.Releases {
 			k := key(r)
@@ -463,7 +451,7 @@ func (w *Waiter) Wait(ctx context.Context) error {
 			allSince = time.Now()
 		}
 		if allNow && time.Since(allSince) >= w.Settle {
-			return nil
+			return true, nil
 		}
 		if w.Kick {
 			// Every release parked by helm-controller until its next
@@ -485,17 +473,20 @@ func (w *Waiter) Wait(ctx context.Context) error {
 					continue
 				}
 				if err := w.kick(ctx, r); err != nil {
-					return err
+					return false, poll.Stop(err)
 				}
 				lastKick[r.Name] = time.Now()
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return timedOut(ctx.Err(), hrs, rule)
-		case <-time.After(w.Poll):
+		return false, nil
+	})
+	if perr := (*poll.Error)(nil); errors.As(err, &perr) {
+		if lastRule == nil { // never read a list
+			return fmt.Errorf("waiting for %d releases: %w", total, perr)
 		}
+		return timedOut(perr.Cause, lastHRs, lastRule)
 	}
+	return err
 }
 
 func (w *Waiter) kick(ctx context.Context, r graph.Release) error {
