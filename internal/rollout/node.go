@@ -17,6 +17,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/cluster"
 	"github.com/dodai-dev/dodai/internal/drain"
 	"github.com/dodai-dev/dodai/internal/plan"
+	"github.com/dodai-dev/dodai/internal/poll"
 )
 
 func (r *runner) addr(n *cluster.Node) string { return plan.NodeAddress(n, r.bst) }
@@ -324,20 +325,20 @@ func (r *runner) waitBack(ctx context.Context, n *cluster.Node, boot string) (*p
 	defer cancel()
 	last := "it still runs the same boot"
 	start := time.Now()
-	for {
+	var facts *plan.Facts
+	err := poll.Until(ctx, poll.Options{Interval: r.o.PollInterval}, func(ctx context.Context) (bool, error) {
 		f, err := r.factsAfter(ctx, n, boot)
-		switch {
-		case err != nil:
+		if err != nil {
 			last = short(err)
-		case f != nil:
-			return f, nil
+			return false, nil
 		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("the node did not come back on %s within %s (last: %s)", r.addr(n), time.Since(start).Round(time.Second), last)
-		case <-time.After(r.o.PollInterval):
-		}
+		facts = f
+		return f != nil, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("the node did not come back on %s within %s (last: %s)", r.addr(n), time.Since(start).Round(time.Second), last)
 	}
+	return facts, nil
 }
 
 // factsAfter reads the node's boot ID and, only when it is not boot (the
