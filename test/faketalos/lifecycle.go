@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/siderolabs/talos/pkg/machinery/api/common"
@@ -173,16 +172,7 @@ func (s *runningService) Reboot(_ context.Context, in *machine.RebootRequest) (*
 	n.record(Call{Method: "Reboot", Phase: "running", Mode: in.GetMode().String()})
 	var change func() bool
 	if img != nil {
-		change = func() bool {
-			if n.faults().UpgradeRollback {
-				return true
-			}
-			n.mu.Lock()
-			n.opts.Inventory.TalosVersion = img.version
-			n.day2.schematic, n.day2.extensions = img.schematic, slices.Clone(img.extensions)
-			n.mu.Unlock()
-			return false
-		}
+		change = n.bootInto(img)
 	}
 	n.rebootRunning(change)
 	return &machine.RebootResponse{Messages: []*machine.Reboot{{ActorId: newBootID()}}}, nil

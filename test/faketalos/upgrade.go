@@ -49,7 +49,16 @@ func (s *runningService) Upgrade(_ context.Context, in *machine.UpgradeRequest) 
 	n.day2.upgrades = append(n.day2.upgrades, in.GetImage())
 	n.mu.Unlock()
 	n.record(call)
-	n.rebootRunning(func() bool {
+	n.rebootRunning(n.bootInto(&img))
+	return &machine.UpgradeResponse{Messages: []*machine.Upgrade{{Ack: "Upgrade request received", ActorId: newBootID()}}}, nil
+}
+
+// bootInto is the change a reboot into the installed image img makes (for
+// rebootRunning): the node then runs img's version, schematic and
+// extensions, unless the UpgradeRollback fault sends it back to the old
+// image (true).
+func (n *Node) bootInto(img *installerImage) func() bool {
+	return func() bool {
 		if n.faults().UpgradeRollback {
 			return true
 		}
@@ -58,8 +67,7 @@ func (s *runningService) Upgrade(_ context.Context, in *machine.UpgradeRequest) 
 		n.day2.schematic, n.day2.extensions = img.schematic, slices.Clone(img.extensions)
 		n.mu.Unlock()
 		return false
-	})
-	return &machine.UpgradeResponse{Messages: []*machine.Upgrade{{Ack: "Upgrade request received", ActorId: newBootID()}}}, nil
+	}
 }
 
 // etcdReadyForUpgrade is Talos' ValidateForUpgrade over the group's
