@@ -15,8 +15,15 @@
 # on .4, ideal-fetch in cli; no TFTP server and no atftp start-up in the
 # path), interleaved with the real runs. A second table: the same servers
 # fetched by `tftpbench fetch` (a windowed client with no start-up or file
-# I/O per transfer), so the servers, not atftp, are the slow part. Needs:
-# atftp atftpd dnsmasq-base iproute2, Go.
+# I/O per transfer), so the servers, not atftp, are the slow part.
+# dodai hands each window to the kernel in one send with UDP segmentation
+# (internal/tftp/gso.go), and the ideal exchange does the same. The veths
+# offer UDP segmentation offload like a NIC with USO, so such a send reaches
+# the delay line as one frame, which cuts it into its datagrams (a frame
+# each on the client's side, as on a wire). USO=off turns the offload off on
+# the server's veth (ethtool), so the server's kernel segments in software
+# and the delay line sees the same frames from every server: a NIC without
+# USO. Needs: atftp atftpd dnsmasq-base iproute2, Go (and ethtool for USO=off).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DEADLINE="${DEADLINE:-600}"   # seconds for the whole run
@@ -26,6 +33,7 @@ if [ -z "${TFTP_BENCH_INNER:-}" ]; then
 fi
 REPS="${1:-5}"
 DELAY_US="${DELAY_US:-400}"
+USO="${USO:-on}"
 for t in atftp atftpd dnsmasq ip go sha256sum; do
   command -v "$t" >/dev/null || { echo "missing $t: apt-get install atftp atftpd dnsmasq-base iproute2" >&2; exit 1; }
 done
@@ -69,6 +77,10 @@ ip link add s0 netns "$SRV" type veth peer name r1 netns "$RLY"
 ip -n "$CLI" addr add 10.77.0.9/24 dev c0
 for a in 1 2 3 4; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
 for l in "$CLI c0" "$SRV s0" "$RLY r0" "$RLY r1"; do set -- $l; ip -n "$1" link set "$2" up; done
+if [ "$USO" = off ]; then
+  command -v ethtool >/dev/null || { echo "USO=off needs ethtool: apt-get install ethtool" >&2; exit 1; }
+  ip netns exec "$SRV" ethtool -K s0 tx-udp-segmentation off
+fi
 
 ip netns exec "$RLY" "$WORK/tftpbench" delay -a r0 -b r1 -delay "${DELAY_US}us" 2>"$WORK/delay.log" &
 PIDS+=($!)
@@ -136,7 +148,7 @@ done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 best() { tr ' ' '\n' | grep -v '^$' | sort -n | head -1; }
 printf '\n1 MiB, blksize 1468, one-way delay %s us, %s runs each: MB/s (10^6 B/s) of the median run / of the best run;\n' "$DELAY_US" "$REPS"
-printf 'times include atftp start-up. Load average at the end: %s\n\n' "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf 'times include atftp start-up. UDP segmentation offload on the server veth: %s. Load average at the end: %s\n\n' "$USO" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '| windowsize | dodai | atftpd 0.8.0 | dnsmasq %s | dodai / atftpd | dodai / dnsmasq | delay line alone (no server, no atftp) |\n|---|---|---|---|---|---|---|\n' \
   "$(dnsmasq --version | head -1 | awk '{print $3}')"
 for w in 1 8 32; do

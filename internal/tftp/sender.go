@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -43,16 +44,27 @@ type sender struct {
 	log     *slog.Logger
 	backoff *backoff
 
-	sbuf []byte
+	sbuf []byte // the DATA packet of a one-block send
 	rbuf []byte
+	// batch is the blocks per send; gso, when set, is the control message
+	// that makes the kernel cut a send of several blocks into one datagram
+	// per block (gso.go).
+	batch int
+	gso   []byte
 
-	packets int // DATA packets sent, including retransmissions
+	packets int  // DATA packets sent, including retransmissions
+	sends   int  // send calls that carried them
+	noGSO   bool // send one datagram per block (Server.NoSegmentation)
 }
 
 func (x *sender) run() (acked int64, err error) {
 	stop := context.AfterFunc(x.ctx, func() { _ = x.conn.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	x.rbuf = make([]byte, 2048)
+	x.batch = 1
+	if n := gsoBlocks(4+x.blksize, x.window); n > 1 && !x.noGSO && gsoSupported(x.conn) {
+		x.batch, x.gso = n, gsoControl(4+x.blksize)
+	}
 	x.sbuf = make([]byte, 4+x.blksize)
 
 	defer func() {
@@ -150,29 +162,88 @@ func (x *sender) sendOACK() error {
 	}
 }
 
-// sendWindow sends blocks from..from+window-1 (not past total).
+// batchBufs holds the buffers of segmented sends (at most gsoMaxBytes
+// each). A transfer holds one only while it fills and sends, not while it
+// waits for an ACK, so a rack booting at once needs about as many as
+// there are transfers sending at that instant, not one per transfer.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, gsoMaxBytes); return &b }}
+
+// sendWindow sends blocks from..from+window-1 (not past total), up to
+// x.batch blocks per send.
 func (x *sender) sendWindow(from, total uint64, sent *uint64) error {
-	binary.BigEndian.PutUint16(x.sbuf, OpDATA)
+	buf := x.sbuf
+	if x.batch > 1 {
+		bp := batchBufs.Get().(*[]byte)
+		defer batchBufs.Put(bp)
+		buf = *bp
+	}
 	end := min(from+uint64(x.window)-1, total)
-	for k := from; k <= end; k++ {
+	for k := from; k <= end; {
+		last := min(k+uint64(x.batch)-1, end)
+		b, err := x.fill(buf, k, last)
+		if err != nil {
+			return err
+		}
+		if err := x.send(b, k, last); err != nil {
+			return err
+		}
+		k = last + 1
+	}
+	*sent = max(*sent, end)
+	return nil
+}
+
+// fill writes DATA packets first..last into buf, back to back (every one
+// 4+blksize bytes but the file's last block), and returns them.
+func (x *sender) fill(buf []byte, first, last uint64) ([]byte, error) {
+	b := buf[:0]
+	for k := first; k <= last; k++ {
 		off := int64(k-1) * int64(x.blksize)
 		n := int(min(int64(x.blksize), x.size-off))
+		p := b[len(b) : len(b)+4+n]
+		binary.BigEndian.PutUint16(p, OpDATA)
+		binary.BigEndian.PutUint16(p[2:], uint16(k))
 		if n > 0 {
-			got, err := x.r.ReadAt(x.sbuf[4:4+n], off)
+			got, err := x.r.ReadAt(p[4:], off)
 			if got < n {
 				if err == nil || errors.Is(err, io.EOF) {
 					err = errors.New("file shrank during the transfer")
 				}
-				return fmt.Errorf("reading block %d: %w", k, err)
+				return nil, fmt.Errorf("reading block %d: %w", k, err)
 			}
 		}
-		binary.BigEndian.PutUint16(x.sbuf[2:], uint16(k))
-		x.packets++
-		if _, err := x.conn.WriteToUDPAddrPort(x.sbuf[:4+n], x.peer); err != nil {
+		b = b[:len(b)+4+n]
+	}
+	return b, nil
+}
+
+// send sends the packets of blocks first..last, which fill b: in one
+// segmented send when the kernel segments (gso.go), else one datagram each.
+func (x *sender) send(b []byte, first, last uint64) error {
+	x.packets += int(last - first + 1)
+	if x.gso != nil && last > first {
+		_, _, err := x.conn.WriteMsgUDPAddrPort(b, x.gso, x.peer)
+		if err == nil {
+			x.sends++
+			return nil
+		}
+		if !gsoRefused(err) {
+			return fmt.Errorf("sending blocks %d-%d: %w", first, last, err)
+		}
+		// The route or device cannot segment (e.g. blksize beyond the MTU, so
+		// every block is IP-fragmented): one datagram per block from now on.
+		x.log.Debug("TFTP segmentation offload refused, sending one datagram per block", "err", err)
+		x.gso = nil
+	}
+	pkt := 4 + x.blksize
+	for k := first; k <= last; k++ {
+		p := b[:min(pkt, len(b))]
+		x.sends++
+		if _, err := x.conn.WriteToUDPAddrPort(p, x.peer); err != nil {
 			return fmt.Errorf("sending block %d: %w", k, err)
 		}
+		b = b[len(p):]
 	}
-	*sent = max(*sent, end)
 	return nil
 }
 

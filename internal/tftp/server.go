@@ -76,6 +76,15 @@ type Server struct {
 	Retries       int
 	MaxBlockSize  int // cap for blksize (default 1468 — fits a 1500 MTU; never above 65464)
 	MaxWindowSize int // cap for windowsize (default 64)
+	// NoSegmentation sends every DATA block with its own send call. By
+	// default a window's blocks go to the kernel in one call, cut into one
+	// datagram per block by UDP segmentation offload where the kernel and
+	// route support it (gso.go); the packets on the wire are the same.
+	NoSegmentation bool
+
+	// onTransferSocket, when set (tests), is called with each transfer's
+	// socket before the transfer starts.
+	onTransferSocket func(*net.UDPConn)
 	// OnTransfer is called after each transfer (for the live view and
 	// metrics): client addr, file name, bytes sent, duration, error (nil when
 	// complete). It is also called for refused requests (Bytes 0). It may be
@@ -320,6 +329,9 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 		return ev, false
 	}
 	defer c.Close()
+	if s.onTransferSocket != nil {
+		s.onTransferSocket(c)
+	}
 	ev = TransferEvent{Client: peer}
 	if perr != nil {
 		if req, ok := tryRequest(raw); ok {
@@ -334,14 +346,14 @@ func (s *Server) handle(ctx context.Context, root *os.Root, raw []byte, peer net
 	ev.File, ev.BlockSize, ev.WindowSize = t.name, t.blksize, t.window
 	log = log.With("file", t.name, "blksize", t.blksize, "windowsize", t.window)
 	log.Debug("TFTP transfer starting", "size", t.size, "mode", t.mode)
-	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, backoff: s.newBackoff(t)}
+	x := &sender{transfer: t, ctx: ctx, conn: c, peer: peer, log: log, backoff: s.newBackoff(t), noGSO: s.NoSegmentation}
 	ev.Bytes, ev.Err = x.run()
 	ev.Duration = time.Since(start)
 	// A finished transfer is a debug line: a rack booting at once makes
 	// thousands (UEFI's size probe is one more per machine); failures warn.
 	switch {
 	case ev.Err == nil:
-		log.Debug("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets)
+		log.Debug("TFTP transfer complete", "bytes", ev.Bytes, "duration", ev.Duration, "packets", x.packets, "sends", x.sends)
 	case errors.Is(ev.Err, ErrClientAbort):
 		log.Debug("TFTP transfer stopped by client", "bytes", ev.Bytes, "err", ev.Err)
 	default:

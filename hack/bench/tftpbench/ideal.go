@@ -10,15 +10,22 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 	"time"
 )
 
-// The ideal exchange: the client sends a request of three big-endian
-// uint32s (size, blksize, windowsize); the server answers with DATA-like
-// datagrams (a uint32 block number, then blksize bytes; the last block is
-// shorter), windowsize of them at a time, and waits for the client's ACK
-// (the uint32 number of the last block of the window, in order) before the
-// next window. Timeouts resend the window, as TFTP does.
+// udpSegment is UDP_SEGMENT (linux/udp.h): the socket's sends are cut into
+// datagrams of this many bytes.
+const udpSegment = 103
+
+// The ideal exchange: the client sends a request of four big-endian
+// uint32s (size, blksize, windowsize, segment); the server answers with
+// DATA-like datagrams (a uint32 block number, then blksize bytes; the last
+// block is shorter), windowsize of them at a time, and waits for the
+// client's ACK (the uint32 number of the last block of the window, in
+// order) before the next window. Timeouts resend the window, as TFTP does.
+// With segment 1 the server hands each window to the kernel in one send
+// with UDP_SEGMENT (as dodai's server does), else one send per datagram.
 
 func idealServe(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("ideal-serve", flag.ExitOnError)
@@ -42,23 +49,24 @@ func idealServe(ctx context.Context, args []string) error {
 			}
 			return err
 		}
-		if n != 12 {
+		if n != 16 {
 			continue
 		}
 		size := int(binary.BigEndian.Uint32(buf[0:]))
 		blk := int(binary.BigEndian.Uint32(buf[4:]))
 		win := int(binary.BigEndian.Uint32(buf[8:]))
+		seg := binary.BigEndian.Uint32(buf[12:]) == 1
 		if blk < 8 || blk > 65464 || win < 1 || win > 1024 {
 			continue
 		}
-		if err := idealSend(peer.String(), size, blk, win); err != nil {
+		if err := idealSend(peer.String(), size, blk, win, seg); err != nil {
 			fmt.Fprintln(os.Stderr, "tftpbench ideal-serve:", err)
 		}
 	}
 }
 
 // idealSend runs one transfer on its own socket (as a TFTP server does).
-func idealSend(peer string, size, blk, win int) error {
+func idealSend(peer string, size, blk, win int, seg bool) error {
 	ra, err := net.ResolveUDPAddr("udp4", peer)
 	if err != nil {
 		return err
@@ -68,18 +76,37 @@ func idealSend(peer string, size, blk, win int) error {
 		return err
 	}
 	defer c.Close()
+	perSend := 1 // datagrams per send
+	if seg {
+		perSend = min(win, 64, (65535-8-20)/(4+blk))
+		rc, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_UDP, udpSegment, 4+blk)
+		}); err != nil || serr != nil {
+			return fmt.Errorf("UDP_SEGMENT: %v %v", err, serr)
+		}
+	}
 	blocks := size/blk + 1
-	pkt := make([]byte, 4+blk)
+	pkt := make([]byte, perSend*(4+blk))
 	ack := make([]byte, 16)
 	for first := 1; first <= blocks; {
 		last := min(first+win-1, blocks)
-		for b := first; b <= last; b++ {
-			n := blk
-			if b == blocks {
-				n = size - (blocks-1)*blk
+		for b := first; b <= last; {
+			p := pkt[:0]
+			for ; b <= last && len(p) < perSend*(4+blk); b++ {
+				n := blk
+				if b == blocks {
+					n = size - (blocks-1)*blk
+				}
+				q := p[len(p) : len(p)+4+n]
+				binary.BigEndian.PutUint32(q, uint32(b))
+				p = p[:len(p)+4+n]
 			}
-			binary.BigEndian.PutUint32(pkt, uint32(b))
-			if _, err := c.Write(pkt[:4+n]); err != nil {
+			if _, err := c.Write(p); err != nil {
 				return err
 			}
 		}
@@ -107,6 +134,7 @@ func idealFetch(args []string) error {
 	size := fs.Int("size", 1<<20, "bytes to transfer")
 	blk := fs.Int("blksize", 1468, "block size")
 	win := fs.Int("windowsize", 32, "blocks per ACK")
+	seg := fs.Bool("segment", true, "the server sends each window in one UDP_SEGMENT send")
 	_ = fs.Parse(args)
 	ra, err := net.ResolveUDPAddr("udp4", *addr)
 	if err != nil {
@@ -118,10 +146,13 @@ func idealFetch(args []string) error {
 	}
 	defer c.Close()
 	start := time.Now()
-	req := make([]byte, 12)
+	req := make([]byte, 16)
 	binary.BigEndian.PutUint32(req[0:], uint32(*size))
 	binary.BigEndian.PutUint32(req[4:], uint32(*blk))
 	binary.BigEndian.PutUint32(req[8:], uint32(*win))
+	if *seg {
+		binary.BigEndian.PutUint32(req[12:], 1)
+	}
 	if _, err := c.WriteToUDP(req, ra); err != nil {
 		return err
 	}

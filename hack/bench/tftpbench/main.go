@@ -10,12 +10,15 @@
 //	    interface b and back, each after the given one-way delay. This
 //	    kernel has no sch_netem, so the benchmark adds RTT in user space:
 //	    run it in a namespace that sits between the client's and the
-//	    server's namespaces (veth pairs on both sides, no addresses).
+//	    server's namespaces (veth pairs on both sides, no addresses). A
+//	    frame holding a UDP-segmented send is cut into its datagrams first,
+//	    as a NIC with UDP segmentation offload puts them on the wire.
 //	tftpbench ideal-serve -addr IP:PORT
-//	tftpbench ideal-fetch -addr IP:PORT -size BYTES -blksize N -windowsize N
+//	tftpbench ideal-fetch -addr IP:PORT -size BYTES -blksize N -windowsize N [-segment=false]
 //	    the delay line's ceiling: the same exchange as a TFTP transfer
 //	    (windows of blksize-byte datagrams, one ACK per window) between two
-//	    endpoints that do nothing else, so no TFTP server is in the path.
+//	    endpoints that do nothing else, so no TFTP server is in the path;
+//	    by default each window is one UDP-segmented send, as dodai's.
 //	    ideal-fetch prints the transfer's microseconds.
 //	tftpbench fetch -addr IP:PORT -file NAME -blksize N -windowsize N -sha256 HEX
 //	    a windowed TFTP read client with no process start-up and no file
@@ -73,12 +76,13 @@ func serve(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:69", "listen address")
 	maxWin := fs.Int("max-windowsize", 64, "windowsize cap")
 	verbose := fs.Bool("v", false, "log every transfer")
+	noGSO := fs.Bool("no-gso", false, "one send call per DATA block (no UDP segmentation offload)")
 	_ = fs.Parse(args)
 	lvl := slog.LevelWarn
 	if *verbose {
 		lvl = slog.LevelDebug
 	}
-	s := &tftp.Server{Root: *root, MaxWindowSize: *maxWin, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))}
+	s := &tftp.Server{Root: *root, MaxWindowSize: *maxWin, NoSegmentation: *noGSO, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))}
 	return s.ListenAndServe(ctx, *addr)
 }
 
@@ -112,6 +116,9 @@ func delay(ctx context.Context, args []string) error {
 	}
 }
 
+// packetVnetHdr is PACKET_VNET_HDR (linux/if_packet.h).
+const packetVnetHdr = 15
+
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
 func packetSocket(name string) (int, error) {
@@ -126,13 +133,30 @@ func packetSocket(name string) (int, error) {
 	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: htons(syscall.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 		return -1, fmt.Errorf("binding to %s: %w", name, err)
 	}
+	// PACKET_VNET_HDR: frames come with their offload metadata, so a
+	// UDP-segmented send can be cut into its datagrams (pipe).
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_PACKET, packetVnetHdr, 1); err != nil {
+		return -1, fmt.Errorf("PACKET_VNET_HDR on %s: %w", name, err)
+	}
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8<<20)
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<20)
 	return fd, nil
 }
 
+// vnetHdrLen is the size of struct virtio_net_hdr, which a PACKET_VNET_HDR
+// socket puts before every frame it reads or writes.
+const vnetHdrLen = 10
+
+// virtio_net_hdr's gso_type for UDP segmentation offload (Linux 6.2+ reports
+// it to packet sockets; older kernels drop such frames for them).
+const vnetGSOUDPL4 = 5
+
 // pipe forwards frames received on from to to, each delayed by d. Frames
-// keep their order (the delay is constant).
+// keep their order (the delay is constant). A frame the sender's kernel
+// left unsegmented (UDP segmentation offload: one buffer holding many
+// datagrams) is cut here into the datagrams a NIC would put on the wire,
+// so the far side and the delay line see one frame per datagram, whatever
+// the server.
 func pipe(from, to int, d time.Duration) error {
 	q := make(chan frame, 1<<16)
 	go func() {
@@ -148,7 +172,7 @@ func pipe(from, to int, d time.Duration) error {
 			}
 		}
 	}()
-	buf := make([]byte, 65536)
+	buf := make([]byte, vnetHdrLen+65536)
 	for {
 		n, sa, err := syscall.Recvfrom(from, buf, 0)
 		if err != nil {
@@ -160,13 +184,63 @@ func pipe(from, to int, d time.Duration) error {
 		if ll, ok := sa.(*syscall.SockaddrLinklayer); ok && ll.Pkttype == syscall.PACKET_OUTGOING {
 			continue // our own writes on this interface
 		}
-		data := append([]byte(nil), buf[:n]...)
-		clearUDPChecksum(data)
-		select {
-		case q <- frame{at: time.Now(), data: data}:
-		default: // queue full: drop, as a real link would
+		if n < vnetHdrLen {
+			continue
+		}
+		now := time.Now()
+		for _, data := range segment(buf[:vnetHdrLen], buf[vnetHdrLen:n]) {
+			clearUDPChecksum(data[vnetHdrLen:])
+			select {
+			case q <- frame{at: now, data: data}:
+			default: // queue full: drop, as a real link would
+			}
 		}
 	}
+}
+
+// segment returns the wire frames of frame f read with virtio_net_hdr h,
+// each with a zeroed virtio_net_hdr in front (to write back): f itself, or,
+// for a UDP-segmented IPv4 frame, one frame per gso_size bytes of payload
+// with its own IPv4 and UDP header.
+func segment(h, f []byte) [][]byte {
+	gsoType, gsoSize := h[1]&^0x80, int(binary.LittleEndian.Uint16(h[4:]))
+	if gsoType != vnetGSOUDPL4 || gsoSize == 0 || len(f) < 14+20 || binary.BigEndian.Uint16(f[12:]) != 0x0800 {
+		return [][]byte{append(make([]byte, vnetHdrLen), f...)}
+	}
+	ihl := int(f[14]&0x0f) * 4
+	hdr := 14 + ihl + 8
+	if len(f) < hdr {
+		return nil
+	}
+	payload := f[hdr:]
+	id := binary.BigEndian.Uint16(f[14+4:])
+	var out [][]byte
+	for i := 0; len(payload) > 0; i++ {
+		n := min(gsoSize, len(payload))
+		g := make([]byte, vnetHdrLen+hdr+n)
+		copy(g[vnetHdrLen:], f[:hdr])
+		copy(g[vnetHdrLen+hdr:], payload[:n])
+		ip := g[vnetHdrLen+14:]
+		binary.BigEndian.PutUint16(ip[2:], uint16(ihl+8+n))
+		binary.BigEndian.PutUint16(ip[4:], id+uint16(i))
+		ip[10], ip[11] = 0, 0
+		binary.BigEndian.PutUint16(ip[10:], ipChecksum(ip[:ihl]))
+		binary.BigEndian.PutUint16(ip[ihl+4:], uint16(8+n))
+		out = append(out, g)
+		payload = payload[n:]
+	}
+	return out
+}
+
+func ipChecksum(h []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(h); i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum>>16 + sum&0xffff
+	}
+	return ^uint16(sum)
 }
 
 // clearUDPChecksum zeroes the UDP checksum of an IPv4 frame ("no checksum"
