@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/dodai-dev/dodai/api/v1alpha1"
+	"github.com/dodai-dev/dodai/internal/netboot/registry"
 	"github.com/dodai-dev/dodai/internal/state"
 )
 
@@ -78,7 +79,11 @@ func (s *Store) List(ctx context.Context) ([]state.Machine, error) {
 }
 
 // Put writes one registry record: it creates the Machine if needed and
-// updates its status when anything changed. With keepNewer, a Machine
+// updates its status when anything changed. The stage written is the
+// record's merged with the Machine's (registry.MergeStage): a record from
+// a replica that saw less of a boot never moves the stage back, a later
+// boot or reinstall request starts over; a record seen before the
+// Machine's lastSeen changes nothing but that stage. With keepNewer, a Machine
 // whose lastSeen is later than the record's is left as it is (an import
 // must not roll back what a running boot server saw since). It returns
 // the number of apiserver writes made.
@@ -132,28 +137,31 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 			}
 		}
 		st := m.Status.DeepCopy()
-		st.Stage = rec.Stage
+		// The record may be older than what the Machine holds (another
+		// replica wrote a later stage of the same boot meanwhile): the
+		// stage goes through the registry's merge rule, so it never moves
+		// back within one boot, while a later boot or reinstall request
+		// starts over.
+		stored := FromObject(m)
+		stage, boot, reinstall := registry.MergeStage(stored, rec)
+		st.Stage = stage
+		// A record seen before the Machine's last sighting changes
+		// nothing else: its address, arch and boot server are stale.
+		stale := !stored.LastSeen.IsZero() && rec.LastSeen.Truncate(time.Second).Before(stored.LastSeen)
 		// A record without an address or arch (a replica that only
 		// offered) never clears what another boot server saw.
-		if rec.IP != "" {
+		if rec.IP != "" && !stale {
 			st.IP = rec.IP
 		}
-		if rec.Arch == "amd64" || rec.Arch == "arm64" {
+		if (rec.Arch == "amd64" || rec.Arch == "arm64") && !stale {
 			st.Arch = rec.Arch
 		}
-		if !rec.LastSeen.IsZero() {
+		if !rec.LastSeen.IsZero() && !stale {
 			t := metav1.NewTime(rec.LastSeen.Truncate(time.Second))
 			st.LastSeen = &t
 		}
-		if !rec.BootStarted.IsZero() {
-			t := metav1.NewTime(rec.BootStarted.Truncate(time.Second))
-			st.BootStarted = &t
-		}
-		if !rec.Reinstall.IsZero() {
-			t := metav1.NewTime(rec.Reinstall.Truncate(time.Second))
-			st.Reinstall = &t
-		}
-		if s.Server != "" {
+		st.BootStarted, st.Reinstall = optTime(boot), optTime(reinstall)
+		if s.Server != "" && !stale {
 			st.BootServer = s.Server
 		}
 		if equalStatus(&m.Status, st) {
@@ -170,6 +178,15 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 		return writes, nil
 	}
 	return writes, fmt.Errorf("writing Machine %s: kept conflicting with other writers", name)
+}
+
+// optTime is t at the store's whole seconds, nil when zero.
+func optTime(t time.Time) *metav1.Time {
+	if t.IsZero() {
+		return nil
+	}
+	mt := metav1.NewTime(t.Truncate(time.Second))
+	return &mt
 }
 
 func equalStatus(a, b *v1alpha1.MachineStatus) bool {

@@ -54,16 +54,7 @@ func (r *Registry) Merge(rec state.Machine) (state.Machine, bool) {
 	// Another replica recorded the machine: a change this replica holds
 	// from its offer is not the one to pass on.
 	m.held = false
-	// The shared store keeps whole seconds.
-	theirs, ours := rec.Reinstall.Truncate(time.Second), m.Reinstall.Truncate(time.Second)
-	switch {
-	case theirs.After(ours):
-		m.Stage, m.BootStarted, m.Reinstall = rec.Stage, rec.BootStarted, rec.Reinstall
-	case theirs.Before(ours):
-		// older than the reinstall request we know: its stage is stale
-	default:
-		m.Stage, m.BootStarted = r.mergeStageLocked(m, rec)
-	}
+	m.Stage, m.BootStarted, m.Reinstall = mergeStage(m.Machine, rec, func() bool { return r.appliedSinceLocked(m) })
 	if m.IP == "" || (rec.IP != "" && rec.LastSeen.After(m.LastSeen)) {
 		m.IP = rec.IP
 	}
@@ -78,30 +69,57 @@ func (r *Registry) Merge(rec state.Machine) (state.Machine, bool) {
 	return m.Machine, changed
 }
 
-// mergeStageLocked decides stage and boot start of m merged with rec (same
-// reinstall epoch); see Merge.
-func (r *Registry) mergeStageLocked(m *machine, rec state.Machine) (string, time.Time) {
-	mine, theirs := Stage(m.Stage), Stage(rec.Stage)
+// MergeStage is Merge's stage rule for two records of one machine held
+// outside a registry (the shared store's Machine, ours, and a replica's
+// record about to be written over it, theirs): it returns the stage, boot
+// start and reinstall request the merged record has, so a record from a
+// replica that saw less of a boot never moves the stored stage back, while
+// a later boot or reinstall request still starts over. Unlike Merge it
+// knows nothing of configs applied since a boot began: the registry that
+// wrote theirs already took that into account.
+func MergeStage(ours, theirs state.Machine) (stage string, bootStarted, reinstall time.Time) {
+	return mergeStage(ours, theirs, func() bool { return false })
+}
+
+// mergeStage decides stage, boot start and reinstall request of ours
+// merged with theirs; appliedSince reports whether a config was applied
+// after ours' boot began (see Merge; asked only when it matters).
+func mergeStage(ours, theirs state.Machine, appliedSince func() bool) (string, time.Time, time.Time) {
+	// The shared store keeps whole seconds.
+	t, o := theirs.Reinstall.Truncate(time.Second), ours.Reinstall.Truncate(time.Second)
+	switch {
+	case t.After(o):
+		return theirs.Stage, theirs.BootStarted, theirs.Reinstall
+	case t.Before(o):
+		// older than the reinstall request we know: its stage is stale
+		return ours.Stage, ours.BootStarted, ours.Reinstall
+	}
+	if ours.BootStarted.IsZero() {
+		// ours never saw a boot start (a new record, or one seen over
+		// HTTP only): theirs knows when it began.
+		ours.BootStarted = theirs.BootStarted
+	}
+	mine, their := Stage(ours.Stage), Stage(theirs.Stage)
 	installed := string(StageInstalled)
 	// fetched reports whether a record's boot got Talos installed.
 	fetched := func(st Stage) bool { return st == StageConfig }
 	switch {
-	case mine == StageInstalled || theirs == StageInstalled:
-		return installed, m.BootStarted
-	case m.BootStarted.IsZero() || rec.BootStarted.IsZero() || rec.BootStarted.Sub(m.BootStarted).Abs() <= bootSlack:
-		if theirs.rank() > mine.rank() {
-			return rec.Stage, m.BootStarted
+	case mine == StageInstalled || their == StageInstalled:
+		return installed, ours.BootStarted, ours.Reinstall
+	case ours.BootStarted.IsZero() || theirs.BootStarted.IsZero() || theirs.BootStarted.Sub(ours.BootStarted).Abs() <= bootSlack:
+		if their.rank() > mine.rank() {
+			return theirs.Stage, ours.BootStarted, ours.Reinstall
 		}
-		return m.Stage, m.BootStarted
-	case rec.BootStarted.After(m.BootStarted):
-		if theirs.rank() < StageKernel.rank() && (fetched(mine) || (mine.rank() >= StageKernel.rank() && r.appliedSinceLocked(m))) {
-			return installed, m.BootStarted
+		return ours.Stage, ours.BootStarted, ours.Reinstall
+	case theirs.BootStarted.After(ours.BootStarted):
+		if their.rank() < StageKernel.rank() && (fetched(mine) || (mine.rank() >= StageKernel.rank() && appliedSince())) {
+			return installed, ours.BootStarted, ours.Reinstall
 		}
-		return rec.Stage, rec.BootStarted
+		return theirs.Stage, theirs.BootStarted, ours.Reinstall
 	default:
-		if mine.rank() < StageKernel.rank() && fetched(theirs) {
-			return installed, m.BootStarted
+		if mine.rank() < StageKernel.rank() && fetched(their) {
+			return installed, ours.BootStarted, ours.Reinstall
 		}
-		return m.Stage, m.BootStarted
+		return ours.Stage, ours.BootStarted, ours.Reinstall
 	}
 }

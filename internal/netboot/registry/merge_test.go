@@ -27,6 +27,7 @@ func TestMerge(t *testing.T) {
 	}{
 		{"same boot, they got further", rec(StageDHCP, t0, t0, zero), rec(StageKernel, t0.Add(2*time.Second), t0.Add(3*time.Second), zero), "", StageKernel, t0, true, zero},
 		{"same boot, we got further", rec(StageConfig, t0, t0.Add(time.Minute), zero), rec(StageIPXE, t0, t0.Add(time.Second), zero), "", StageConfig, t0, false, zero},
+		{"we never saw the boot start: theirs", rec(StageIPXE, zero, t0, zero), rec(StageKernel, t0, t0.Add(3*time.Second), zero), "", StageKernel, t0, true, zero},
 		{"either installed", rec(StageDHCP, t0, t0, zero), rec(StageInstalled, t0.Add(-time.Hour), t0.Add(-time.Hour), zero), "", StageInstalled, t0, true, zero},
 		{"their later boot", rec(StageKernel, t0, t0, zero), rec(StageIPXE, t0.Add(time.Minute), t0.Add(time.Minute), zero), "", StageIPXE, t0.Add(time.Minute), true, zero},
 		{"their later boot after our config fetch: installed", rec(StageConfig, t0, t0, zero), rec(StageDHCP, t0.Add(5*time.Minute), t0.Add(5*time.Minute), zero), "", StageInstalled, t0, true, zero},
