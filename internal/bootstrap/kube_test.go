@@ -2,39 +2,23 @@ package bootstrap_test
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
 
 // One real kube-apiserver (+etcd) for the package: the fake control planes
 // hand out its kubeconfig, so "Kubernetes is healthy" is checked for real.
-var (
-	kubeOnce   sync.Once
-	kubeShared *kubetest.Env
-	kubeErr    error
-)
+var kubeShared kubetest.Shared
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if kubeShared != nil {
-		if err := kubeShared.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping test Kubernetes:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(kubeShared.Run(m)) }
 
 type kubeEnv struct {
 	env        *kubetest.Env
@@ -43,16 +27,8 @@ type kubeEnv struct {
 
 func startKube(t testing.TB) *kubeEnv {
 	t.Helper()
-	testutil.Slow(t, "needs the kube tools (a real kube-apiserver)")
-	kubeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		kubeShared, kubeErr = kubetest.Start(ctx, kubetest.Options{})
-	})
-	if kubeErr != nil {
-		t.Fatalf("starting test Kubernetes (built by hack/deps/kube.sh, run hack/test.sh): %v", kubeErr)
-	}
-	return &kubeEnv{env: kubeShared, kubeconfig: kubeShared.KubeconfigBytes()}
+	env := kubeShared.Env(t)
+	return &kubeEnv{env: env, kubeconfig: env.KubeconfigBytes()}
 }
 
 // check runs `kubectl get ns` and a client-go namespace list with the

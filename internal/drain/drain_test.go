@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,41 +20,19 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/dodai-dev/dodai/internal/drain"
-	"github.com/dodai-dev/dodai/internal/testutil"
 	"github.com/dodai-dev/dodai/test/fakekubelet"
 	"github.com/dodai-dev/dodai/test/kubetest"
 )
 
 // One real kube-apiserver with kube-controller-manager (its disruption
 // controller keeps PodDisruptionBudget status) for the package.
-var (
-	kubeOnce sync.Once
-	kube     *kubetest.Env
-	kubeErr  error
-)
+var kube = kubetest.Shared{Options: kubetest.Options{ControllerManager: true}}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if kube != nil {
-		if err := kube.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping test Kubernetes:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(kube.Run(m)) }
 
 func client(t *testing.T) kubernetes.Interface {
 	t.Helper()
-	testutil.Slow(t, "starts a kube-apiserver")
-	kubeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		kube, kubeErr = kubetest.Start(ctx, kubetest.Options{ControllerManager: true})
-	})
-	if kubeErr != nil {
-		t.Fatalf("starting test Kubernetes (built by hack/deps/kube.sh): %v", kubeErr)
-	}
-	return kube.Client
+	return kube.Env(t).Client
 }
 
 func testCtx(t *testing.T, d time.Duration) context.Context {

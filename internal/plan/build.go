@@ -12,6 +12,7 @@ import (
 	"github.com/siderolabs/talos/pkg/machinery/api/machine"
 	"github.com/siderolabs/talos/pkg/machinery/client"
 	clientconfig "github.com/siderolabs/talos/pkg/machinery/client/config"
+	"github.com/siderolabs/talos/pkg/machinery/config"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -165,11 +166,17 @@ func (o Options) node(ctx context.Context, n *cluster.Node, target *Target, bst 
 	np.Upgrade = up
 	np.Refusals = append(np.Refusals, refusals...)
 	np.Warnings = append(np.Warnings, warnings...)
-	if err := o.nodeConfig(ctx, c, n, f, np); err != nil {
+	// Rendered once for the release the node runs: the config change, the
+	// Kubernetes change and the upgrade's new form all start from it.
+	rendered, err := renderNode(o.Renderer, n, f)
+	if err == nil {
+		err = o.nodeConfig(ctx, c, n, f, rendered, np)
+	}
+	if err != nil {
 		np.Refusals = append(np.Refusals, err.Error())
 	}
-	if up != nil {
-		if up.NewForm, err = NewForm(o.Renderer, n, f, up.ToVersion); err != nil {
+	if up != nil && rendered != nil {
+		if up.NewForm, err = NewForm(o.Renderer, n, f, rendered, up.ToVersion); err != nil {
 			np.Refusals = append(np.Refusals, err.Error())
 		}
 	}
@@ -180,9 +187,10 @@ func (o Options) node(ctx context.Context, n *cluster.Node, target *Target, bst 
 	return np, f
 }
 
-// nodeConfig fills the config and Kubernetes parts of a node's plan.
-func (o Options) nodeConfig(ctx context.Context, c *client.Client, n *cluster.Node, f *Facts, np *NodePlan) error {
-	want, err := Desired(o.Renderer, n, f, StageNode)
+// nodeConfig fills the config and Kubernetes parts of a node's plan from
+// the node's rendered config (renderNode).
+func (o Options) nodeConfig(ctx context.Context, c *client.Client, n *cluster.Node, f *Facts, rendered config.Provider, np *NodePlan) error {
+	want, err := forStage(rendered, f, StageNode)
 	if err != nil {
 		return err
 	}
@@ -205,7 +213,7 @@ func (o Options) nodeConfig(ctx context.Context, c *client.Client, n *cluster.No
 			np.Config.TalosAnswer += "; staged and applied by the upgrade's reboot"
 		}
 	}
-	full, err := Desired(o.Renderer, n, f, StageKubelet)
+	full, err := forStage(rendered, f, StageKubelet)
 	if err != nil {
 		return err
 	}

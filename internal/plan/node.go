@@ -160,6 +160,17 @@ func ImageTag(ref string) string {
 // (resolved by bootstrap, as in the running config) when the file selects
 // the disk by properties.
 func Desired(r *machineconfig.Renderer, node *cluster.Node, f *Facts, stage Stage) (config.Provider, error) {
+	rendered, err := renderNode(r, node, f)
+	if err != nil {
+		return nil, err
+	}
+	return forStage(rendered, f, stage)
+}
+
+// renderNode is Desired's rendering, the same for every stage: a plan renders
+// each node once for the release it runs and derives the stages with
+// forStage.
+func renderNode(r *machineconfig.Renderer, node *cluster.Node, f *Facts) (config.Provider, error) {
 	opts := machineconfig.NodeOptions{TalosVersion: f.TalosVersion}
 	if node.InstallDisk.Path == "" && f.Config != nil && f.Config.Machine() != nil {
 		opts.InstallDisk = f.Config.Machine().Install().Disk()
@@ -172,6 +183,12 @@ func Desired(r *machineconfig.Renderer, node *cluster.Node, f *Facts, stage Stag
 	if err != nil {
 		return nil, fmt.Errorf("loading rendered config of %s: %w", node.Name, err)
 	}
+	return want, nil
+}
+
+// forStage is the config of a stage from renderNode's result, which it leaves
+// unchanged (StageKubelet: that config itself).
+func forStage(want config.Provider, f *Facts, stage Stage) (config.Provider, error) {
 	if stage == StageKubelet || f.Config == nil || f.Config.RawV1Alpha1() == nil {
 		return want, nil
 	}
@@ -248,21 +265,21 @@ func DryRun(ctx context.Context, c *client.Client, cfg config.Provider) (machine
 	return m.GetMode(), answer, nil
 }
 
-// NewForm compares the config the node gets rendered for the release it
-// runs with the one for the release an upgrade takes it to: nil when they
-// are the same, else the document kinds added and removed.
-func NewForm(r *machineconfig.Renderer, node *cluster.Node, f *Facts, to string) (*FormChange, error) {
+// NewForm compares now, the config the node gets rendered for the release
+// it runs (Desired, any stage), with the one for the release an upgrade
+// takes it to: nil when they are the same, else the document kinds added
+// and removed.
+func NewForm(r *machineconfig.Renderer, node *cluster.Node, f *Facts, now config.Provider, to string) (*FormChange, error) {
 	if to == f.TalosVersion {
 		return nil, nil
-	}
-	now, err := Desired(r, node, f, StageNode)
-	if err != nil {
-		return nil, err
 	}
 	after := *f
 	after.TalosVersion = to
 	next, err := Desired(r, node, &after, StageNode)
 	if err != nil {
+		return nil, err
+	}
+	if now, err = forStage(now, f, StageNode); err != nil {
 		return nil, err
 	}
 	if eq, err := Equal(now, next); err != nil || eq {

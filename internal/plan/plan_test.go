@@ -317,10 +317,14 @@ func TestNewForm(t *testing.T) {
 		t.Fatal(err)
 	}
 	f := &Facts{TalosVersion: "v1.11.5", Config: rc}
-	if fc, err := NewForm(r, node, f, "v1.11.6"); err != nil || fc != nil {
+	now, err := Desired(r, node, f, StageKubelet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fc, err := NewForm(r, node, f, now, "v1.11.6"); err != nil || fc != nil {
 		t.Fatalf("1.11.5 → 1.11.6: %+v %v", fc, err)
 	}
-	fc, err := NewForm(r, node, f, "v1.12.7")
+	fc, err := NewForm(r, node, f, now, "v1.12.7")
 	if err != nil || fc == nil {
 		t.Fatalf("1.11.5 → 1.12.7: %+v %v", fc, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,34 +32,14 @@ import (
 // kube-controller-manager (its disruption controller computes the
 // PodDisruptionBudget status evictions are checked against). The fake
 // nodes' kubelets register their Nodes in it.
-var (
-	kubeOnce sync.Once
-	kube     *kubetest.Env
-	kubeErr  error
-)
+var kube = kubetest.Shared{Options: kubetest.Options{ControllerManager: true}}
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if kube != nil {
-		if err := kube.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "stopping test Kubernetes:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(kube.Run(m)) }
 
 func startKube(t testing.TB) *kubetest.Env {
 	t.Helper()
 	testutil.Slow(t, "a real kube-apiserver and fake Talos nodes")
-	kubeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		kube, kubeErr = kubetest.Start(ctx, kubetest.Options{ControllerManager: true})
-	})
-	if kubeErr != nil {
-		t.Fatalf("starting test Kubernetes (built by hack/deps/kube.sh): %v", kubeErr)
-	}
-	return kube
+	return kube.Env(t)
 }
 
 // spec is the part of cluster.yaml a test changes between rollouts.

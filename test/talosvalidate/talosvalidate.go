@@ -10,12 +10,14 @@ package talosvalidate
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/siderolabs/talos/pkg/machinery/config/configloader"
 
@@ -100,6 +102,8 @@ func Available(version string) error {
 
 // Validate loads and validates a config as a metal node running the given
 // Talos version would, returning that machinery's error when it rejects it.
+// A validator program reads each distinct config once per process; its
+// verdict is remembered for the same bytes.
 func Validate(ctx context.Context, version string, config []byte) error {
 	if InProcess(version) {
 		cfg, err := configloader.NewFromBytes(config)
@@ -115,18 +119,59 @@ func Validate(ctx context.Context, version string, config []byte) error {
 	if err != nil {
 		return err
 	}
+	key := verdictKey{program: p, config: sha256.Sum256(config)}
+	if v, ok := verdicts.Load(key); ok {
+		return v.(verdict).err
+	}
+	err = runValidator(ctx, p, config)
+	var rejected *rejection
+	if err == nil || errors.As(err, &rejected) {
+		verdicts.Store(key, verdict{err})
+	}
+	return err
+}
+
+// runValidator runs the validator program p on config; a config it refuses
+// (exit status 1, the reason on standard error) gives a *rejection.
+func runValidator(ctx context.Context, p string, config []byte) error {
 	cmd := exec.CommandContext(ctx, p, "-")
 	cmd.Stdin = bytes.NewReader(config)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		if msg := strings.TrimSpace(stderr.String()); msg != "" {
-			return errors.New(strings.TrimPrefix(msg, "-: "))
-		}
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	msg := strings.TrimPrefix(strings.TrimSpace(stderr.String()), "-: ")
+	var exit *exec.ExitError
+	switch {
+	case msg != "" && errors.As(err, &exit) && exit.ExitCode() == 1 && ctx.Err() == nil:
+		return &rejection{msg}
+	case msg != "":
+		return errors.New(msg)
+	default:
 		return fmt.Errorf("running %s: %w", p, err)
 	}
-	return nil
 }
+
+// rejection is a validator program's refusal of a config: its message.
+type rejection struct{ msg string }
+
+func (r *rejection) Error() string { return r.msg }
+
+// verdicts remembers what each validator program said about each config it
+// read (verdictKey -> verdict): a release's machinery gives the same answer
+// for the same bytes, and running the program costs tens of milliseconds of
+// CPU, which fake nodes would otherwise spend again on every dry run and
+// apply of the same config. Failures to run the program are not kept.
+var verdicts sync.Map
+
+type verdictKey struct {
+	program string
+	config  [sha256.Size]byte
+}
+
+type verdict struct{ err error }
 
 type metal struct{}
 
