@@ -75,7 +75,7 @@ done
 ip link add c0 netns "$CLI" type veth peer name r0 netns "$RLY"
 ip link add s0 netns "$SRV" type veth peer name r1 netns "$RLY"
 ip -n "$CLI" addr add 10.77.0.9/24 dev c0
-for a in 1 2 3 4; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
+for a in 1 2 3 4 5; do ip -n "$SRV" addr add 10.77.0.$a/24 dev s0; done
 for l in "$CLI c0" "$SRV s0" "$RLY r0" "$RLY r1"; do set -- $l; ip -n "$1" link set "$2" up; done
 if [ "$USO" = off ]; then
   command -v ethtool >/dev/null || { echo "USO=off needs ethtool: apt-get install ethtool" >&2; exit 1; }
@@ -83,14 +83,17 @@ if [ "$USO" = off ]; then
 fi
 
 ip netns exec "$RLY" "$WORK/tftpbench" delay -a r0 -b r1 -delay "${DELAY_US}us" 2>"$WORK/delay.log" &
-PIDS+=($!)
+PIDS+=($!); PID_DELAY=$!
 ip netns exec "$SRV" "$WORK/tftpbench" serve -root "$WORK/root" -addr 10.77.0.1:69 2>"$WORK/dodai.log" &
-PIDS+=($!)
+PIDS+=($!); PID_DODAI=$!
+# dodai with one send per block (no UDP segmentation), for the CPU table
+ip netns exec "$SRV" "$WORK/tftpbench" serve -no-gso -root "$WORK/root" -addr 10.77.0.5:69 2>"$WORK/dodai-nogso.log" &
+PIDS+=($!); PID_NOGSO=$!
 ip netns exec "$SRV" "$WORK/tftpbench" ideal-serve -addr 10.77.0.4:6969 2>"$WORK/ideal.log" &
 PIDS+=($!)
 ip netns exec "$SRV" atftpd --daemon --no-fork --user root --group root --port 69 --bind-address 10.77.0.2 \
   --logfile "$WORK/atftpd.log" "$WORK/root" &
-PIDS+=($!)
+PIDS+=($!); PID_ATFTPD=$!
 ip netns exec "$SRV" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 --enable-tftp \
   --tftp-root="$WORK/root" --listen-address=10.77.0.3 --bind-interfaces --user=root --group=root \
   --pid-file="$WORK/dnsmasq.pid" --log-facility="$WORK/dnsmasq.log" &
@@ -172,3 +175,27 @@ done
 echo
 echo "raw microseconds per run:"
 for w in 1 8 32; do for a in 1 2 3 4 5 6 7; do echo "  ${names[$a]} w=$w: ${T[$a,$w]}"; done; done
+
+# CPU per transfer: the server process's user+system time (/proc/PID/stat,
+# all its threads, also exited ones) over CPU_RUNS windowsize-32 fetches by
+# tftpbench's client, the servers interleaved, and the delay line's in the
+# same transfers.
+CPU_RUNS="${CPU_RUNS:-40}"
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+declare -A C D
+for p in dodai:10.77.0.1:$PID_DODAI nogso:10.77.0.5:$PID_NOGSO atftpd:10.77.0.2:$PID_ATFTPD; do C[${p%%:*}]=0; D[${p%%:*}]=0; done
+for r in $(seq "$CPU_RUNS"); do
+  for p in dodai:10.77.0.1:$PID_DODAI nogso:10.77.0.5:$PID_NOGSO atftpd:10.77.0.2:$PID_ATFTPD; do
+    IFS=: read -r n ip pid <<<"$p"
+    s0=$(ticks "$pid") d0=$(ticks "$PID_DELAY")
+    gofetch "$ip" 32 >/dev/null
+    C[$n]=$(( C[$n] + $(ticks "$pid") - s0 )); D[$n]=$(( D[$n] + $(ticks "$PID_DELAY") - d0 ))
+  done
+done
+hz=$(getconf CLK_TCK)
+printf '\nCPU per 1 MiB transfer at windowsize 32 (tftpbench fetch, %s transfers each, ms of user+system time):\n\n' "$CPU_RUNS"
+printf '| server | server CPU | delay line CPU |\n|---|---|---|\n'
+for n in dodai nogso atftpd; do
+  label=$n; [ $n = dodai ] && label="dodai (segmented sends)"; [ $n = nogso ] && label="dodai -no-gso (a send per block)"; [ $n = atftpd ] && label="atftpd 0.8.0"
+  awk -v l="$label" -v c="${C[$n]}" -v d="${D[$n]}" -v n="$CPU_RUNS" -v hz="$hz" 'BEGIN { printf "| %s | %.1f | %.1f |\n", l, c*1000/hz/n, d*1000/hz/n }'
+done

@@ -36,8 +36,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dodai-dev/dodai/internal/tftp"
 )
@@ -138,6 +142,9 @@ func packetSocket(name string) (int, error) {
 	if err := syscall.SetsockoptInt(fd, syscall.SOL_PACKET, packetVnetHdr, 1); err != nil {
 		return -1, fmt.Errorf("PACKET_VNET_HDR on %s: %w", name, err)
 	}
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_PACKET, packetIgnoreOutgoing, 1); err != nil {
+		return -1, fmt.Errorf("PACKET_IGNORE_OUTGOING on %s: %w", name, err)
+	}
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, 8<<20)
 	_ = syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_SNDBUF, 8<<20)
 	return fd, nil
@@ -156,47 +163,147 @@ const vnetGSOUDPL4 = 5
 // left unsegmented (UDP segmentation offload: one buffer holding many
 // datagrams) is cut here into the datagrams a NIC would put on the wire,
 // so the far side and the delay line see one frame per datagram, whatever
-// the server.
+// the server. Frames are read and written in batches (recvmmsg and
+// sendmmsg, up to mmsgBatch per call): a system call per frame made this
+// delay line, not the servers, the limit of the benchmark.
 func pipe(from, to int, d time.Duration) error {
 	q := make(chan frame, 1<<16)
 	go func() {
-		for f := range q {
+		// This goroutine owns its thread, whose timer slack is 1 ns: with
+		// the default 50 µs every nanosleep below overshot by up to that,
+		// twice per round trip.
+		runtime.LockOSThread()
+		_ = unix.Prctl(unix.PR_SET_TIMERSLACK, 1, 0, 0, 0)
+		var next *frame
+		batch := make([][]byte, 0, mmsgBatch)
+		w := newMmsg(mmsgBatch)
+		for {
+			if next == nil {
+				f := <-q
+				next = &f
+			}
 			// nanosleep(2) blocks this thread on a high-resolution timer;
 			// time.Sleep was observed to overshoot 400 µs to ~1.4 ms here.
-			if w := time.Until(f.at.Add(d)); w > 0 {
+			if w := time.Until(next.at.Add(d)); w > 0 {
 				ts := syscall.NsecToTimespec(int64(w))
 				_ = syscall.Nanosleep(&ts, nil)
 			}
-			if _, err := syscall.Write(to, f.data); err != nil && !errors.Is(err, syscall.ENOBUFS) {
+			batch = append(batch[:0], next.data)
+			next = nil
+			now := time.Now()
+		more:
+			for len(batch) < mmsgBatch {
+				select {
+				case g := <-q:
+					if g.at.Add(d).After(now) {
+						next = &g
+						break more
+					}
+					batch = append(batch, g.data)
+				default:
+					break more
+				}
+			}
+			if err := w.send(to, batch); err != nil {
 				fmt.Fprintln(os.Stderr, "tftpbench delay: write:", err)
 			}
 		}
 	}()
-	buf := make([]byte, vnetHdrLen+65536)
+	r := newMmsg(mmsgBatch)
+	bufs := make([][]byte, mmsgBatch)
+	for i := range bufs {
+		bufs[i] = make([]byte, vnetHdrLen+65536)
+	}
 	for {
-		n, sa, err := syscall.Recvfrom(from, buf, 0)
+		n, err := r.recv(from, bufs)
 		if err != nil {
 			if errors.Is(err, syscall.EINTR) {
 				continue
 			}
 			return fmt.Errorf("reading frames: %w", err)
 		}
-		if ll, ok := sa.(*syscall.SockaddrLinklayer); ok && ll.Pkttype == syscall.PACKET_OUTGOING {
-			continue // our own writes on this interface
-		}
-		if n < vnetHdrLen {
-			continue
-		}
 		now := time.Now()
-		for _, data := range segment(buf[:vnetHdrLen], buf[vnetHdrLen:n]) {
-			clearUDPChecksum(data[vnetHdrLen:])
-			select {
-			case q <- frame{at: now, data: data}:
-			default: // queue full: drop, as a real link would
+		for i := range n {
+			f := bufs[i][:r.msgs[i].n]
+			if len(f) < vnetHdrLen {
+				continue
+			}
+			for _, data := range segment(f[:vnetHdrLen], f[vnetHdrLen:]) {
+				clearUDPChecksum(data[vnetHdrLen:])
+				select {
+				case q <- frame{at: now, data: data}:
+				default: // queue full: drop, as a real link would
+				}
 			}
 		}
 	}
 }
+
+// mmsgBatch is the most frames one recvmmsg or sendmmsg moves.
+const mmsgBatch = 64
+
+// mmsghdr is struct mmsghdr (linux/socket.h); golang.org/x/sys/unix has no
+// recvmmsg or sendmmsg wrapper.
+type mmsghdr struct {
+	hdr syscall.Msghdr
+	n   uint32
+	_   [4]byte
+}
+
+// mmsg holds the message headers and I/O vectors of batched calls.
+type mmsg struct {
+	msgs []mmsghdr
+	iovs []syscall.Iovec
+}
+
+func newMmsg(n int) *mmsg {
+	return &mmsg{msgs: make([]mmsghdr, n), iovs: make([]syscall.Iovec, n)}
+}
+
+func (m *mmsg) set(bufs [][]byte) {
+	for i, b := range bufs {
+		m.iovs[i] = syscall.Iovec{Base: &b[0]}
+		m.iovs[i].SetLen(len(b))
+		m.msgs[i] = mmsghdr{hdr: syscall.Msghdr{Iov: &m.iovs[i], Iovlen: 1}}
+	}
+}
+
+// recv reads up to len(bufs) frames, waiting for the first; frame i is
+// bufs[i][:m.msgs[i].n].
+func (m *mmsg) recv(fd int, bufs [][]byte) (int, error) {
+	m.set(bufs)
+	n, _, e := syscall.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.msgs[0])),
+		uintptr(len(bufs)), unix.MSG_WAITFORONE, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// send writes every frame of bufs to fd's interface; a frame the device
+// refuses for want of buffers is dropped, as a full link would.
+func (m *mmsg) send(fd int, bufs [][]byte) error {
+	for len(bufs) > 0 {
+		m.set(bufs)
+		n, _, e := syscall.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.msgs[0])), uintptr(len(bufs)), 0, 0, 0)
+		switch {
+		case e == syscall.EINTR:
+			continue
+		case e == syscall.ENOBUFS:
+			n = 1 // drop the frame that did not fit
+		case e != 0:
+			return e
+		}
+		bufs = bufs[n:]
+	}
+	return nil
+}
+
+const (
+	// packetIgnoreOutgoing is PACKET_IGNORE_OUTGOING (Linux 4.20+): the
+	// socket does not read back the frames it writes.
+	packetIgnoreOutgoing = 23
+)
 
 // segment returns the wire frames of frame f read with virtio_net_hdr h,
 // each with a zeroed virtio_net_hdr in front (to write back): f itself, or,
