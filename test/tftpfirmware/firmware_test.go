@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -41,13 +42,17 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(helperEnv); spec != "" {
 		root, addr, _ := strings.Cut(spec, "|")
 		enc := json.NewEncoder(os.Stdout)
-		s := &tftp.Server{Root: root, OnTransfer: func(ev tftp.TransferEvent) {
-			e := event{File: ev.File, Bytes: ev.Bytes, BlockSize: ev.BlockSize, WindowSize: ev.WindowSize}
-			if ev.Err != nil {
-				e.Err, e.Abort = ev.Err.Error(), errors.Is(ev.Err, tftp.ErrClientAbort)
-			}
-			_ = enc.Encode(e)
-		}}
+		// Every transfer's debug line goes to stderr (shown with -v or on a
+		// failure); DODAI_TFTPFIRMWARE_NO_GSO=1 sends one datagram per
+		// block, to compare with the default segmented sends.
+		s := &tftp.Server{Root: root, NoSegmentation: os.Getenv("DODAI_TFTPFIRMWARE_NO_GSO") != "",
+			Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})), OnTransfer: func(ev tftp.TransferEvent) {
+				e := event{File: ev.File, Bytes: ev.Bytes, BlockSize: ev.BlockSize, WindowSize: ev.WindowSize}
+				if ev.Err != nil {
+					e.Err, e.Abort = ev.Err.Error(), errors.Is(ev.Err, tftp.ErrClientAbort)
+				}
+				_ = enc.Encode(e)
+			}}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
 		go func() { _, _ = io.Copy(io.Discard, os.Stdin); cancel() }() // parent gone: stop
