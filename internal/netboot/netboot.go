@@ -115,6 +115,11 @@ type Shared interface {
 	// offer (the client may take another replica's): it is written only
 	// if no other replica records the machine within a grace period.
 	MachineOffered(state.Machine)
+	// MachineSeen queues a change every replica saw alike (in proxy
+	// mode a known machine's own broadcast REQUEST, which names no boot
+	// server): the replica that wrote the machine last writes it at once,
+	// the others hold it like an offer's.
+	MachineSeen(state.Machine)
 	// OnRemote sets the receiver of the records other replicas (or the
 	// controller) wrote; call before Run.
 	OnRemote(func(state.Machine))
@@ -410,7 +415,14 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 		if ev.IP.IsValid() && ev.Type == dhcpv4.MessageTypeRequest && s.o.Mode == dhcp.ModeProxy && s.reg.Known(ev.Client.MAC) {
 			// proxy mode: a known machine's own REQUEST to the site
 			// server tells which address it is taking (e.g. Talos' DHCP).
-			s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ev.IP, "", "")
+			if s.o.Shared == nil {
+				s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ev.IP, "", "")
+			} else if m, changed := s.reg.Hold(ev.Client.MAC, registry.FromDHCP, ev.IP, "", ""); changed {
+				// Every replica sees the broadcast: one writes it (the
+				// machine's last writer, see Shared.MachineSeen).
+				s.machineChanged(m)
+				s.o.Shared.MachineSeen(m)
+			}
 		}
 		return
 	}
@@ -422,13 +434,16 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 	if s.o.Mode == dhcp.ModeDHCP && ev.Reply == dhcpv4.MessageTypeOffer {
 		ip = netip.Addr{} // not bound yet
 	}
-	if s.o.Shared != nil && ev.Reply == dhcpv4.MessageTypeOffer {
+	if s.o.Shared != nil && (ev.Reply == dhcpv4.MessageTypeOffer || (s.o.Mode == dhcp.ModeProxy && ev.Port == dhcp.PortDHCP)) {
 		// Every replica offers; the client takes one offer, and only the
 		// replica it then asks (REQUEST with its server identifier)
 		// records the machine. An offer's change is held: it goes out
 		// with this replica's next observation of the machine, or, if no
 		// replica records the machine at all, after the store's grace
-		// period.
+		// period. In proxy mode every replica also answers the broadcast
+		// REQUEST (it names the site's server, not one of us): held the
+		// same way, it goes out with the PXE REQUEST on port 4011 or the
+		// HTTP fetch that only the replica the client chose sees.
 		if m, changed := s.reg.Hold(ev.Client.MAC, registry.FromDHCP, ip, ev.Client.ArchName(), stage); changed {
 			s.machineChanged(m)
 			s.o.Shared.MachineOffered(m)
