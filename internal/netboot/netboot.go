@@ -115,11 +115,11 @@ type Shared interface {
 	// offer (the client may take another replica's): it is written only
 	// if no other replica records the machine within a grace period.
 	MachineOffered(state.Machine)
-	// MachineSeen queues a change every replica saw alike (in proxy
-	// mode a known machine's own broadcast REQUEST, which names no boot
-	// server): the replica that wrote the machine last writes it at once,
-	// the others hold it like an offer's.
-	MachineSeen(state.Machine)
+	// Owns reports whether this replica writes a change of mac that
+	// every replica saw alike (in proxy mode a known machine's own
+	// broadcast REQUEST, which names no boot server): the machine's last
+	// writer does; the others hold it like an offer's.
+	Owns(mac string) bool
 	// OnRemote sets the receiver of the records other replicas (or the
 	// controller) wrote; call before Run.
 	OnRemote(func(state.Machine))
@@ -415,13 +415,13 @@ func (s *Server) onDHCP(ev dhcp.Event) {
 		if ev.IP.IsValid() && ev.Type == dhcpv4.MessageTypeRequest && s.o.Mode == dhcp.ModeProxy && s.reg.Known(ev.Client.MAC) {
 			// proxy mode: a known machine's own REQUEST to the site
 			// server tells which address it is taking (e.g. Talos' DHCP).
-			if s.o.Shared == nil {
+			// Every in-cluster replica sees the broadcast: one writes
+			// it (Shared.Owns), the others hold it.
+			if s.o.Shared == nil || s.o.Shared.Owns(ev.Client.MAC.String()) {
 				s.reg.Observe(ev.Client.MAC, registry.FromDHCP, ev.IP, "", "")
 			} else if m, changed := s.reg.Hold(ev.Client.MAC, registry.FromDHCP, ev.IP, "", ""); changed {
-				// Every replica sees the broadcast: one writes it (the
-				// machine's last writer, see Shared.MachineSeen).
 				s.machineChanged(m)
-				s.o.Shared.MachineSeen(m)
+				s.o.Shared.MachineOffered(m)
 			}
 		}
 		return

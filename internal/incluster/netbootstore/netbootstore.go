@@ -233,22 +233,18 @@ func (s *Store) MachineOffered(m state.Machine) {
 	s.offered[m.MAC] = offeredRecord{m: m, since: since}
 }
 
-// MachineSeen queues a record every replica saw alike (in proxy mode a
-// known machine's own broadcast REQUEST, e.g. Talos' DHCP, whose address
-// dodai controller joins the node at): the replica the Machine names as
-// its boot server (the last one that wrote it) writes it at once, the
-// others hold it as MachineOffered does and drop it once that write
-// arrives. A Machine not written yet, or by no boot server, is written at
-// once by every replica that sees the change: its join must not wait for
-// the grace period.
-func (s *Store) MachineSeen(m state.Machine) {
+// Owns reports whether this replica writes a change of mac that every
+// replica saw alike (in proxy mode a known machine's own broadcast
+// REQUEST, e.g. Talos' DHCP, whose address dodai controller joins the node
+// at): the replica the Machine names as its boot server (its last writer)
+// does; the others hold the change like an offer's (MachineOffered) and
+// drop it once that write arrives. Every replica owns a Machine not
+// written yet, or by no boot server: its join must not wait for the grace
+// period.
+func (s *Store) Owns(mac string) bool {
 	var obj v1alpha1.Machine
-	err := s.cache.Get(context.Background(), client.ObjectKey{Namespace: s.o.Namespace, Name: v1alpha1.MachineName(m.MAC)}, &obj)
-	if err != nil || obj.Status.BootServer == "" || obj.Status.BootServer == s.o.Server {
-		s.MachineChanged(m)
-		return
-	}
-	s.MachineOffered(m)
+	err := s.cache.Get(context.Background(), client.ObjectKey{Namespace: s.o.Namespace, Name: v1alpha1.MachineName(mac)}, &obj)
+	return err != nil || obj.Status.BootServer == "" || obj.Status.BootServer == s.o.Server
 }
 
 // promoteOffered moves offered records older than the grace period to the
