@@ -83,7 +83,8 @@ func (s *Store) List(ctx context.Context) ([]state.Machine, error) {
 // record's merged with the Machine's (registry.MergeStage): a record from
 // a replica that saw less of a boot never moves the stage back, a later
 // boot or reinstall request starts over; a record seen before the
-// Machine's lastSeen changes nothing but that stage. With keepNewer, a Machine
+// Machine's lastSeen changes nothing but that stage (and, when it moved
+// it on, the boot server, so the other replicas hear of it). With keepNewer, a Machine
 // whose lastSeen is later than the record's is left as it is (an import
 // must not roll back what a running boot server saw since). It returns
 // the number of apiserver writes made.
@@ -161,7 +162,12 @@ func (s *Store) Put(ctx context.Context, rec state.Machine, keepNewer bool) (int
 			st.LastSeen = &t
 		}
 		st.BootStarted, st.Reinstall = optTime(boot), optTime(reinstall)
-		if s.Server != "" && !stale {
+		// The boot server is the replica that wrote the change; a stale
+		// record that still moved the stage on names this one too, or
+		// the replica named before would take the change for its own
+		// and never merge it.
+		moved := stage != m.Status.Stage || !equalTime(st.BootStarted, m.Status.BootStarted) || !equalTime(st.Reinstall, m.Status.Reinstall)
+		if s.Server != "" && (!stale || moved) {
 			st.BootServer = s.Server
 		}
 		if equalStatus(&m.Status, st) {
@@ -189,15 +195,16 @@ func optTime(t time.Time) *metav1.Time {
 	return &mt
 }
 
-func equalStatus(a, b *v1alpha1.MachineStatus) bool {
-	same := func(x, y *metav1.Time) bool {
-		if x == nil || y == nil {
-			return x == y
-		}
-		return x.Equal(y)
+func equalTime(x, y *metav1.Time) bool {
+	if x == nil || y == nil {
+		return x == y
 	}
+	return x.Equal(y)
+}
+
+func equalStatus(a, b *v1alpha1.MachineStatus) bool {
 	return a.Arch == b.Arch && a.IP == b.IP && a.Stage == b.Stage && a.BootServer == b.BootServer &&
-		same(a.LastSeen, b.LastSeen) && same(a.BootStarted, b.BootStarted) && same(a.Reinstall, b.Reinstall)
+		equalTime(a.LastSeen, b.LastSeen) && equalTime(a.BootStarted, b.BootStarted) && equalTime(a.Reinstall, b.Reinstall)
 }
 
 func (s *Store) spec(rec state.Machine) v1alpha1.MachineSpec {
