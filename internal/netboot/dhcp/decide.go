@@ -270,13 +270,21 @@ func (cfg *Config) handleProxy(req *dhcpv4.DHCPv4, ev Event) (*dhcpv4.DHCPv4, Ev
 		ev.Ignored = err.Error()
 		return nil, ev
 	}
-	if !boot.HTTP {
-		// PXE discovery control: skip boot server discovery, use this
-		// offer's boot file (bytes 06 01 08 ff).
-		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
-	}
+	skipDiscovery(reply, boot, ev.Client)
 	ev.Reply, ev.Boot = rt, boot
 	return reply, ev
+}
+
+// skipDiscovery adds PXE discovery control to an offer of a TFTP boot file
+// to a PXE client: skip boot server discovery and load this offer's boot
+// file (option 43, sub-option 6 = 8: bytes 06 01 08 ff). Without it UEFI
+// firmware (EDK2) takes an offer with option 60 "PXEClient" as a PXE
+// 1.0 offer that asks for discovery: it sends a REQUEST to port 4011 and
+// waits about a second for boot servers before it loads the file.
+func skipDiscovery(reply *dhcpv4.DHCPv4, boot Boot, c Client) {
+	if boot.File != "" && !boot.HTTP && c.Class == optPXEClient {
+		reply.UpdateOption(dhcpv4.OptGeneric(dhcpv4.OptionVendorSpecificInformation, []byte{6, 1, 8, 255}))
+	}
 }
 
 // handlePXE answers requests on the PXE boot server port 4011 (UEFI
@@ -483,6 +491,7 @@ func (cfg *Config) addressReply(req *dhcpv4.DHCPv4, ev Event, rt dhcpv4.MessageT
 		ev.Ignored = err.Error()
 		return nil, ev
 	}
+	skipDiscovery(r, boot, ev.Client)
 	r.YourIPAddr = net.IP(ip.AsSlice())
 	r.UpdateOption(dhcpv4.OptSubnetMask(net.CIDRMask(cfg.Subnet.Bits(), 32)))
 	r.UpdateOption(dhcpv4.OptIPAddressLeaseTime(cfg.LeaseTime))
