@@ -118,7 +118,8 @@ type Shared interface {
 	// Owns reports whether this replica writes a change of mac that
 	// every replica saw alike (in proxy mode a known machine's own
 	// broadcast REQUEST, which names no boot server): the machine's last
-	// writer does; the others hold it like an offer's.
+	// writer while it runs, else one running replica chosen by the MAC;
+	// the others hold it like an offer's.
 	Owns(mac string) bool
 	// OnRemote sets the receiver of the records other replicas (or the
 	// controller) wrote; call before Run.

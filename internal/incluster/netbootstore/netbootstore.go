@@ -4,7 +4,9 @@
 // every boot server replica. It watches both kinds, so a replica seeds its
 // registry from what the others saw, learns their changes as they happen
 // (boot once holds whichever replica a machine reaches next), and knows when
-// the controller applied a node's config. Registry changes are written
+// the controller applied a node's config; it watches the replicas'
+// heartbeats (package replicas) too, to tell which replica writes a change
+// they all saw. Registry changes are written
 // behind the DHCP exchange, latest state per MAC, so a handshake waits only
 // for its lease write. A Store is the netboot.Shared of `dodai netboot
 // --in-cluster`.
@@ -15,10 +17,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -97,7 +102,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	ca, err := cache.New(o.REST, cache.Options{Scheme: kube.Scheme(), DefaultNamespaces: map[string]cache.Config{o.Namespace: {}}})
+	// The replicas' heartbeats only, of all the namespace's Leases.
+	heartbeats := labels.SelectorFromSet(labels.Set{replicas.LabelComponent: replicas.Component})
+	ca, err := cache.New(o.REST, cache.Options{Scheme: kube.Scheme(), DefaultNamespaces: map[string]cache.Config{o.Namespace: {}},
+		ByObject: map[client.Object]cache.ByObject{&coordinationv1.Lease{}: {Label: heartbeats}}})
 	if err != nil {
 		return nil, fmt.Errorf("watching %s: %w", o.Namespace, err)
 	}
@@ -116,6 +124,10 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	if _, err := ca.GetInformer(ctx, &v1alpha1.DHCPLease{}); err != nil {
 		return nil, fmt.Errorf("watching DHCPLeases: %w", err)
 	}
+	// Which replicas run (Owns): their heartbeats.
+	if _, err := ca.GetInformer(ctx, &coordinationv1.Lease{}); err != nil {
+		return nil, fmt.Errorf("watching the boot servers' heartbeats (Leases): %w", err)
+	}
 	go func() {
 		if err := ca.Start(ctx); err != nil {
 			o.Log.Error("watching the cluster", "err", err)
@@ -124,7 +136,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 	sctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if !ca.WaitForCacheSync(sctx) {
-		return nil, fmt.Errorf("Machines and DHCPLeases in namespace %s: the watch did not sync within a minute (are the CRDs installed? run dodai pivot)", o.Namespace)
+		return nil, fmt.Errorf("Machines, DHCPLeases and Leases in namespace %s: the watch did not sync within a minute (are the CRDs installed? run dodai pivot; may this service account list and watch them?)", o.Namespace)
 	}
 	return s, nil
 }
@@ -236,15 +248,46 @@ func (s *Store) MachineOffered(m state.Machine) {
 // Owns reports whether this replica writes a change of mac that every
 // replica saw alike (in proxy mode a known machine's own broadcast
 // REQUEST, e.g. Talos' DHCP, whose address dodai controller joins the node
-// at): the replica the Machine names as its boot server (its last writer)
-// does; the others hold the change like an offer's (MachineOffered) and
-// drop it once that write arrives. Every replica owns a Machine not
-// written yet, or by no boot server: its join must not wait for the grace
-// period.
+// at); the others hold the change like an offer's (MachineOffered) and
+// drop it once the owner's write arrives. The owner is the replica the
+// Machine names as its boot server (its last writer) while that one runs
+// (its heartbeat is renewed); for a Machine not written yet, by no boot
+// server, or by one that stopped or died, it is the running replica that
+// replicas.Owner names, so such a join waits neither for the grace period
+// nor for two writes. Until this replica sees its own heartbeat among the
+// running (the first renewal not yet in its cache, or no Announce) it
+// cannot tell who else runs: then it owns every Machine not written by
+// another boot server, as before there were heartbeats to go by.
 func (s *Store) Owns(mac string) bool {
+	ctx := context.Background()
 	var obj v1alpha1.Machine
-	err := s.cache.Get(context.Background(), client.ObjectKey{Namespace: s.o.Namespace, Name: v1alpha1.MachineName(mac)}, &obj)
-	return err != nil || obj.Status.BootServer == "" || obj.Status.BootServer == s.o.Server
+	named := ""
+	if err := s.cache.Get(ctx, client.ObjectKey{Namespace: s.o.Namespace, Name: v1alpha1.MachineName(mac)}, &obj); err == nil {
+		named = obj.Status.BootServer
+	}
+	if named == s.o.Server {
+		return true
+	}
+	reps, err := s.Replicas(ctx)
+	running := make([]string, 0, len(reps))
+	for _, r := range reps {
+		if r.Running {
+			running = append(running, r.Name)
+		}
+	}
+	if err != nil || !slices.Contains(running, s.o.Server) {
+		return named == ""
+	}
+	if named != "" && slices.Contains(running, named) {
+		return false
+	}
+	return replicas.Owner(mac, running) == s.o.Server
+}
+
+// Replicas returns the boot server replicas as this replica's watch of
+// their heartbeats sees them now (replicas.List over its cache).
+func (s *Store) Replicas(ctx context.Context) ([]replicas.Replica, error) {
+	return replicas.List(ctx, s.cache, s.o.Namespace, time.Now())
 }
 
 // promoteOffered moves offered records older than the grace period to the

@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"sort"
 	"strings"
@@ -166,4 +167,38 @@ func List(ctx context.Context, c client.Reader, ns string, now time.Time) ([]Rep
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
+}
+
+// Owner returns which of the running replicas' names (running) owns key,
+// a machine's MAC in the canonical form: the one with the highest
+// rendezvous hash of key and name, the highest name on a tie; "" when
+// running is empty. Every replica that sees the same running set names
+// the same owner, and a replica joining or leaving moves only the keys it
+// gains or held.
+func Owner(key string, running []string) string {
+	var owner string
+	var best uint64
+	for _, name := range running {
+		if v := rendezvous(key, name); owner == "" || v > best || v == best && name > owner {
+			owner, best = name, v
+		}
+	}
+	return owner
+}
+
+// rendezvous is fnv64a(key + name) through MurmurHash3's 64-bit finalizer.
+// FNV-1a alone spreads badly here: names that differ only in their last
+// bytes (pod names, "a" and "b") differ only in the last multiplication,
+// and the highest of such hashes favoured one name 2:1 over the others.
+func rendezvous(key, name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(key))
+	h.Write([]byte(name))
+	v := h.Sum64()
+	v ^= v >> 33
+	v *= 0xff51afd7ed558ccd
+	v ^= v >> 33
+	v *= 0xc4ceb9fe1a85ec53
+	v ^= v >> 33
+	return v
 }

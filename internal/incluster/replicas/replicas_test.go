@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -124,5 +125,38 @@ func TestHeartbeats(t *testing.T) {
 	}
 	if !l["Node_B"].Running {
 		t.Errorf("Node_B: %+v", l["Node_B"])
+	}
+}
+
+// Owner: every replica that sees the same running set names the same
+// owner whatever the order, a replica leaving moves only the MACs it
+// owned, and the MACs spread over the replicas.
+func TestOwner(t *testing.T) {
+	if got := replicas.Owner("52:54:00:00:00:01", nil); got != "" {
+		t.Errorf("Owner over no replica = %q, want \"\"", got)
+	}
+	if got := replicas.Owner("52:54:00:00:00:01", []string{"a"}); got != "a" {
+		t.Errorf("Owner over one replica = %q, want a", got)
+	}
+	for _, three := range [][3]string{{"a", "b", "c"}, {"dodai-netboot-x7k2p", "dodai-netboot-x7k2q", "dodai-netboot-b4n9z"}} {
+		owned := map[string]int{}
+		for i := range 3000 {
+			mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", i>>16&0xff, i>>8&0xff, i&0xff)
+			o := replicas.Owner(mac, three[:])
+			owned[o]++
+			if r := replicas.Owner(mac, []string{three[2], three[0], three[1]}); r != o {
+				t.Fatalf("%s: owner %s in one order, %s in another", mac, o, r)
+			}
+			// The second leaves: only its MACs move.
+			if o2 := replicas.Owner(mac, []string{three[0], three[2]}); o != three[1] && o2 != o {
+				t.Fatalf("%s: owned by %s, moved to %s when %s left", mac, o, o2, three[1])
+			}
+		}
+		t.Logf("3000 MACs over %v: %v", three, owned)
+		for _, name := range three {
+			if n := owned[name]; n < 850 || n > 1150 {
+				t.Errorf("%s owns %d of 3000 MACs, want about 1000: %v", name, n, owned)
+			}
+		}
 	}
 }
