@@ -6,10 +6,9 @@
 // (boot once holds whichever replica a machine reaches next), and knows when
 // the controller applied a node's config; it watches the replicas'
 // heartbeats (package replicas) too, to tell which replica writes a change
-// they all saw. Registry changes are written
-// behind the DHCP exchange, latest state per MAC, so a handshake waits only
-// for its lease write. A Store is the netboot.Shared of `dodai netboot
-// --in-cluster`.
+// they all saw. Registry changes are written behind the DHCP exchange,
+// latest state per MAC, so a handshake waits only for its lease write. A
+// Store is the netboot.Shared of `dodai netboot --in-cluster`.
 package netbootstore
 
 import (

@@ -234,4 +234,13 @@ func TestOnlyTheACKingReplicaWrites(t *testing.T) {
 	if w := a.Writes() - before; w != 2 {
 		t.Errorf("a wrote %d times for z, want 2 (create, status)", w)
 	}
+
+	// Without heartbeats (no Announce) a replica cannot tell who runs:
+	// it owns the machines no other replica wrote (x is b's).
+	if !a.Owns("52:54:00:00:01:09") || !b.Owns("52:54:00:00:01:09") {
+		t.Error("a machine no replica wrote is not owned by every replica")
+	}
+	if a.Owns(x) || !b.Owns(x) {
+		t.Errorf("x, written by b: owned by a %v, by b %v; want b only", a.Owns(x), b.Owns(x))
+	}
 }
