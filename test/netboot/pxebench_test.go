@@ -23,8 +23,10 @@ import (
 // dnsmasq beside dodai sends them), no ping before offering, and 175.176
 // (no-pxedhcp) for iPXE. The machine is not in cluster.yaml, so both boot
 // it into maintenance mode (no config). Time: QEMU start until the probe's
-// OS got its address by DHCP. One JSON line per boot goes to
-// DODAI_PXE_BENCH_OUT (hack/bench/report's format).
+// OS got its address by DHCP, then the phases of that boot (bootPhases).
+// One JSON line per boot goes to DODAI_PXE_BENCH_OUT (hack/bench/report's
+// format). DODAI_PXE_BENCH_LOGS names a directory that keeps each boot's
+// console log and server log (FIRMWARE-SERVER-REP.qemu.log, ….server.log).
 func TestPXEBootBenchmark(t *testing.T) {
 	reps, _ := strconv.Atoi(os.Getenv("DODAI_PXE_BENCH"))
 	if reps < 1 {
@@ -56,25 +58,104 @@ func TestPXEBootBenchmark(t *testing.T) {
 				n++
 				mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, n)
 				load, _ := os.ReadFile("/proc/loadavg")
-				var d time.Duration
-				t.Run(fmt.Sprintf("%s-%s-%d", fw, s, rep), func(t *testing.T) { d = pxeBootOnce(t, fw, s, assets, mac) })
-				if d == 0 {
+				var b bootTimes
+				name := fmt.Sprintf("%s-%s-%d", fw, s, rep)
+				t.Run(name, func(t *testing.T) { b = pxeBootOnce(t, fw, s, assets, mac, name) })
+				if b.total == 0 {
 					t.FailNow()
 				}
 				l1, _ := strconv.ParseFloat(strings.Fields(string(load))[0], 64)
-				line, _ := json.Marshal(map[string]any{"bench": "pxeboot", "group": string(fw), "server": s, "rep": rep, "load1": l1,
-					"m": map[string]float64{"until_os_dhcp_ms": float64(d.Milliseconds())}})
-				fmt.Fprintf(f, "%s\n", line)
-				t.Logf("%s %s rep %d: %s", fw, s, rep, d.Round(10*time.Millisecond))
+				head, _ := json.Marshal(map[string]any{"bench": "pxeboot", "group": string(fw), "server": s, "rep": rep, "load1": l1})
+				fmt.Fprintf(f, "%s,\"m\":%s}\n", head[:len(head)-1], b.metrics())
+				t.Logf("%s %s rep %d: %s (%s)", fw, s, rep, b.total.Round(10*time.Millisecond), b)
+			}
+		}
+	}
+}
+
+// bootPhases are the console lines that mark where a PXE boot is, in the
+// order they appear: iPXE starting (after SeaBIOS' option ROM load, or
+// after OVMF's DHCP and TFTP of snponly.efi), the kernel's first line on
+// the serial console (after iPXE's DHCP and HTTP downloads and the
+// kernel's decompression), and the probe initramfs' /init.
+var bootPhases = []struct{ metric, line string }{
+	{"ipxe_ms", "iPXE initialising devices"},
+	{"kernel_ms", "Linux version"},
+	{"init_ms", "PROBE: init started"},
+}
+
+// bootTimes is one boot's time from QEMU's start until the probe's DHCP
+// succeeded, and until each of bootPhases first appeared (0: not seen),
+// and the guest's own uptime when /init started: the kernel's boot
+// measured by the guest's clock, apart from the host's.
+type bootTimes struct {
+	total      time.Duration
+	phases     []time.Duration
+	initUptime time.Duration
+}
+
+// metrics is b as the "m" object of a report line: the total first (the
+// metric the report computes ratios for), then the phases in boot order.
+func (b bootTimes) metrics() string {
+	var m strings.Builder
+	fmt.Fprintf(&m, "{%q:%d", "until_os_dhcp_ms", b.total.Milliseconds())
+	for i, p := range bootPhases {
+		if b.phases[i] > 0 {
+			fmt.Fprintf(&m, ",%q:%d", p.metric, b.phases[i].Milliseconds())
+		}
+	}
+	if b.initUptime > 0 {
+		fmt.Fprintf(&m, ",%q:%d", "guest_uptime_at_init_ms", b.initUptime.Milliseconds())
+	}
+	return m.String() + "}"
+}
+
+func (b bootTimes) String() string {
+	var s []string
+	for i, p := range bootPhases {
+		s = append(s, fmt.Sprintf("%s %s", strings.TrimSuffix(p.metric, "_ms"), b.phases[i].Round(10*time.Millisecond)))
+	}
+	return strings.Join(append(s, fmt.Sprintf("guest uptime at init %s", b.initUptime)), ", ")
+}
+
+// mark records, from the console output so far, the phases seen for the
+// first time at d after QEMU's start, and the guest's uptime at /init.
+func (b *bootTimes) mark(out string, d time.Duration) {
+	for i, p := range bootPhases {
+		if b.phases[i] == 0 && strings.Contains(out, p.line) {
+			b.phases[i] = d
+		}
+	}
+	const up = "PROBE: init started uptime="
+	if i := strings.Index(out, up); i >= 0 && b.initUptime == 0 {
+		if f := strings.Fields(out[i+len(up):]); len(f) > 0 {
+			if sec, err := strconv.ParseFloat(f[0], 64); err == nil {
+				b.initUptime = time.Duration(sec * float64(time.Second))
 			}
 		}
 	}
 }
 
 // pxeBootOnce boots one machine from one server setup in a fresh namespace
-// and returns the time from QEMU's start until the probe's DHCP succeeded.
-func pxeBootOnce(t *testing.T, fw firmware, server, assets, mac string) time.Duration {
+// and returns the time from QEMU's start until the probe's DHCP succeeded,
+// with the boot's phases (polled every 20 ms, so each is late by up to
+// that).
+func pxeBootOnce(t *testing.T, fw firmware, server, assets, mac, name string) bootTimes {
 	work := t.TempDir()
+	if keep := os.Getenv("DODAI_PXE_BENCH_LOGS"); keep != "" {
+		t.Cleanup(func() {
+			os.MkdirAll(keep, 0o755)
+			serverLog := "dodai.log"
+			if server != "dodai" {
+				serverLog = "dnsmasq.log"
+			}
+			for from, to := range map[string]string{"qemu.log": ".qemu.log", serverLog: ".server.log"} {
+				if b, err := os.ReadFile(filepath.Join(work, from)); err == nil {
+					os.WriteFile(filepath.Join(keep, strings.ReplaceAll(name, "+", "-")+to), b, 0o644)
+				}
+			}
+		})
+	}
 	ns := newNS(t)
 	ns.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
 	ns.run(t, "ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
@@ -162,6 +243,7 @@ http {
 	qdone := make(chan error, 1)
 	go func() { qdone <- q.Wait() }()
 	want := "PROBE: dhcp ok mac=" + mac
+	bt := bootTimes{phases: make([]time.Duration, len(bootPhases))}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -169,18 +251,22 @@ http {
 		case err := <-qdone:
 			b, _ := os.ReadFile(ql)
 			if strings.Contains(string(b), want) {
-				// Exited between two polls: the time is an upper bound.
-				return time.Since(start)
+				// Exited between two polls: the times are upper bounds.
+				bt.total = time.Since(start)
+				bt.mark(string(b), bt.total)
+				return bt
 			}
 			t.Fatalf("%s from %s: qemu ended (%v) before the probe got its address\n%s", fw, server, err, tail(string(b), 3000))
-			return 0
+			return bootTimes{}
 		case <-tick.C:
 			b, _ := os.ReadFile(ql)
+			d := time.Since(start)
+			bt.mark(string(b), d)
 			if strings.Contains(string(b), want) {
-				d := time.Since(start)
+				bt.total = d
 				cancel()
 				<-qdone
-				return d
+				return bt
 			}
 		}
 	}
