@@ -6,9 +6,11 @@
 # Time: QEMU start until the probe's OS got its address by DHCP. Runs
 # TestPXEBootBenchmark of test/netboot, which creates a network namespace
 # per boot (bridge + tap) and deletes it; nothing touches a real interface.
-# The report also gives each boot's phases: when iPXE started, when the
-# kernel's first line and the probe's /init appeared, and the guest's own
-# uptime at /init.
+# The report also splits each boot into phases, each ending at a line of the
+# serial console: firmware (until iPXE starts: SeaBIOS, or OVMF's DHCP +
+# TFTP), ipxe (until the kernel's first line: iPXE's DHCP, HTTP downloads,
+# decompression), kernel (until the probe's /init), os_dhcp (until the
+# probe's DHCP succeeded).
 #   usage: [LOGS=DIR] [OUT=FILE.jsonl] hack/bench/pxeboot.sh [REPS]   (root; default 5)
 # LOGS keeps every boot's console and server log there; OUT the raw lines.
 # Needs hack/deps/netboot.apt (qemu-system-x86, ovmf, ipxe, dnsmasq-base,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,8 @@ import (
 // dnsmasq beside dodai sends them), no ping before offering, and 175.176
 // (no-pxedhcp) for iPXE. The machine is not in cluster.yaml, so both boot
 // it into maintenance mode (no config). Time: QEMU start until the probe's
-// OS got its address by DHCP, then the phases of that boot (bootPhases).
+// OS got its address by DHCP, then the durations of that boot's phases
+// (bootPhases).
 // One JSON line per boot goes to DODAI_PXE_BENCH_OUT (hack/bench/report's
 // format). DODAI_PXE_BENCH_LOGS names a directory that keeps each boot's
 // console log and server log (FIRMWARE-SERVER-REP.qemu.log, ….server.log).
@@ -73,39 +75,39 @@ func TestPXEBootBenchmark(t *testing.T) {
 	}
 }
 
-// bootPhases are the console lines that mark where a PXE boot is, in the
-// order they appear: iPXE starting (after SeaBIOS' option ROM load, or
-// after OVMF's DHCP and TFTP of snponly.efi), the kernel's first line on
-// the serial console (after iPXE's DHCP and HTTP downloads and the
-// kernel's decompression), and the probe initramfs' /init.
+// bootPhases are the console lines that end the phases of a PXE boot, in
+// the order they appear, and the report's name for the phase each ends:
+// the firmware until iPXE starts (SeaBIOS loading its option ROM; OVMF's
+// DHCP and TFTP of snponly.efi), iPXE until the kernel's first line on the
+// serial console (iPXE's DHCP, its HTTP downloads, the kernel's
+// decompression), and the kernel's boot until the probe initramfs' /init.
+// The last phase, /init until the probe's DHCP succeeded, ends the boot.
 var bootPhases = []struct{ metric, line string }{
-	{"ipxe_ms", "iPXE initialising devices"},
-	{"kernel_ms", "Linux version"},
-	{"init_ms", "PROBE: init started"},
+	{"firmware_ms", "iPXE initialising devices"},
+	{"ipxe_ms", "Linux version"},
+	{"kernel_ms", "PROBE: init started"},
 }
 
 // bootTimes is one boot's time from QEMU's start until the probe's DHCP
-// succeeded, and until each of bootPhases first appeared (0: not seen),
-// and the guest's own uptime when /init started: the kernel's boot
-// measured by the guest's clock, apart from the host's.
+// succeeded, and when each line of bootPhases first appeared (0: not seen).
 type bootTimes struct {
-	total      time.Duration
-	phases     []time.Duration
-	initUptime time.Duration
+	total time.Duration
+	marks []time.Duration
 }
 
 // metrics is b as the "m" object of a report line: the total first (the
-// metric the report computes ratios for), then the phases in boot order.
+// metric the report computes ratios for), then each phase's duration in
+// boot order, when all marks were seen.
 func (b bootTimes) metrics() string {
 	var m strings.Builder
 	fmt.Fprintf(&m, "{%q:%d", "until_os_dhcp_ms", b.total.Milliseconds())
-	for i, p := range bootPhases {
-		if b.phases[i] > 0 {
-			fmt.Fprintf(&m, ",%q:%d", p.metric, b.phases[i].Milliseconds())
+	if !slices.Contains(b.marks, 0) {
+		prev := time.Duration(0)
+		for i, p := range bootPhases {
+			fmt.Fprintf(&m, ",%q:%d", p.metric, (b.marks[i] - prev).Milliseconds())
+			prev = b.marks[i]
 		}
-	}
-	if b.initUptime > 0 {
-		fmt.Fprintf(&m, ",%q:%d", "guest_uptime_at_init_ms", b.initUptime.Milliseconds())
+		fmt.Fprintf(&m, ",%q:%d", "os_dhcp_ms", (b.total - prev).Milliseconds())
 	}
 	return m.String() + "}"
 }
@@ -113,25 +115,17 @@ func (b bootTimes) metrics() string {
 func (b bootTimes) String() string {
 	var s []string
 	for i, p := range bootPhases {
-		s = append(s, fmt.Sprintf("%s %s", strings.TrimSuffix(p.metric, "_ms"), b.phases[i].Round(10*time.Millisecond)))
+		s = append(s, fmt.Sprintf("%s at %s", p.line, b.marks[i].Round(10*time.Millisecond)))
 	}
-	return strings.Join(append(s, fmt.Sprintf("guest uptime at init %s", b.initUptime)), ", ")
+	return strings.Join(s, ", ")
 }
 
-// mark records, from the console output so far, the phases seen for the
-// first time at d after QEMU's start, and the guest's uptime at /init.
+// mark records the lines of bootPhases that out shows for the first time,
+// at d after QEMU's start.
 func (b *bootTimes) mark(out string, d time.Duration) {
 	for i, p := range bootPhases {
-		if b.phases[i] == 0 && strings.Contains(out, p.line) {
-			b.phases[i] = d
-		}
-	}
-	const up = "PROBE: init started uptime="
-	if i := strings.Index(out, up); i >= 0 && b.initUptime == 0 {
-		if f := strings.Fields(out[i+len(up):]); len(f) > 0 {
-			if sec, err := strconv.ParseFloat(f[0], 64); err == nil {
-				b.initUptime = time.Duration(sec * float64(time.Second))
-			}
+		if b.marks[i] == 0 && strings.Contains(out, p.line) {
+			b.marks[i] = d
 		}
 	}
 }
@@ -243,7 +237,7 @@ http {
 	qdone := make(chan error, 1)
 	go func() { qdone <- q.Wait() }()
 	want := "PROBE: dhcp ok mac=" + mac
-	bt := bootTimes{phases: make([]time.Duration, len(bootPhases))}
+	bt := bootTimes{marks: make([]time.Duration, len(bootPhases))}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -269,5 +263,41 @@ http {
 				return bt
 			}
 		}
+	}
+}
+
+// TestBootTimesPhases checks how the benchmark cuts a boot into phases:
+// each mark is the first poll that shows its line, the phases are the
+// differences between marks, and a boot with a mark missing reports only
+// its total.
+func TestBootTimesPhases(t *testing.T) {
+	bt := bootTimes{marks: make([]time.Duration, len(bootPhases))}
+	console := []string{
+		"SeaBIOS (version 1.16.2)\n",
+		"iPXE initialising devices...\n",
+		"[    0.000000] Linux version 6.1.0\n",
+		"[    2.1] Run /init\nPROBE: init started uptime=2.17[    2.2] tsc: …\n",
+		"PROBE: dhcp ok mac=52:54:00:00:00:01 ip=10.99.0.100/24\n",
+	}
+	out := ""
+	for i, c := range console {
+		out += c
+		bt.mark(out, time.Duration(i+1)*time.Second)
+		bt.mark(out, time.Duration(i+1)*time.Second+time.Millisecond) // a later poll changes nothing
+	}
+	bt.total = 5 * time.Second
+	want := `{"until_os_dhcp_ms":5000,"firmware_ms":2000,"ipxe_ms":1000,"kernel_ms":1000,"os_dhcp_ms":1000}`
+	if got := bt.metrics(); got != want {
+		t.Errorf("metrics = %s, want %s", got, want)
+	}
+	var m map[string]float64
+	if err := json.Unmarshal([]byte(bt.metrics()), &m); err != nil {
+		t.Fatalf("metrics are not a JSON object: %v", err)
+	}
+
+	partial := bootTimes{marks: make([]time.Duration, len(bootPhases)), total: 3 * time.Second}
+	partial.mark("iPXE initialising devices...\nPROBE: dhcp ok\n", time.Second)
+	if got, want := partial.metrics(), `{"until_os_dhcp_ms":3000}`; got != want {
+		t.Errorf("with the kernel's line missing: metrics = %s, want %s", got, want)
 	}
 }
