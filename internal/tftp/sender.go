@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,6 +53,10 @@ type sender struct {
 	// per block (gso.go).
 	batch int
 	gso   []byte
+	// file is the source's raw descriptor for fill's preadv, looked up
+	// once per transfer (nil until then, or when the source is no file).
+	file       syscall.RawConn
+	fileLooked bool
 
 	packets int  // DATA packets sent, including retransmissions
 	sends   int  // send calls that carried them
@@ -241,16 +246,19 @@ func (x *sender) fill(buf []byte, first, last uint64) ([]byte, error) {
 // preadv reads into iovs from off with one preadv(2) when the source is a
 // file, and returns the bytes read (-1 when it cannot).
 func (x *sender) preadv(iovs [][]byte, off int64) int {
-	f, ok := x.r.(*os.File)
-	if !ok || len(iovs) < 2 {
-		return -1
+	if !x.fileLooked {
+		x.fileLooked = true
+		if f, ok := x.r.(*os.File); ok {
+			if rc, err := f.SyscallConn(); err == nil {
+				x.file = rc
+			}
+		}
 	}
-	rc, err := f.SyscallConn()
-	if err != nil {
+	if x.file == nil || len(iovs) < 2 {
 		return -1
 	}
 	got := -1
-	if err := rc.Control(func(fd uintptr) {
+	if err := x.file.Control(func(fd uintptr) {
 		if n, err := unix.Preadv(int(fd), iovs, off); err == nil {
 			got = n
 		}

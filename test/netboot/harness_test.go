@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -70,23 +71,53 @@ var (
 // netns is a network namespace owned by one test.
 type netns struct{ name string }
 
+var sweepOnce sync.Once
+
 func newNS(t *testing.T) *netns {
 	t.Helper()
+	sweepOnce.Do(sweepDeadNamespaces)
 	ns := &netns{name: fmt.Sprintf("dodai-nb-%d-%d", os.Getpid(), nsSeq.Add(1))}
 	run(t, "ip", "netns", "add", ns.name)
-	t.Cleanup(func() {
-		// kill whatever still runs in it (by PID), then delete it
-		out, _ := exec.Command("ip", "netns", "pids", ns.name).Output()
-		for _, f := range strings.Fields(string(out)) {
-			var pid int
-			if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-		}
-		exec.Command("ip", "netns", "del", ns.name).Run()
-	})
+	t.Cleanup(func() { deleteNS(ns.name) })
 	ns.run(t, "ip", "link", "set", "lo", "up")
 	return ns
+}
+
+// deleteNS kills whatever still runs in namespace name (by PID), then
+// deletes it.
+func deleteNS(name string) {
+	out, _ := exec.Command("ip", "netns", "pids", name).Output()
+	for _, f := range strings.Fields(string(out)) {
+		var pid int
+		if _, err := fmt.Sscan(f, &pid); err == nil && pid > 1 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	exec.Command("ip", "netns", "del", name).Run()
+}
+
+// sweepDeadNamespaces deletes the namespaces an earlier run of these tests
+// left behind when it was killed before its cleanups ran (a timeout's
+// SIGKILL): dodai-nb-PID-N where process PID no longer exists. What still
+// runs in them (a QEMU, a server) was started by that run.
+func sweepDeadNamespaces() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		var pid, seq int
+		if n, _ := fmt.Sscanf(f[0], "dodai-nb-%d-%d", &pid, &seq); n != 2 || f[0] != fmt.Sprintf("dodai-nb-%d-%d", pid, seq) {
+			continue
+		}
+		if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			deleteNS(f[0])
+		}
+	}
 }
 
 func run(t *testing.T, name string, args ...string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,8 +24,11 @@ import (
 // dnsmasq beside dodai sends them), no ping before offering, and 175.176
 // (no-pxedhcp) for iPXE. The machine is not in cluster.yaml, so both boot
 // it into maintenance mode (no config). Time: QEMU start until the probe's
-// OS got its address by DHCP. One JSON line per boot goes to
-// DODAI_PXE_BENCH_OUT (hack/bench/report's format).
+// OS got its address by DHCP, then the durations of that boot's phases
+// (bootPhases).
+// One JSON line per boot goes to DODAI_PXE_BENCH_OUT (hack/bench/report's
+// format). DODAI_PXE_BENCH_LOGS names a directory that keeps each boot's
+// console log and server log (FIRMWARE-SERVER-REP.qemu.log, ….server.log).
 func TestPXEBootBenchmark(t *testing.T) {
 	reps, _ := strconv.Atoi(os.Getenv("DODAI_PXE_BENCH"))
 	if reps < 1 {
@@ -56,25 +60,96 @@ func TestPXEBootBenchmark(t *testing.T) {
 				n++
 				mac := fmt.Sprintf("52:54:00:%02x:%02x:%02x", os.Getpid()&0xff, (os.Getpid()>>8)&0xff, n)
 				load, _ := os.ReadFile("/proc/loadavg")
-				var d time.Duration
-				t.Run(fmt.Sprintf("%s-%s-%d", fw, s, rep), func(t *testing.T) { d = pxeBootOnce(t, fw, s, assets, mac) })
-				if d == 0 {
+				var b bootTimes
+				name := fmt.Sprintf("%s-%s-%d", fw, s, rep)
+				t.Run(name, func(t *testing.T) { b = pxeBootOnce(t, fw, s, assets, mac, name) })
+				if b.total == 0 {
 					t.FailNow()
 				}
 				l1, _ := strconv.ParseFloat(strings.Fields(string(load))[0], 64)
-				line, _ := json.Marshal(map[string]any{"bench": "pxeboot", "group": string(fw), "server": s, "rep": rep, "load1": l1,
-					"m": map[string]float64{"until_os_dhcp_ms": float64(d.Milliseconds())}})
-				fmt.Fprintf(f, "%s\n", line)
-				t.Logf("%s %s rep %d: %s", fw, s, rep, d.Round(10*time.Millisecond))
+				head, _ := json.Marshal(map[string]any{"bench": "pxeboot", "group": string(fw), "server": s, "rep": rep, "load1": l1})
+				fmt.Fprintf(f, "%s,\"m\":%s}\n", head[:len(head)-1], b.metrics())
+				t.Logf("%s %s rep %d: %s (%s)", fw, s, rep, b.total.Round(10*time.Millisecond), b)
 			}
 		}
 	}
 }
 
+// bootPhases are the console lines that end the phases of a PXE boot, in
+// the order they appear, and the report's name for the phase each ends:
+// the firmware until iPXE starts (SeaBIOS loading its option ROM; OVMF's
+// DHCP and TFTP of snponly.efi), iPXE until the kernel's first line on the
+// serial console (iPXE's DHCP, its HTTP downloads, the kernel's
+// decompression), and the kernel's boot until the probe initramfs' /init.
+// The last phase, /init until the probe's DHCP succeeded, ends the boot.
+var bootPhases = []struct{ metric, line string }{
+	{"firmware_ms", "iPXE initialising devices"},
+	{"ipxe_ms", "Linux version"},
+	{"kernel_ms", "PROBE: init started"},
+}
+
+// bootTimes is one boot's time from QEMU's start until the probe's DHCP
+// succeeded, and when each line of bootPhases first appeared (0: not seen).
+type bootTimes struct {
+	total time.Duration
+	marks []time.Duration
+}
+
+// metrics is b as the "m" object of a report line: the total first (the
+// metric the report computes ratios for), then each phase's duration in
+// boot order, when all marks were seen.
+func (b bootTimes) metrics() string {
+	var m strings.Builder
+	fmt.Fprintf(&m, "{%q:%d", "until_os_dhcp_ms", b.total.Milliseconds())
+	if !slices.Contains(b.marks, 0) {
+		prev := time.Duration(0)
+		for i, p := range bootPhases {
+			fmt.Fprintf(&m, ",%q:%d", p.metric, (b.marks[i] - prev).Milliseconds())
+			prev = b.marks[i]
+		}
+		fmt.Fprintf(&m, ",%q:%d", "os_dhcp_ms", (b.total - prev).Milliseconds())
+	}
+	return m.String() + "}"
+}
+
+func (b bootTimes) String() string {
+	var s []string
+	for i, p := range bootPhases {
+		s = append(s, fmt.Sprintf("%s at %s", p.line, b.marks[i].Round(10*time.Millisecond)))
+	}
+	return strings.Join(s, ", ")
+}
+
+// mark records the lines of bootPhases that out shows for the first time,
+// at d after QEMU's start.
+func (b *bootTimes) mark(out string, d time.Duration) {
+	for i, p := range bootPhases {
+		if b.marks[i] == 0 && strings.Contains(out, p.line) {
+			b.marks[i] = d
+		}
+	}
+}
+
 // pxeBootOnce boots one machine from one server setup in a fresh namespace
-// and returns the time from QEMU's start until the probe's DHCP succeeded.
-func pxeBootOnce(t *testing.T, fw firmware, server, assets, mac string) time.Duration {
+// and returns the time from QEMU's start until the probe's DHCP succeeded,
+// with the boot's phases (polled every 20 ms, so each is late by up to
+// that).
+func pxeBootOnce(t *testing.T, fw firmware, server, assets, mac, name string) bootTimes {
 	work := t.TempDir()
+	if keep := os.Getenv("DODAI_PXE_BENCH_LOGS"); keep != "" {
+		t.Cleanup(func() {
+			os.MkdirAll(keep, 0o755)
+			serverLog := "dodai.log"
+			if server != "dodai" {
+				serverLog = "dnsmasq.log"
+			}
+			for from, to := range map[string]string{"qemu.log": ".qemu.log", serverLog: ".server.log"} {
+				if b, err := os.ReadFile(filepath.Join(work, from)); err == nil {
+					os.WriteFile(filepath.Join(keep, strings.ReplaceAll(name, "+", "-")+to), b, 0o644)
+				}
+			}
+		})
+	}
 	ns := newNS(t)
 	ns.run(t, "ip", "link", "add", "br0", "type", "bridge", "forward_delay", "0", "stp_state", "0")
 	ns.run(t, "ip", "addr", "add", "10.99.0.1/24", "dev", "br0")
@@ -162,6 +237,7 @@ http {
 	qdone := make(chan error, 1)
 	go func() { qdone <- q.Wait() }()
 	want := "PROBE: dhcp ok mac=" + mac
+	bt := bootTimes{marks: make([]time.Duration, len(bootPhases))}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -169,19 +245,59 @@ http {
 		case err := <-qdone:
 			b, _ := os.ReadFile(ql)
 			if strings.Contains(string(b), want) {
-				// Exited between two polls: the time is an upper bound.
-				return time.Since(start)
+				// Exited between two polls: the times are upper bounds.
+				bt.total = time.Since(start)
+				bt.mark(string(b), bt.total)
+				return bt
 			}
 			t.Fatalf("%s from %s: qemu ended (%v) before the probe got its address\n%s", fw, server, err, tail(string(b), 3000))
-			return 0
+			return bootTimes{}
 		case <-tick.C:
 			b, _ := os.ReadFile(ql)
+			d := time.Since(start)
+			bt.mark(string(b), d)
 			if strings.Contains(string(b), want) {
-				d := time.Since(start)
+				bt.total = d
 				cancel()
 				<-qdone
-				return d
+				return bt
 			}
 		}
+	}
+}
+
+// TestBootTimesPhases checks how the benchmark cuts a boot into phases:
+// each mark is the first poll that shows its line, the phases are the
+// differences between marks, and a boot with a mark missing reports only
+// its total.
+func TestBootTimesPhases(t *testing.T) {
+	bt := bootTimes{marks: make([]time.Duration, len(bootPhases))}
+	console := []string{
+		"SeaBIOS (version 1.16.2)\n",
+		"iPXE initialising devices...\n",
+		"[    0.000000] Linux version 6.1.0\n",
+		"[    2.1] Run /init\nPROBE: init started uptime=2.17[    2.2] tsc: …\n",
+		"PROBE: dhcp ok mac=52:54:00:00:00:01 ip=10.99.0.100/24\n",
+	}
+	out := ""
+	for i, c := range console {
+		out += c
+		bt.mark(out, time.Duration(i+1)*time.Second)
+		bt.mark(out, time.Duration(i+1)*time.Second+time.Millisecond) // a later poll changes nothing
+	}
+	bt.total = 5 * time.Second
+	want := `{"until_os_dhcp_ms":5000,"firmware_ms":2000,"ipxe_ms":1000,"kernel_ms":1000,"os_dhcp_ms":1000}`
+	if got := bt.metrics(); got != want {
+		t.Errorf("metrics = %s, want %s", got, want)
+	}
+	var m map[string]float64
+	if err := json.Unmarshal([]byte(bt.metrics()), &m); err != nil {
+		t.Fatalf("metrics are not a JSON object: %v", err)
+	}
+
+	partial := bootTimes{marks: make([]time.Duration, len(bootPhases)), total: 3 * time.Second}
+	partial.mark("iPXE initialising devices...\nPROBE: dhcp ok\n", time.Second)
+	if got, want := partial.metrics(), `{"until_os_dhcp_ms":3000}`; got != want {
+		t.Errorf("with the kernel's line missing: metrics = %s, want %s", got, want)
 	}
 }
