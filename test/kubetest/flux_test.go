@@ -145,10 +145,20 @@ func TestFluxHelmReleases(t *testing.T) {
 		t.Errorf("second rendered at %v; first rendered at %v and became Ready at %v: dependency order violated", secondAt, firstAt, firstReady)
 	}
 
+	// A failing release is first Ready=False for a transient reason (its
+	// HelmChart not reconciled yet), then for the Helm error.
 	for name, want := range map[string]string{"broken": "broken on purpose", "badyaml": "YAML parse error"} {
-		cond, _ := waitRelease(ctx, t, e, ns, name, "False")
-		if msg, _ := cond["message"].(string); !strings.Contains(msg, want) {
-			t.Errorf("HelmRelease %s Ready=False message %q, want it to contain %q", name, msg, want)
+		for {
+			cond, _ := waitRelease(ctx, t, e, ns, name, "False")
+			msg, _ := cond["message"].(string)
+			if strings.Contains(msg, want) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("HelmRelease %s Ready=False message %q, want it to contain %q", name, msg, want)
+			case <-time.After(100 * time.Millisecond):
+			}
 		}
 	}
 
