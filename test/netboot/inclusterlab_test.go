@@ -11,7 +11,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/incltest"
 )
 
-// What the in-cluster tests share (TestInClusterReplicas,
+// What the in-cluster tests share (TestInClusterReplicas, TestInClusterProxyReplicas,
 // TestInClusterDHCPBenchmark, TestQEMUBootInCluster): the load generator,
 // the /20 cluster directory, the apiserver reached from inside a network
 // namespace, and a LAN of boot servers and one client on a bridge.
@@ -73,6 +73,7 @@ func apiReach(t *testing.T, kc *incltest.Cluster, work string) func(ns *netns) {
 // lanLab is a bridge (in its own namespace) with boot-server namespaces
 // at 10.99.0.1, .2, … /20 and one client namespace, each on eth0.
 type lanLab struct {
+	lan     *netns // holds the bridge br0
 	servers []*netns
 	client  *netns
 }
@@ -88,7 +89,7 @@ func newLANLab(t *testing.T, n int, reach func(*netns)) *lanLab {
 		veth(t, lan, lanSide, ns, "eth0")
 		lan.run(t, "ip", "link", "set", lanSide, "master", "br0")
 	}
-	l := &lanLab{}
+	l := &lanLab{lan: lan}
 	for i := range n {
 		ns := newNS(t)
 		attach(ns, fmt.Sprintf("p%d", i))
@@ -101,4 +102,17 @@ func newLANLab(t *testing.T, n int, reach func(*netns)) *lanLab {
 	l.client = newNS(t)
 	attach(l.client, "pc")
 	return l
+}
+
+// join attaches a new namespace to the bridge (bridge port port, eth0
+// with MAC mac, no address) and returns it.
+func (l *lanLab) join(t *testing.T, port, mac string) *netns {
+	t.Helper()
+	ns := newNS(t)
+	veth(t, l.lan, port, ns, "eth0")
+	l.lan.run(t, "ip", "link", "set", port, "master", "br0")
+	if mac != "" {
+		ns.run(t, "ip", "link", "set", "eth0", "address", mac)
+	}
+	return ns
 }
