@@ -71,7 +71,7 @@ func TestDodaiNetbootRoleRunsTheStore(t *testing.T) {
 	go func() { st.Run(runCtx); close(done) }()
 	defer func() { stop(); <-done }()
 
-	waitUntil(t, "the store to see its own heartbeat running", func() bool {
+	testutil.WaitUntil(t, "the store to see its own heartbeat running", func() bool {
 		reps, err := st.Replicas(ctx)
 		return err == nil && len(reps) == 1 && reps[0].Name == "a" && reps[0].Running
 	})
@@ -80,7 +80,7 @@ func TestDodaiNetbootRoleRunsTheStore(t *testing.T) {
 		t.Errorf("the only running replica does not own %s", mac)
 	}
 	st.MachineChanged(state.Machine{MAC: mac, IP: "10.99.0.100", Arch: "amd64", Stage: "dhcp", LastSeen: time.Now().UTC()})
-	waitUntil(t, "the Machine written as the service account", func() bool {
+	testutil.WaitUntil(t, "the Machine written as the service account", func() bool {
 		var m v1alpha1.Machine
 		err := admin.Get(ctx, client.ObjectKey{Namespace: ns, Name: v1alpha1.MachineName(mac)}, &m)
 		return err == nil && m.Status.BootServer == "a" && m.Status.IP == "10.99.0.100"
@@ -107,16 +107,5 @@ func TestDodaiNetbootRoleRunsTheStore(t *testing.T) {
 	var hb coordinationv1.LeaseList
 	if err := admin.List(ctx, &hb, client.InNamespace(ns), client.MatchingLabels{replicas.LabelComponent: replicas.Component}); err != nil || len(hb.Items) != 0 {
 		t.Errorf("heartbeats after the store stopped: %d, %v", len(hb.Items), err)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

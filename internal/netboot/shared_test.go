@@ -21,6 +21,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/replicas"
 	"github.com/dodai-dev/dodai/internal/netboot/dhcp"
 	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // Two in-cluster replicas in proxy mode over one real apiserver. Every
@@ -250,7 +251,7 @@ func TestProxyReplicasOneWriter(t *testing.T) {
 		}
 		waitSeen(tc.name+": "+tc.server+"'s heartbeat", map[string]bool{"a": true, "b": true, tc.server: tc.name != "expired"})
 		for _, st := range []*netbootstore.Store{sa, sb} {
-			waitUntil(t, tc.name+": the replicas to see the Machine", func() bool {
+			testutil.WaitUntil(t, tc.name+": the replicas to see the Machine", func() bool {
 				recs, err := st.Machines(ctx)
 				return err == nil && slices.ContainsFunc(recs, func(r state.Machine) bool { return r.MAC == tc.mac && r.IP == "10.0.0.9" })
 			})
@@ -266,16 +267,5 @@ func TestProxyReplicasOneWriter(t *testing.T) {
 			waitSeen("d stopped", map[string]bool{"a": true, "b": true, "d": false})
 		}
 		oneWriter(tc.name+": Talos' address of "+tc.server+"'s machine", tc.mac, tc.ip, 1)
-	}
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -72,6 +72,19 @@ func Context(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
+// WaitUntil polls cond every 20 ms until it holds, and fails the test
+// (naming what it waited for) when 30 s pass first.
+func WaitUntil(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timeout waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // Slow skips the test in the fast tier (go test -short); why says what it
 // needs (the kube tools, QEMU, a built binary…).
 func Slow(t testing.TB, why string) {

@@ -247,11 +247,7 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	veth(t, srv, "psite", site, "eth0")
 	srv.run(t, "ip", "link", "set", "psite", "master", "br0")
 	site.run(t, "ip", "addr", "add", "10.99.0.2/24", "dev", "eth0")
-	conf := filepath.Join(work, "dnsmasq.conf")
-	write(t, conf, fmt.Sprintf("port=0\ninterface=eth0\nbind-interfaces\ndhcp-authoritative\ndhcp-range=10.99.0.100,10.99.0.199,255.255.255.0,1h\ndhcp-leasefile=%s\nno-ping\nlog-dhcp\nuser=root\n", filepath.Join(work, "dnsmasq.leases")))
-	dl := filepath.Join(work, "dnsmasq.log")
-	site.start(t, dl, nil, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+conf, "--pid-file="+filepath.Join(work, "dnsmasq.pid"))
-	waitLog(t, dl, "DHCP, IP range", nil, 10*time.Second)
+	startSiteDHCP(t, site, work, "255.255.255.0")
 
 	dlog := filepath.Join(work, "dodai.log")
 	startDodai(t, srv, dlog, "-C", dir, "--interface", "br0", "--assets", fakeAssets(t, 1024), "--ipxe-dir", "/usr/lib/ipxe")
@@ -345,4 +341,17 @@ func TestProxyModeBesideDnsmasq(t *testing.T) {
 	if code, body := curl(t, cs[2], "http://10.99.0.1:8080/boot.ipxe?mac="+macPXE+"&arch=x86_64"); code != "200" || strings.Contains(body, "talos.config") {
 		t.Fatalf("proxy-mode script: %s\n%s", code, body)
 	}
+}
+
+// startSiteDHCP runs a site's plain DHCP server in ns: dnsmasq on eth0
+// handing out 10.99.0.100-199 with netmask mask, no PXE options, its
+// files in work (dnsmasq.log, dnsmasq.leases). It returns once dnsmasq
+// serves.
+func startSiteDHCP(t *testing.T, ns *netns, work, mask string) {
+	t.Helper()
+	conf := filepath.Join(work, "dnsmasq.conf")
+	write(t, conf, fmt.Sprintf("port=0\ninterface=eth0\nbind-interfaces\ndhcp-authoritative\ndhcp-range=10.99.0.100,10.99.0.199,%s,1h\ndhcp-leasefile=%s\nno-ping\nlog-dhcp\nuser=root\n", mask, filepath.Join(work, "dnsmasq.leases")))
+	dl := filepath.Join(work, "dnsmasq.log")
+	ns.start(t, dl, nil, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+conf, "--pid-file="+filepath.Join(work, "dnsmasq.pid"))
+	waitLog(t, dl, "DHCP, IP range", nil, 10*time.Second)
 }

@@ -49,11 +49,7 @@ func TestInClusterProxyReplicas(t *testing.T) {
 	// The site's DHCP server: plain dnsmasq (no PXE options).
 	site := lab.join(t, "psite", "")
 	site.run(t, "ip", "addr", "add", "10.99.0.3/20", "dev", "eth0")
-	conf := filepath.Join(work, "dnsmasq.conf")
-	write(t, conf, fmt.Sprintf("port=0\ninterface=eth0\nbind-interfaces\ndhcp-authoritative\ndhcp-range=10.99.0.100,10.99.0.199,255.255.240.0,1h\ndhcp-leasefile=%s\nno-ping\nlog-dhcp\nuser=root\n", filepath.Join(work, "dnsmasq.leases")))
-	dl := filepath.Join(work, "dnsmasq.log")
-	site.start(t, dl, nil, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--conf-file="+conf, "--pid-file="+filepath.Join(work, "dnsmasq.pid"))
-	waitLog(t, dl, "DHCP, IP range", nil, 10*time.Second)
+	startSiteDHCP(t, site, work, "255.255.240.0")
 
 	type replica struct{ name, addr, log string }
 	reps := []*replica{{name: "a", addr: "10.99.0.1"}, {name: "b", addr: "10.99.0.2"}}

@@ -17,6 +17,7 @@ import (
 	"github.com/dodai-dev/dodai/internal/incluster/netbootstore"
 	"github.com/dodai-dev/dodai/internal/macaddr"
 	"github.com/dodai-dev/dodai/internal/state"
+	"github.com/dodai-dev/dodai/internal/testutil"
 )
 
 // seen collects the records a replica's OnRemote receives.
@@ -36,17 +37,6 @@ func (s *seen) find(f func(state.Machine) bool) bool {
 		}
 	}
 	return false
-}
-
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timeout waiting for %s", what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // Two boot server replicas over one real apiserver: a's registry changes
@@ -83,7 +73,7 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 	}
 	name := v1alpha1.MachineName("52:54:00:00:00:01")
 	var m v1alpha1.Machine
-	waitUntil(t, "a's Machine with the latest stage", func() bool {
+	testutil.WaitUntil(t, "a's Machine with the latest stage", func() bool {
 		return kc.Client.Get(ctx, client.ObjectKey{Namespace: incltest.Namespace, Name: name}, &m) == nil && m.Status.Stage == "kernel"
 	})
 	if m.Status.BootServer != "a" || m.Spec.Node != "cp1" || len(m.Spec.MACs) != 2 || m.Spec.MACs[1] != "52:54:00:00:00:02" {
@@ -94,10 +84,10 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 	}
 	// The count is added when the write returns, just after the
 	// apiserver has the object: wait for it rather than race it.
-	waitUntil(t, "a to count at least the create and the status write", func() bool { return a.Writes() >= 2 })
+	testutil.WaitUntil(t, "a to count at least the create and the status write", func() bool { return a.Writes() >= 2 })
 
 	// b hears a's record; a never hears its own.
-	waitUntil(t, "b to hear a's record", func() bool {
+	testutil.WaitUntil(t, "b to hear a's record", func() bool {
 		return fromB.find(func(r state.Machine) bool {
 			return r.MAC == "52:54:00:00:00:01" && r.Stage == "kernel" && r.Node == "cp1"
 		})
@@ -123,7 +113,7 @@ func TestReplicasShareTheRegistry(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, "b to see the apply", func() bool {
+	testutil.WaitUntil(t, "b to see the apply", func() bool {
 		at, ok := b.ConfigApplied("cp1")
 		return ok && at.Equal(applied.Time)
 	})
@@ -196,7 +186,7 @@ func TestOnlyTheACKingReplicaWrites(t *testing.T) {
 	a.MachineOffered(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", LastSeen: now})
 	b.MachineOffered(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", LastSeen: now})
 	b.MachineChanged(state.Machine{MAC: x, Arch: "amd64", Stage: "dhcp", IP: "10.99.0.100", LastSeen: now})
-	waitUntil(t, "b's Machine of x", func() bool { _, ok := get(x); return ok })
+	testutil.WaitUntil(t, "b's Machine of x", func() bool { _, ok := get(x); return ok })
 	time.Sleep(2 * grace)
 	if m, _ := get(x); m.Status.BootServer != "b" || m.Status.IP != "10.99.0.100" {
 		t.Errorf("x: %+v, want b's record", m.Status)
@@ -212,7 +202,7 @@ func TestOnlyTheACKingReplicaWrites(t *testing.T) {
 	y := "52:54:00:00:01:02"
 	offered := time.Now()
 	a.MachineOffered(state.Machine{MAC: y, Arch: "amd64", Stage: "dhcp", LastSeen: now})
-	waitUntil(t, "a's Machine of y", func() bool { _, ok := get(y); return ok })
+	testutil.WaitUntil(t, "a's Machine of y", func() bool { _, ok := get(y); return ok })
 	if d := time.Since(offered); d < grace {
 		t.Errorf("y was written %v after its offer, before the grace period (%v)", d, grace)
 	}
@@ -226,7 +216,7 @@ func TestOnlyTheACKingReplicaWrites(t *testing.T) {
 	a.MachineOffered(state.Machine{MAC: z, Arch: "amd64", Stage: "dhcp", LastSeen: now})
 	a.MachineChanged(state.Machine{MAC: z, Arch: "amd64", Stage: "dhcp", IP: "10.99.0.101", LastSeen: now})
 	start := time.Now()
-	waitUntil(t, "a's Machine of z", func() bool { _, ok := get(z); return ok })
+	testutil.WaitUntil(t, "a's Machine of z", func() bool { _, ok := get(z); return ok })
 	if d := time.Since(start); d >= grace {
 		t.Errorf("z took %v, the ACKed record waited for the offer's grace period", d)
 	}
