@@ -190,6 +190,8 @@ func Owner(key string, running []string) string {
 // FNV-1a alone spreads badly here: names that differ only in their last
 // bytes (pod names, "a" and "b") differ only in the last multiplication,
 // and the highest of such hashes favoured one name 2:1 over the others.
+// (hash/maphash would mix well but is seeded per process; every replica
+// must compute the same value.)
 func rendezvous(key, name string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(key))
